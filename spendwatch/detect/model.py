@@ -1,0 +1,218 @@
+"""The detection model: robust seasonal forecast, robust z, and a materiality gate.
+
+Each decided column ``t`` is a pure function of the columns ``<= t`` (its trailing window,
+plus the same day of the three previous months for recurring charges). There is no state
+carried from step to step, so deciding only the newest column gives exactly the decision a
+full walk-forward makes at that column - the fleet scan and the backtest cannot disagree.
+See docs/detection.md for the reasoning behind each rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from spendwatch.detect.calendar import same_day_previous_months
+from spendwatch.detect.kinds import Kind
+from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
+from spendwatch.detect.scoring import Decision, Thresholds, decide
+from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast
+
+Granularity = Literal["daily", "hourly"]
+
+_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "daily": {
+        "min_impact_abs": 10.0,
+        "min_impact_pct": 0.2,
+        "season_cycles": 8,
+        "level_points": 7,
+        "min_history": 14,
+    },
+    "hourly": {
+        "min_impact_abs": 2.0,
+        "min_impact_pct": 0.3,
+        "season_cycles": 21,
+        "level_points": 24,
+        "min_history": 72,
+    },
+}
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Every knob of the detector. Use :meth:`for_granularity` for sensible defaults."""
+
+    granularity: Granularity
+    sensitivity: float = 1.0  # divides every z threshold: 2.0 alerts on half the surprise
+    min_impact_abs: float | None = None  # $ per step over expected; None -> granularity default
+    min_impact_pct: float | None = None  # fraction over expected; None -> granularity default
+    z_threshold: float = 5.0  # robust z an upward step must exceed (at sensitivity 1)
+    sustained_z: float = 3.0  # robust z of a sustained rise (leak/shift) over the long level
+    season_cycles: int | None = None  # window length in cycles (weeks for daily, days for hourly)
+    level_points: int | None = None  # observed points the short level is the median of
+    min_history: int | None = None  # observed non-zero points needed before deciding
+    recurrence_months: int = 3  # months of day-of-month history for recurring charges (daily)
+    intermittent_zero_share: float = 0.2  # above this share of zeros a zero is "job idle", not a drop
+    scale_floor_pct: float = 0.02  # floor on the robust sigma as a fraction of the expected cost
+
+    @classmethod
+    def for_granularity(cls, granularity: Granularity, **overrides: float | int | None) -> ModelParams:
+        """Parameters with the granularity's defaults filled in, then ``overrides`` applied."""
+        if granularity not in _DEFAULTS:
+            raise ValueError(f"granularity must be 'daily' or 'hourly', not {granularity!r}")
+        filled: dict[str, float | int | None] = dict(_DEFAULTS[granularity])
+        filled.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(granularity=granularity, **filled)  # type: ignore[arg-type]
+
+    def resolved(self) -> ModelParams:
+        """These parameters with every ``None`` replaced by the granularity default."""
+        defaults = _DEFAULTS[self.granularity]
+        missing = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return replace(self, **missing)  # type: ignore[arg-type]
+
+    def window_spec(self) -> WindowSpec:
+        full = self.resolved()
+        hourly = self.granularity == "hourly"
+        return WindowSpec(
+            cycle=24 if hourly else 7,
+            n_cycles=int(full.season_cycles or 0),
+            weekly_cycles=7 if hourly else 0,
+            level_points=int(full.level_points or 0),
+            min_points=int(full.min_history or 0),
+        )
+
+    def thresholds(self) -> Thresholds:
+        full = self.resolved()
+        return Thresholds(
+            z=self.z_threshold / self.sensitivity,
+            sustained_z=self.sustained_z / self.sensitivity,
+            min_abs=float(full.min_impact_abs or 0.0),
+            min_pct=float(full.min_impact_pct or 0.0),
+            scale_floor_pct=self.scale_floor_pct,
+            intermittent_zero_share=self.intermittent_zero_share,
+            hourly=self.granularity == "hourly",
+        )
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """Decisions for columns ``start .. start + n_decided - 1``; arrays are (n_series, n_decided).
+
+    ``score`` is the signed robust z of the step against ``expected`` (NaN where the step is
+    missing or there is not enough history); ``lower``/``upper`` are the band outside which a
+    step is statistically surprising at the configured sensitivity; ``kind`` holds
+    :class:`Kind` values.
+    """
+
+    start: int
+    expected: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    score: FloatArray
+    is_anomaly: BoolArray
+    kind: np.ndarray
+    is_drop: BoolArray
+
+    def __post_init__(self) -> None:
+        for name in ("expected", "lower", "upper", "score", "is_anomaly", "kind", "is_drop"):
+            _read_only(getattr(self, name))
+
+
+class Detector:
+    """Vectorised walk-forward detector over a (n_series, n_steps) panel."""
+
+    def __init__(self, params: ModelParams) -> None:
+        self.params = params.resolved()
+        self._spec = self.params.window_spec()
+        self._thresholds = self.params.thresholds()
+
+    def fit(
+        self,
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        *,
+        decide_from: int = 0,
+        rebase_at: np.ndarray | None = None,
+    ) -> DetectionResult:
+        """Decide columns ``decide_from .. n_steps-1``, each from columns ``<=`` itself only.
+
+        ``values`` is float (n_series, n_steps), NaN = missing; ``timestamps`` the (n_steps,)
+        UTC column starts; ``rebase_at`` per series: history before that column is not used
+        for the level (-1 = no rebase).
+        """
+        panel = np.asarray(values, dtype=np.float64)
+        if panel.ndim != 2:
+            raise ValueError(f"values must be 2-D (n_series, n_steps), got shape {panel.shape}")
+        n_series, n_steps = panel.shape
+        if len(timestamps) != n_steps:
+            raise ValueError(f"timestamps has {len(timestamps)} entries for {n_steps} columns")
+        if not 0 <= decide_from <= n_steps:
+            raise ValueError(f"decide_from must be within 0..{n_steps}, got {decide_from}")
+        rebase = self._rebase(rebase_at, n_series)
+        decided = np.arange(decide_from, n_steps, dtype=np.int64)
+        base = forecast(panel, decided, self._spec, rebase)
+        recurring = self._recurring_excess(panel, timestamps, decided, rebase)
+        decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
+        return _result(decide_from, decision)
+
+    @staticmethod
+    def _rebase(rebase_at: np.ndarray | None, n_series: int) -> IntArray:
+        if rebase_at is None:
+            return np.full(n_series, -1, dtype=np.int64)
+        rebase = np.asarray(rebase_at, dtype=np.int64)
+        if rebase.shape != (n_series,):
+            raise ValueError(f"rebase_at must have shape ({n_series},), got {rebase.shape}")
+        return rebase
+
+    def _recurring_excess(
+        self, panel: FloatArray, timestamps: np.ndarray, decided: IntArray, rebase: IntArray
+    ) -> FloatArray:
+        """Excess a day-of-month charge is expected to add at each decided column (daily)."""
+        n_series = panel.shape[0]
+        months = self.params.recurrence_months
+        if self.params.granularity != "daily" or months <= 0 or len(decided) == 0:
+            return np.zeros((n_series, len(decided)))
+        earlier = same_day_previous_months(np.asarray(timestamps), months)[decided]
+        needed = np.unique(earlier[earlier >= 0])
+        past = forecast(panel, needed.astype(np.int64), self._spec, rebase)
+        past_decision = decide(panel[:, needed], past, np.zeros((n_series, len(needed))), self._thresholds)
+        lookup = np.full(panel.shape[1], -1, dtype=np.int64)
+        lookup[needed] = np.arange(len(needed))
+        slot = np.where(earlier >= 0, lookup[np.maximum(earlier, 0)], -1)
+        return _recurring_from_history(past_decision, slot)
+
+
+def _recurring_from_history(past: Decision, slot: IntArray) -> FloatArray:
+    """Median past excess where a majority of the available earlier months alerted."""
+    available = slot >= 0
+    index = np.maximum(slot, 0)
+    alerted = past.is_anomaly[:, index] & available[None, :, :]
+    excess = np.where(alerted, past.excess[:, index], np.nan)
+    n_alerted = alerted.sum(axis=-1)
+    n_available = available.sum(axis=-1)[None, :]
+    recurring = (n_alerted >= 1) & (2 * n_alerted >= n_available)
+    amount = nanmedian_last(np.where(recurring[..., None], excess, np.nan))
+    return np.nan_to_num(amount, nan=0.0)
+
+
+def _result(start: int, decision: Decision) -> DetectionResult:
+    return DetectionResult(
+        start=start,
+        expected=decision.expected,
+        lower=decision.lower,
+        upper=decision.upper,
+        score=decision.score,
+        is_anomaly=decision.is_anomaly,
+        kind=decision.kind,
+        is_drop=decision.is_drop,
+    )
+
+
+__all__ = ["DetectionResult", "Detector", "Forecast", "Granularity", "Kind", "ModelParams"]
