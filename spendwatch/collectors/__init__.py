@@ -1,1 +1,17 @@
+"""Collectors: every source type registers itself in ``SOURCES`` when its module is imported here."""
 
+from spendwatch.collectors import focus, simulated
+from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, JobBatch, Problem, Source, SourceConfig
+
+__all__ = [
+    "SOURCES",
+    "Batch",
+    "CollectWindow",
+    "CostBatch",
+    "JobBatch",
+    "Problem",
+    "Source",
+    "SourceConfig",
+    "focus",
+    "simulated",
+]

@@ -1,0 +1,263 @@
+"""The config file: YAML, ``${ENV}`` interpolation, validated by pydantic before anything runs.
+
+Every error is one line that names the file, the line and the key path, e.g.::
+
+    config/prod.yaml:14: sources[1].bucket: field required
+
+Secrets never live in the file: values may say ``${SMTP_PASSWORD}`` (or ``${VAR:-default}``), and
+cloud credentials come from each cloud's default chain (profiles, roles, workload identity).
+Relative paths are resolved against the folder of the config file, so a daemon and a person running
+the CLI from elsewhere see the same store.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Union
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
+import spendwatch.collectors  # noqa: F401  (registers the source types)
+from spendwatch.collectors.base import SOURCES, SourceConfig
+from spendwatch.config_types import ConfigPath, Duration
+from spendwatch.detect.monitors import MonitorConfig, default_monitors
+from spendwatch.errors import ConfigError
+from spendwatch.plugins import StrictModel, config_models
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+if TYPE_CHECKING:
+    SourceSpec = SourceConfig
+else:
+    SourceSpec = Annotated[Union[config_models(SOURCES)], Field(discriminator="type")]  # noqa: UP007
+
+
+class StoreConfig(StrictModel):
+    path: ConfigPath = Field(default=Path("spendwatch.duckdb"), description="the store file (DuckDB)")
+    lock_timeout: Duration = Field(
+        default=timedelta(seconds=60), description="how long to wait for another process to finish its write"
+    )
+    retention: Duration = Field(
+        default=timedelta(days=730), description="cost lines and runs older than this are deleted"
+    )
+    memory_limit: str | None = Field(default=None, description="DuckDB memory limit, e.g. '2GB'")
+
+
+class DetectionConfig(StrictModel):
+    history: Duration = Field(default=timedelta(days=400), description="how much history each series is scored against")
+    hourly_history: Duration = Field(default=timedelta(days=35), description="history for hourly series")
+
+
+class Config(StrictModel):
+    """The whole spendwatch configuration."""
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    sources: list[SourceSpec] = Field(min_length=1, description="where cost and job data come from")
+    monitors: list[MonitorConfig] = Field(default_factory=default_monitors)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        for label, names in (
+            ("sources", [s.name for s in self.sources]),
+            ("monitors", [m.name for m in self.monitors]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{label}: the name {name!r} is used twice")
+                seen.add(name)
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(f"no source named {name!r} (configured: {', '.join(s.name for s in self.sources)})")
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_config(path: Path | str, *, environ: dict[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file, or raise ``ConfigError`` (one line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_config(text, path, environ=os.environ.copy() if environ is None else environ)
+
+
+def parse_config(text: str, path: Path, *, environ: dict[str, str]) -> Config:
+    try:
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (store:, sources: …)")
+    data = _interpolate(data, (), path, root_node, environ)
+    try:
+        return Config.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, data, root_node)) from None
+
+
+def _interpolate(
+    value: Any, loc: tuple[str | int, ...], path: Path, root: yaml.Node | None, environ: dict[str, str]
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*loc, k), path, root, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*loc, i), path, root, environ) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        where = _where(path, root, loc)
+        raise ConfigError(f"{where}: {format_loc(loc)}: environment variable {name} is not set")
+
+    return _ENV.sub(substitute, value)
+
+
+def format_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[str | int, ...]) -> yaml.Node | None:
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+        if node is None:
+            return None
+    return node
+
+
+def _key_node_at(root: yaml.Node | None, loc: tuple[str | int, ...]) -> yaml.Node | None:
+    parent = _node_at(root, loc[:-1])
+    if isinstance(parent, yaml.MappingNode):
+        return next((k for k, _ in parent.value if k.value == loc[-1]), None)
+    return None
+
+
+def _where(path: Path, root: yaml.Node | None, loc: tuple[str | int, ...]) -> str:
+    node = (_key_node_at(root, loc) if loc else None) or _node_at(root, loc)
+    if node is None:
+        for cut in range(len(loc) - 1, -1, -1):
+            node = _node_at(root, loc[:cut])
+            if node is not None:
+                break
+    return f"{path}:{node.start_mark.line + 1}" if node is not None else str(path)
+
+
+def _data_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
+    """Drop the union tags pydantic inserts (``sources.0.focus.path`` → ``sources[0].path``)."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and part in SOURCES:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _describe(exc: ValidationError, path: Path, data: Any, root: yaml.Node | None) -> str:
+    # An unknown key usually explains a "missing" one (a typo), so it is the one worth naming.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = _data_loc(tuple(first["loc"]), data)
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = (*loc, "type")
+    message = _message(first, loc)
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{_where(path, root, loc)}: {format_loc(loc)}: {message}{more}"
+
+
+def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else ""
+        close = difflib.get_close_matches(key, _known_keys(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tag = (error.get("ctx") or {}).get("tag")
+        return f"unknown source type {tag!r} (known: {', '.join(SOURCES.names())})"
+    if kind == "union_tag_not_found":
+        return f"'type' is required (one of: {', '.join(SOURCES.names())})"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return f"{message} (got {_short(error.get('input'))})" if kind != "value_error" else message
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _known_keys() -> list[str]:
+    keys: set[str] = set()
+    models: list[Any] = [Config, *config_models(SOURCES)]
+    seen: set[Any] = set()
+    while models:
+        model = models.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            keys.add(name)
+            for candidate in _models_in(field.annotation):
+                models.append(candidate)
+    return sorted(keys)
+
+
+def _models_in(annotation: Any) -> list[Any]:
+    found = []
+    if isinstance(annotation, type) and issubclass(annotation, StrictModel):
+        found.append(annotation)
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found.extend(_models_in(arg))
+    return found
+
+
+def config_json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "spendwatch configuration"
+    return schema

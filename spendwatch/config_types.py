@@ -1,0 +1,82 @@
+"""Small reusable config value types: durations, money thresholds, names."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90`` (seconds), ``"90s"``, ``"15m"``, ``"2h"``, ``"3d"``, ``"1w"`` → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '15m', '2h', '3d'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    raise ValueError(f"{value!r} is not a duration; use seconds or a string like '15m', '2h', '3d'")
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        size = _UNITS[unit]
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _DURATION.pattern},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "seconds, or a number with a unit: 30s, 15m, 2h, 3d, 1w",
+        }
+    ),
+]
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
+"""A user-chosen identifier (source, monitor, rule, notifier): lowercase, digits, ``_.-``."""
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    base = (info.context or {}).get("base_dir")
+    return Path(base) if base is not None else None
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    value = value.expanduser()
+    base = _base_dir(info)
+    return (base / value).resolve() if base is not None and not value.is_absolute() else value
+
+
+def _resolve_pattern(value: str, info: ValidationInfo) -> str:
+    if "://" in value:
+        return value
+    return str(_resolve_path(Path(value), info))
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path; relative ones are resolved against the folder of the config file."""
+
+ConfigPattern = Annotated[str, AfterValidator(_resolve_pattern)]
+"""A path or glob; relative ones are resolved against the folder of the config file."""

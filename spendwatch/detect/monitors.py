@@ -1,0 +1,86 @@
+"""Monitors: which series spendwatch scores. Each value combination of a monitor's dimensions is a series."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from spendwatch.config_types import Name
+from spendwatch.plugins import StrictModel
+from spendwatch.schema import DIMENSIONS
+
+Granularity = Literal["daily", "hourly"]
+ChargeCategory = Literal["Usage", "Purchase", "Tax", "Credit", "Adjustment"]
+_TAG = re.compile(r"^tag:[A-Za-z0-9_.:/@+=-]{1,128}$")
+
+
+def _check_dimension(value: str) -> str:
+    if value in DIMENSIONS or _TAG.match(value):
+        return value
+    raise ValueError(f"{value!r} is not a dimension; use one of {', '.join(DIMENSIONS)} or tag:<key>")
+
+
+Dimension = Annotated[str, AfterValidator(_check_dimension)]
+
+# Children an incident is split among, in the order the digest names them.
+DEFAULT_ATTRIBUTION: tuple[str, ...] = (
+    "sub_account_id",
+    "service_name",
+    "region_id",
+    "owner",
+    "job_id",
+    "resource_id",
+)
+
+
+class MonitorConfig(StrictModel):
+    """One monitor: a set of series, how finely they are watched, and what counts as material."""
+
+    name: Name
+    dimensions: list[Dimension] = Field(
+        min_length=1, description="each value combination of these dimensions is one series"
+    )
+    granularity: list[Granularity] = Field(default_factory=lambda: list[Granularity](["daily"]), min_length=1)
+    min_impact: float | None = Field(
+        default=None, ge=0, description="minimum $ over expected per step to alert (default: daily 50, hourly 10)"
+    )
+    min_impact_pct: float | None = Field(
+        default=None, ge=0, description="minimum excess as a fraction of expected, e.g. 0.2 for 20%"
+    )
+    sensitivity: float = Field(
+        default=1.0, gt=0, le=10, description="scales the statistical threshold: >1 alerts more, <1 less"
+    )
+    filters: dict[Dimension, list[str]] = Field(
+        default_factory=dict, description="only lines whose dimension value is in the list"
+    )
+    charge_categories: list[ChargeCategory] = Field(
+        default_factory=lambda: list[ChargeCategory](["Usage"]),
+        description="scored charge categories; fees, credits and taxes are reported, not scored",
+    )
+    attribute_by: list[Dimension] = Field(default_factory=lambda: list(DEFAULT_ATTRIBUTION))
+    max_series: int = Field(
+        default=200_000, gt=0, description="refuse to score more series than this (a typo in dimensions)"
+    )
+
+    @model_validator(mode="after")
+    def _no_duplicate_dimensions(self) -> MonitorConfig:
+        if len(set(self.dimensions)) != len(self.dimensions):
+            raise ValueError("dimensions must not repeat")
+        if len(set(self.granularity)) != len(self.granularity):
+            raise ValueError("granularity must not repeat")
+        return self
+
+
+def default_monitors() -> list[MonitorConfig]:
+    """What a config without ``monitors:`` watches."""
+    return [
+        MonitorConfig(name="provider-total", dimensions=["provider"], granularity=["daily", "hourly"]),
+        MonitorConfig(
+            name="account-service",
+            dimensions=["provider", "sub_account_id", "service_name"],
+            granularity=["daily", "hourly"],
+        ),
+        MonitorConfig(name="owner", dimensions=["owner"], granularity=["daily"]),
+    ]

@@ -1,0 +1,118 @@
+"""The FOCUS-shaped columns of cost lines and job records, as Arrow schemas.
+
+Names follow the FinOps FOCUS specification in snake_case. Sources hand the store Arrow tables in
+exactly these schemas (``conform`` fills and checks them), so a collector never writes SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+CHARGE_CATEGORIES: Final = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
+CHARGE_FREQUENCIES: Final = ("One-Time", "Recurring", "Usage-Based")
+SCORED_CHARGE_CATEGORY: Final = "Usage"
+
+TAGS_TYPE: Final = pa.map_(pa.string(), pa.string())
+TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+
+COST_LINE_SCHEMA: Final = pa.schema(
+    [
+        pa.field("provider", pa.string(), nullable=False),
+        pa.field("billing_account_id", pa.string()),
+        pa.field("sub_account_id", pa.string()),
+        pa.field("sub_account_name", pa.string()),
+        pa.field("service_name", pa.string()),
+        pa.field("service_category", pa.string()),
+        pa.field("sku_id", pa.string()),
+        pa.field("region_id", pa.string()),
+        pa.field("resource_id", pa.string()),
+        pa.field("resource_name", pa.string()),
+        pa.field("charge_category", pa.string(), nullable=False),
+        pa.field("charge_frequency", pa.string()),
+        pa.field("charge_description", pa.string()),
+        pa.field("charge_period_start", TIMESTAMP, nullable=False),
+        pa.field("charge_period_end", TIMESTAMP, nullable=False),
+        pa.field("billed_cost", pa.float64(), nullable=False),
+        pa.field("effective_cost", pa.float64(), nullable=False),
+        pa.field("list_cost", pa.float64()),
+        pa.field("billing_currency", pa.string(), nullable=False),
+        pa.field("tags", TAGS_TYPE),
+        pa.field("owner", pa.string()),
+        pa.field("job_id", pa.string()),
+        pa.field("is_estimated", pa.bool_()),
+    ]
+)
+
+JOB_SCHEMA: Final = pa.schema(
+    [
+        pa.field("platform", pa.string(), nullable=False),
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("provider", pa.string(), nullable=False),
+        pa.field("sub_account_id", pa.string()),
+        pa.field("region_id", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("user", pa.string()),
+        pa.field("owner", pa.string()),
+        pa.field("owner_source", pa.string()),
+        pa.field("state", pa.string(), nullable=False),
+        pa.field("start_time", TIMESTAMP),
+        pa.field("end_time", TIMESTAMP),
+        pa.field("query_text", pa.string()),
+        pa.field("query_hash", pa.string()),
+        pa.field("bytes_processed", pa.int64()),
+        pa.field("bytes_billed", pa.int64()),
+        pa.field("slot_ms", pa.int64()),
+        pa.field("instance_type", pa.string()),
+        pa.field("instance_count", pa.int64()),
+        pa.field("max_runtime_seconds", pa.int64()),
+        pa.field("estimated_cost", pa.float64()),
+        pa.field("projected_cost", pa.float64()),
+        pa.field("cost_method", pa.string()),
+        pa.field("billing_currency", pa.string(), nullable=False),
+        pa.field("resource_id", pa.string()),
+        pa.field("labels", TAGS_TYPE),
+    ]
+)
+
+JOB_STATES_RUNNING: Final = frozenset({"PENDING", "QUEUED", "RUNNING", "STARTING", "IN_PROGRESS"})
+
+# Dimensions a monitor may group or filter by; ``tag:<key>`` is allowed in addition.
+DIMENSIONS: Final = (
+    "provider",
+    "billing_account_id",
+    "sub_account_id",
+    "sub_account_name",
+    "service_name",
+    "service_category",
+    "sku_id",
+    "region_id",
+    "resource_id",
+    "charge_category",
+    "owner",
+    "job_id",
+    "billing_currency",
+)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Reorder, add missing nullable columns as nulls, and cast ``table`` to ``schema``.
+
+    Raises ``ValueError`` naming the column when a required column is missing or holds nulls;
+    callers turn it into an error naming their file or API.
+    """
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            column = table.column(field.name)
+            if column.type != field.type:
+                column = column.cast(field.type)
+            if not field.nullable and column.null_count:
+                raise ValueError(f"column {field.name!r} has {column.null_count} empty value(s)")
+        elif field.nullable:
+            column = pa.nulls(table.num_rows, field.type)
+        else:
+            raise ValueError(f"required column {field.name!r} is missing")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,324 @@
+"""The embedded store: one DuckDB file holding cost lines, jobs, anomalies, actions, runs, digests.
+
+Why DuckDB: cost lines are columnar facts scanned by group-bys, and DuckDB reads Arrow and Parquet
+natively, so loading and series queries run at column speed. Its limit is one writing process per
+file; spendwatch works with it instead of around it: no process keeps the file open. Each unit of
+work takes ``flock`` (shared to read, exclusive to write — see ``_locks``), connects, runs in one
+transaction and closes. Network calls and model fitting happen outside that window, so the CLI can
+list anomalies or approve an action while the daemon runs, waiting at most for one short write.
+
+Loading is idempotent by construction: ``replace_cost_lines`` deletes the rows of one source and
+period and inserts the new ones in the same transaction, so re-loading restated data never counts
+twice and a load that fails half-way leaves the previous data intact.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendwatch._locks import LockTimeout, RWFileLock
+from spendwatch.clock import Clock, SystemClock, ensure_utc
+from spendwatch.errors import StoreBusyError, StoreError
+from spendwatch.schema import COST_LINE_SCHEMA, JOB_SCHEMA, conform
+
+Connection = duckdb.DuckDBPyConnection
+
+
+def _migrations() -> list[tuple[int, str]]:
+    found = []
+    for entry in resources.files("spendwatch.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+SCHEMA_VERSION = max(version for version, _ in _migrations())
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    source: str
+    period_start: datetime
+    period_end: datetime
+    batch_id: str
+    rows: int
+    replaced_rows: int
+    billed_total: float
+
+
+class Store:
+    """A spendwatch store file. Cheap to construct; every method opens and closes its own connection."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_timeout: float = 60.0,
+        clock: Clock | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        self.clock: Clock = clock or SystemClock()
+        self.memory_limit = memory_limit
+        self._lock = RWFileLock(self.path.with_name(self.path.name + ".lock"))
+        self._migrated = False
+
+    # -- connections -------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[Connection]:
+        if not self._migrated:
+            self.migrate()
+        with self._open(write=write) as con:
+            yield con
+
+    @contextmanager
+    def _open(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self._lock.hold(exclusive=write, timeout=self.lock_timeout):
+                try:
+                    con = duckdb.connect(str(self.path), read_only=not write)
+                except duckdb.Error as exc:
+                    raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+                try:
+                    con.execute("SET TimeZone = 'UTC'")
+                    if self.memory_limit:
+                        con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                    yield con
+                finally:
+                    con.close()
+        except LockTimeout:
+            raise StoreBusyError(
+                f"store {self.path} is busy: another spendwatch process held it for more than "
+                f"{self.lock_timeout:g}s (raise store.lock_timeout if this persists)"
+            ) from None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only connection, shared with other readers."""
+        with self._connect(write=False) as con:
+            yield con
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """An exclusive connection inside one transaction: committed on success, rolled back on error."""
+        with self._connect(write=True) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # -- schema ----------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create the file if needed and apply pending migrations; returns the schema version."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._open(write=True) as con:
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ)")
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {current}, newer than this spendwatch "
+                    f"({SCHEMA_VERSION}); upgrade spendwatch"
+                )
+            for version, sql in _migrations():
+                if version <= current:
+                    continue
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(sql)
+                    con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, self.clock.now()])
+                except duckdb.Error as exc:
+                    con.execute("ROLLBACK")
+                    raise StoreError(f"migration {version:04d} failed on {self.path}: {exc}") from exc
+                con.execute("COMMIT")
+                current = version
+        self._migrated = True
+        return current
+
+    def schema_version(self) -> int:
+        with self.read() as con:
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- cost lines ------------------------------------------------------------------------------
+
+    def replace_cost_lines(
+        self,
+        source: str,
+        period_start: datetime,
+        period_end: datetime,
+        lines: pa.Table,
+        *,
+        fingerprint: str | None = None,
+    ) -> LoadResult:
+        """Replace every cost line of ``source`` whose charge period starts in [start, end).
+
+        ``lines`` must lie inside the period (a line outside it would escape the next replace and be
+        counted twice); that is checked before anything is written.
+        """
+        start, end = ensure_utc(period_start), ensure_utc(period_end)
+        table = conform(lines, COST_LINE_SCHEMA)
+        _check_inside_period(table, start, end, source)
+        batch_id = uuid.uuid4().hex[:16]
+        billed_total = float(pc.sum(table.column("billed_cost")).as_py() or 0.0)
+        data_end = pc.max(table.column("charge_period_end")).as_py() if table.num_rows else None
+        with self.transaction() as con:
+            replaced = _count(
+                con,
+                "SELECT count(*) FROM cost_lines WHERE source = ? AND charge_period_start >= ? "
+                "AND charge_period_start < ?",
+                [source, start, end],
+            )
+            con.execute(
+                "DELETE FROM cost_lines WHERE source = ? AND charge_period_start >= ? AND charge_period_start < ?",
+                [source, start, end],
+            )
+            con.register("incoming_lines", table)
+            con.execute(
+                "INSERT INTO cost_lines SELECT ? AS source, ? AS batch_id, * FROM incoming_lines",
+                [source, batch_id],
+            )
+            con.unregister("incoming_lines")
+            con.execute(
+                "INSERT OR REPLACE INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [source, start, end, batch_id, self.clock.now(), table.num_rows, billed_total, data_end, fingerprint],
+            )
+        return LoadResult(source, start, end, batch_id, table.num_rows, replaced, billed_total)
+
+    def upsert_jobs(self, source: str, jobs: pa.Table) -> int:
+        """Insert or update job records by (platform, job_id), keeping when each was first seen."""
+        table = conform(jobs, JOB_SCHEMA)
+        if table.num_rows == 0:
+            return 0
+        now = self.clock.now()
+        with self.transaction() as con:
+            con.register("incoming_jobs", table)
+            con.execute(
+                """
+                INSERT INTO jobs
+                SELECT j.platform, j.job_id, ? AS source, j.provider, j.sub_account_id, j.region_id, j.name,
+                       j."user", j.owner, j.owner_source, j.state, j.start_time, j.end_time, j.query_text,
+                       j.query_hash, j.bytes_processed, j.bytes_billed, j.slot_ms, j.instance_type,
+                       j.instance_count, j.max_runtime_seconds, j.estimated_cost, j.projected_cost,
+                       j.cost_method, j.billing_currency, j.resource_id, j.labels,
+                       ? AS first_seen, ? AS last_seen
+                FROM incoming_jobs j
+                ON CONFLICT (platform, job_id) DO UPDATE SET
+                    source = excluded.source, provider = excluded.provider,
+                    sub_account_id = excluded.sub_account_id, region_id = excluded.region_id,
+                    name = excluded.name, "user" = coalesce(excluded."user", jobs."user"),
+                    owner = coalesce(excluded.owner, jobs.owner),
+                    owner_source = coalesce(excluded.owner_source, jobs.owner_source),
+                    state = excluded.state, start_time = excluded.start_time, end_time = excluded.end_time,
+                    query_text = excluded.query_text, query_hash = excluded.query_hash,
+                    bytes_processed = excluded.bytes_processed, bytes_billed = excluded.bytes_billed,
+                    slot_ms = excluded.slot_ms, instance_type = excluded.instance_type,
+                    instance_count = excluded.instance_count,
+                    max_runtime_seconds = excluded.max_runtime_seconds,
+                    estimated_cost = excluded.estimated_cost, projected_cost = excluded.projected_cost,
+                    cost_method = excluded.cost_method, billing_currency = excluded.billing_currency,
+                    resource_id = excluded.resource_id, labels = excluded.labels,
+                    last_seen = excluded.last_seen
+                """,
+                [source, now, now],
+            )
+            con.unregister("incoming_jobs")
+        rows: int = table.num_rows
+        return rows
+
+    # -- small key/value state -------------------------------------------------------------------
+
+    def get_state(self, source: str, key: str) -> str | None:
+        with self.read() as con:
+            row = con.execute("SELECT value FROM source_state WHERE source = ? AND key = ?", [source, key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, source: str, key: str, value: str, con: Connection | None = None) -> None:
+        sql = "INSERT OR REPLACE INTO source_state VALUES (?, ?, ?, ?)"
+        params = [source, key, value, self.clock.now()]
+        if con is not None:
+            con.execute(sql, params)
+            return
+        with self.transaction() as own:
+            own.execute(sql, params)
+
+    def get_setting(self, key: str) -> str | None:
+        with self.read() as con:
+            row = con.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str, actor: str) -> None:
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?, ?, ?)", [key, value, self.clock.now(), actor])
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def start_run(self, job: str) -> int:
+        with self.transaction() as con:
+            row = con.execute(
+                "INSERT INTO runs (job, started_at, status) VALUES (?, ?, 'running') RETURNING id",
+                [job, self.clock.now()],
+            ).fetchone()
+        if row is None:
+            raise StoreError("the store did not return the new run's id")
+        return int(row[0])
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        rows: int | None = None,
+        detail: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, row_count = ?, detail = ?, error = ? WHERE id = ?",
+                [self.clock.now(), status, rows, json.dumps(detail or {}, default=str), error, run_id],
+            )
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read-only query and fetch every row (for small results)."""
+        with self.read() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        with self.read() as con:
+            return con.execute(sql, params or []).to_arrow_table()
+
+
+def _count(con: Connection, sql: str, params: list[Any]) -> int:
+    row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _check_inside_period(table: pa.Table, start: datetime, end: datetime, source: str) -> None:
+    if table.num_rows == 0:
+        return
+    starts = table.column("charge_period_start")
+    first, last = pc.min(starts).as_py(), pc.max(starts).as_py()
+    if first < start or last >= end:
+        raise StoreError(
+            f"source {source}: lines from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} fall outside "
+            f"the period being replaced [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
+        )
