@@ -1,0 +1,103 @@
+"""``costs export``: the store's cost lines written back out as a FOCUS file (Parquet or CSV).
+
+Columns carry their FOCUS names; spendwatch's own derived fields go in ``x_`` extension columns, as
+the specification allows. The file is written beside its destination and renamed into place, so a
+failed export never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from spendwatch.errors import InputError
+from spendwatch.store import Store
+
+PROVIDER_NAMES = {"aws": "AWS", "gcp": "Google Cloud", "azure": "Microsoft", "oci": "Oracle"}
+
+FOCUS_COLUMNS: list[tuple[str, str]] = [
+    ("BillingAccountId", "billing_account_id"),
+    ("SubAccountId", "sub_account_id"),
+    ("SubAccountName", "sub_account_name"),
+    ("ServiceName", "service_name"),
+    ("ServiceCategory", "service_category"),
+    ("SkuId", "sku_id"),
+    ("RegionId", "region_id"),
+    ("ResourceId", "resource_id"),
+    ("ResourceName", "resource_name"),
+    ("ChargeCategory", "charge_category"),
+    ("ChargeFrequency", "charge_frequency"),
+    ("ChargeDescription", "charge_description"),
+    ("ChargePeriodStart", "charge_period_start"),
+    ("ChargePeriodEnd", "charge_period_end"),
+    ("BilledCost", "billed_cost"),
+    ("EffectiveCost", "effective_cost"),
+    ("ListCost", "list_cost"),
+    ("BillingCurrency", "billing_currency"),
+    ("x_Owner", "owner"),
+    ("x_JobId", "job_id"),
+    ("x_Source", "source"),
+]
+
+
+def export_focus(
+    store: Store,
+    output: Path,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    provider: str | None = None,
+) -> int:
+    """Write matching cost lines to ``output`` (format from the suffix); returns the row count."""
+    suffix = output.name.lower()
+    if suffix.endswith(".parquet"):
+        fmt = "FORMAT parquet, COMPRESSION zstd"
+    elif suffix.endswith(".csv"):
+        fmt = "FORMAT csv, HEADER true"
+    else:
+        raise InputError(f"{output}: the export format comes from the suffix; use .parquet or .csv")
+    if not output.parent.exists():
+        raise InputError(f"{output}: the folder {output.parent} does not exist")
+    provider_case = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROVIDER_NAMES.items())
+    csv = fmt.startswith("FORMAT csv")
+    select = ", ".join(f'{_column(column, csv)} AS "{name}"' for name, column in FOCUS_COLUMNS)
+    where, params = _filters(since, until, provider)
+    sql = (
+        f'SELECT CASE provider {provider_case} ELSE provider END AS "ProviderName", {select}, '
+        f'CASE WHEN tags IS NULL THEN NULL ELSE to_json(tags) END AS "Tags" '
+        f"FROM cost_lines {where} ORDER BY charge_period_start, provider, sub_account_id, service_name"
+    )
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:
+        with store.read() as con:
+            count_row = con.execute(f"SELECT count(*) FROM cost_lines {where}", params).fetchone()
+            quoted = str(partial).replace("'", "''")
+            con.execute(f"COPY ({sql}) TO '{quoted}' ({fmt})", params)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return int(count_row[0]) if count_row else 0
+
+
+def _column(column: str, csv: bool) -> str:
+    # FOCUS text files carry ISO 8601 UTC timestamps; Parquet keeps a real timestamp type.
+    if csv and column.startswith("charge_period_"):
+        return f"strftime({column}, '%Y-%m-%dT%H:%M:%SZ')"
+    return column
+
+
+def _filters(since: datetime | None, until: datetime | None, provider: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append("charge_period_start >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("charge_period_start < ?")
+        params.append(until)
+    if provider is not None:
+        clauses.append("provider = ?")
+        params.append(provider)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params

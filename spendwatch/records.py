@@ -1,0 +1,168 @@
+"""Typed records passed between detection, the kill switch and notifications.
+
+Cost lines and job records travel as Arrow tables (see ``schema``); these are the small, rich records
+people read: incidents and their culprits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+IncidentStatus = Literal["open", "ongoing", "resolved", "acknowledged", "expected", "withdrawn"]
+IncidentKind = Literal["spike", "shift", "leak", "burst", "guard"]
+Severity = Literal["low", "medium", "high", "critical"]
+
+ALERTING_STATUSES: frozenset[str] = frozenset({"open", "ongoing"})
+SEVERITY_ORDER: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+
+
+@dataclass(frozen=True)
+class Contributor:
+    """One child dimension value's share of an incident's excess over expected."""
+
+    dimension: str
+    value: str
+    delta: float
+    share: float
+    actual: float
+    expected: float
+
+
+@dataclass(frozen=True)
+class JobLink:
+    """A job record that explains (part of) an incident: the query, the training job …"""
+
+    platform: str
+    job_id: str
+    provider: str
+    sub_account_id: str | None
+    user: str | None
+    name: str | None
+    state: str
+    cost: float
+    cost_method: str | None
+    start_time: datetime | None
+    end_time: datetime | None
+    query_text: str | None = None
+    resource_id: str | None = None
+    region_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    """One step of a series around an incident, for the digest chart."""
+
+    at: datetime
+    actual: float
+    expected: float
+    lower: float
+    upper: float
+    is_anomaly: bool
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Consecutive anomalous steps of one series: one alert, however many steps it lasts."""
+
+    id: int
+    monitor: str
+    granularity: str
+    series_key: str
+    dimensions: dict[str, str]
+    billing_currency: str
+    kind: str
+    status: str
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    resolved_at: datetime | None
+    peak_at: datetime
+    peak_actual: float
+    peak_expected: float
+    peak_score: float
+    actual_total: float
+    expected_total: float
+    impact: float
+    impact_pct: float
+    contributors: tuple[Contributor, ...] = ()
+    jobs: tuple[JobLink, ...] = ()
+    points: tuple[SeriesPoint, ...] = ()
+    feedback: str | None = None
+    feedback_by: str | None = None
+    feedback_at: datetime | None = None
+    feedback_note: str | None = None
+    alerted_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def is_alerting(self) -> bool:
+        return self.status in ALERTING_STATUSES
+
+    @property
+    def title(self) -> str:
+        """``gcp / analytics-warehouse / BigQuery`` — the series in words."""
+        values = [v for v in self.dimensions.values() if v]
+        return " / ".join(values) if values else self.monitor
+
+    def top_job(self) -> JobLink | None:
+        return self.jobs[0] if self.jobs else None
+
+    def culprit_sentence(self) -> str:
+        """``user X's query Y in project Z cost $N`` when a job explains it, else the top contributor."""
+        job = self.top_job()
+        if job is not None:
+            who = job.user or "an unknown principal"
+            what = {"bigquery": "query", "athena": "query"}.get(job.platform, f"{job.platform} job")
+            where = f" in {job.sub_account_id}" if job.sub_account_id else ""
+            return f"{who}'s {what} {job.name or job.job_id}{where} cost {job.cost:,.2f} {self.billing_currency}"
+        if self.contributors:
+            top = self.contributors[0]
+            return (
+                f"{top.dimension} {top.value} accounts for {top.share:.0%} (+{top.delta:,.2f} {self.billing_currency})"
+            )
+        return f"{self.title} is {self.impact:,.2f} {self.billing_currency} over expected"
+
+
+def to_json(value: Any) -> str:
+    """JSON for records stored in text columns (dataclasses, datetimes)."""
+
+    def default(item: Any) -> Any:
+        if isinstance(item, datetime):
+            return item.isoformat()
+        if hasattr(item, "__dataclass_fields__"):
+            return asdict(item)
+        raise TypeError(f"cannot serialise {type(item).__name__}")
+
+    return json.dumps(value, default=default, sort_keys=True)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def contributors_from_json(text: str) -> tuple[Contributor, ...]:
+    return tuple(Contributor(**item) for item in json.loads(text or "[]"))
+
+
+def jobs_from_json(text: str) -> tuple[JobLink, ...]:
+    links = []
+    for item in json.loads(text or "[]"):
+        item["start_time"] = _parse_time(item.get("start_time"))
+        item["end_time"] = _parse_time(item.get("end_time"))
+        links.append(JobLink(**item))
+    return tuple(links)
+
+
+def points_from_json(text: str) -> tuple[SeriesPoint, ...]:
+    points = []
+    for item in json.loads(text or "[]"):
+        item["at"] = _parse_time(item["at"])
+        points.append(SeriesPoint(**item))
+    return tuple(points)
