@@ -203,5 +203,10 @@ def costs_export(env: Env, output: str, since: datetime | None, until: datetime 
     click.echo(f"wrote {rows} cost line(s) to {output}")
 
 
+# -- commands contributed by subsystems ------------------------------------------------------------
+# Each subsystem owns its click commands in ``<package>/cli.py`` and is added here with one line.
+# Those modules import their heavy dependencies inside the commands, so ``spendwatch --help`` stays fast.
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
