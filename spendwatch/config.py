@@ -17,7 +17,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -49,9 +49,34 @@ class StoreConfig(StrictModel):
     memory_limit: str | None = Field(default=None, description="DuckDB memory limit, e.g. '2GB'")
 
 
+class SeverityConfig(StrictModel):
+    """Impact (in the series' currency) from which an incident is medium, high or critical."""
+
+    medium: float = Field(default=200.0, ge=0)
+    high: float = Field(default=1_000.0, ge=0)
+    critical: float = Field(default=10_000.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeverityConfig:
+        if not self.medium <= self.high <= self.critical:
+            raise ValueError("severity thresholds must satisfy medium <= high <= critical")
+        return self
+
+
 class DetectionConfig(StrictModel):
-    history: Duration = Field(default=timedelta(days=400), description="how much history each series is scored against")
-    hourly_history: Duration = Field(default=timedelta(days=35), description="history for hourly series")
+    history: Duration = Field(default=timedelta(days=200), description="history each daily series is scored against")
+    hourly_history: Duration = Field(default=timedelta(days=56), description="history for hourly series")
+    rescore_daily: int = Field(
+        default=35, ge=1, le=400, description="newest daily steps re-decided every run (restated bills)"
+    )
+    rescore_hourly: int = Field(default=72, ge=1, le=2000, description="newest hourly steps re-decided every run")
+    incident_gap: int = Field(
+        default=1, ge=0, le=10, description="normal steps allowed inside one incident before it splits in two"
+    )
+    cost_column: Literal["effective_cost", "billed_cost", "list_cost"] = Field(
+        default="effective_cost", description="which FOCUS cost is scored (effective = amortised, after discounts)"
+    )
+    severity: SeverityConfig = Field(default_factory=SeverityConfig)
 
 
 class Config(StrictModel):

@@ -11,12 +11,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-IncidentStatus = Literal["open", "ongoing", "resolved", "acknowledged", "expected", "withdrawn"]
-IncidentKind = Literal["spike", "shift", "leak", "burst", "guard"]
+IncidentStatus = Literal["open", "ongoing", "resolved", "acknowledged", "expected", "withdrawn", "reported"]
+IncidentKind = Literal["spike", "shift", "leak", "burst", "guard", "drop"]
 Severity = Literal["low", "medium", "high", "critical"]
 
 ALERTING_STATUSES: frozenset[str] = frozenset({"open", "ongoing"})
+INCIDENT_STATUSES = ("open", "ongoing", "resolved", "acknowledged", "expected", "withdrawn", "reported")
 SEVERITY_ORDER: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+# A job is named as the culprit when it explains at least this share of the incident's excess.
+JOB_EXPLAINS_SHARE = 0.25
+CULPRIT_PREFERENCE = ("owner", "resource_id", "job_id", "sub_account_id", "service_name", "region_id")
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ class Incident:
 
     @property
     def is_alerting(self) -> bool:
-        return self.status in ALERTING_STATUSES
+        """Open or ongoing, and not a drop (drops are reported, never alerted)."""
+        return self.status in ALERTING_STATUSES and self.kind != "drop"
 
     @property
     def title(self) -> str:
@@ -113,19 +118,29 @@ class Incident:
         return self.jobs[0] if self.jobs else None
 
     def culprit_sentence(self) -> str:
-        """``user X's query Y in project Z cost $N`` when a job explains it, else the top contributor."""
+        """``user X's query Y in project Z cost $N`` when a job explains it, else the telling contributor."""
         job = self.top_job()
-        if job is not None:
+        if job is not None and job.cost >= JOB_EXPLAINS_SHARE * self.impact:
             who = job.user or "an unknown principal"
             what = {"bigquery": "query", "athena": "query"}.get(job.platform, f"{job.platform} job")
             where = f" in {job.sub_account_id}" if job.sub_account_id else ""
             return f"{who}'s {what} {job.name or job.job_id}{where} cost {job.cost:,.2f} {self.billing_currency}"
-        if self.contributors:
-            top = self.contributors[0]
+        top = self.top_contributor()
+        if top is not None:
             return (
                 f"{top.dimension} {top.value} accounts for {top.share:.0%} (+{top.delta:,.2f} {self.billing_currency})"
             )
         return f"{self.title} is {self.impact:,.2f} {self.billing_currency} over expected"
+
+    def top_contributor(self) -> Contributor | None:
+        """The most telling contributor: a named value (not ``(none)``) holding most of the excess, by
+        preference a person, then a resource or job, then an account, service or region."""
+        named = [c for c in self.contributors if c.value != "(none)"]
+        for dimension in CULPRIT_PREFERENCE:
+            for contributor in named:
+                if contributor.dimension == dimension and contributor.share >= 0.5:
+                    return contributor
+        return max(named, key=lambda c: c.delta, default=None)
 
 
 def to_json(value: Any) -> str:

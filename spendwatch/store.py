@@ -304,7 +304,8 @@ class Store:
 
     def query_arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         with self.read() as con:
-            return con.execute(sql, params or []).to_arrow_table()
+            table: pa.Table = con.sql(sql, params=params or None).to_arrow_table()
+            return table
 
 
 def _count(con: Connection, sql: str, params: list[Any]) -> int:

@@ -84,3 +84,21 @@ def default_monitors() -> list[MonitorConfig]:
         ),
         MonitorConfig(name="owner", dimensions=["owner"], granularity=["daily"]),
     ]
+
+
+NONE_VALUE = "(none)"
+
+
+def dimension_sql(dimension: str) -> str:
+    """The SQL expression of a dimension over ``cost_lines`` (``tag:team`` → ``tags['team']``)."""
+    if dimension.startswith("tag:"):
+        key = dimension[4:].replace("'", "''")
+        return f"tags['{key}']"
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}")
+    return dimension
+
+
+def dimension_value_sql(dimension: str) -> str:
+    """The dimension as a series-key value: nulls become ``(none)`` so untagged spend is a series too."""
+    return f"coalesce(CAST({dimension_sql(dimension)} AS VARCHAR), '{NONE_VALUE}')"

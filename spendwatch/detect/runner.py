@@ -1,0 +1,386 @@
+"""One detection pass over the store: monitors → series panels → model → incidents with culprits.
+
+The pass holds the store only briefly: it reads the panels (shared lock), fits the model with no
+lock held, reads what attribution needs (shared lock), then writes every incident change in one
+transaction. Each run re-decides the last ``rescore`` steps of every series, so restated data is
+re-scored and an incident a restatement removed is withdrawn. Only settled steps are decided: a
+step is scored once every enabled source's ``settle_lag`` has passed since it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from spendwatch.clock import Clock
+from spendwatch.detect.attribution import Window, contributors, link_jobs
+from spendwatch.detect.incidents import (
+    ReconcileCounts,
+    Segment,
+    SeriesDecisions,
+    SeverityThresholds,
+    chart_points,
+    figures,
+    load_baselines,
+    reconcile,
+    segments,
+)
+from spendwatch.detect.model import Detector, ModelParams
+from spendwatch.detect.monitors import MonitorConfig, dimension_value_sql
+from spendwatch.errors import UserError
+from spendwatch.store import Store
+
+if TYPE_CHECKING:
+    from spendwatch.config import Config
+
+log = logging.getLogger("spendwatch.detect")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """What the runner needs from the config (see ``DetectionConfig``)."""
+
+    history: timedelta = timedelta(days=200)
+    hourly_history: timedelta = timedelta(days=56)
+    rescore_daily: int = 35
+    rescore_hourly: int = 72
+    incident_gap: int = 1
+    cost_column: str = "effective_cost"
+    settle_lag: timedelta = timedelta(hours=1)
+    severity: SeverityThresholds = field(default_factory=SeverityThresholds)
+
+
+@dataclass
+class MonitorRun:
+    monitor: str
+    granularity: str
+    series: int = 0
+    steps: int = 0
+    newest: datetime | None = None
+    anomalous_series: int = 0
+    counts: ReconcileCounts = field(default_factory=ReconcileCounts)
+    seconds: float = 0.0
+
+
+@dataclass
+class DetectionRun:
+    monitors: list[MonitorRun] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def series_scored(self) -> int:
+        return sum(m.series for m in self.monitors)
+
+    @property
+    def opened(self) -> int:
+        return sum(m.counts.opened for m in self.monitors)
+
+
+@dataclass(frozen=True)
+class Panel:
+    keys: list[str]
+    dimensions: list[dict[str, str]]
+    currencies: list[str]
+    timestamps: list[datetime]
+    values: np.ndarray
+
+
+def settings_from_config(config: Config) -> DetectionSettings:
+    detection = config.detection
+    lags = [s.settle_lag for s in config.sources if s.enabled] or [timedelta(hours=1)]
+    return DetectionSettings(
+        history=detection.history,
+        hourly_history=detection.hourly_history,
+        rescore_daily=detection.rescore_daily,
+        rescore_hourly=detection.rescore_hourly,
+        incident_gap=detection.incident_gap,
+        cost_column=detection.cost_column,
+        settle_lag=max(lags),
+        severity=SeverityThresholds(**detection.severity.model_dump()),
+    )
+
+
+def run_detection(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    *,
+    monitors: Iterable[str] | None = None,
+    progress: Progress | None = None,
+) -> DetectionRun:
+    """Score every (or the named) monitor's series and reconcile incidents in the store."""
+    wanted = set(monitors) if monitors is not None else None
+    chosen = [m for m in config.monitors if wanted is None or m.name in wanted]
+    if wanted is not None and len(chosen) != len(wanted):
+        unknown = sorted(wanted - {m.name for m in chosen})
+        raise UserError(
+            f"no monitor named {', '.join(unknown)} (configured: {', '.join(m.name for m in config.monitors)})"
+        )
+    return detect(chosen, store, clock, settings_from_config(config), progress=progress)
+
+
+def detect(
+    monitors: list[MonitorConfig],
+    store: Store,
+    clock: Clock,
+    settings: DetectionSettings,
+    *,
+    progress: Progress | None = None,
+) -> DetectionRun:
+    began = time.monotonic()
+    run = DetectionRun()
+    run_id = store.start_run("detect")
+    try:
+        for monitor in monitors:
+            for granularity in monitor.granularity:
+                result = _detect_monitor(monitor, granularity, store, clock, settings)
+                run.monitors.append(result)
+                if progress is not None:
+                    progress(_describe(result))
+        _refresh_charges(store, clock.now() - timedelta(days=settings.rescore_daily + 1))
+    except Exception as exc:
+        store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.seconds = time.monotonic() - began
+    store.finish_run(
+        run_id,
+        status="ok",
+        rows=run.series_scored,
+        detail={"series": run.series_scored, "opened": run.opened, "monitors": len(run.monitors)},
+    )
+    return run
+
+
+def _describe(result: MonitorRun) -> str:
+    newest = f" up to {result.newest:%Y-%m-%d %H:%M}" if result.newest else " (no settled data)"
+    c = result.counts
+    return (
+        f"{result.monitor} ({result.granularity}): {result.series} series{newest}; "
+        f"{c.opened} new, {c.updated} updated, {c.resolved} resolved, {c.withdrawn} withdrawn incident(s), "
+        f"{c.drops} drop(s), {result.seconds:.1f}s"
+    )
+
+
+def _step(granularity: str) -> timedelta:
+    return timedelta(hours=1) if granularity == "hourly" else timedelta(days=1)
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    moment = moment.astimezone(UTC)
+    if step == timedelta(hours=1):
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def newest_settled_step(store: Store, now: datetime, granularity: str, settle_lag: timedelta) -> datetime | None:
+    """The start of the newest step that is complete in the data and past every source's settle lag."""
+    step = _step(granularity)
+    rows = store.query("SELECT max(charge_period_end) FROM cost_lines")
+    data_end = rows[0][0] if rows and rows[0][0] is not None else None
+    if data_end is None:
+        return None
+    end = min(_floor(now - settle_lag, step), _floor(data_end, step))
+    return end - step
+
+
+def _detect_monitor(
+    monitor: MonitorConfig, granularity: str, store: Store, clock: Clock, settings: DetectionSettings
+) -> MonitorRun:
+    began = time.monotonic()
+    result = MonitorRun(monitor.name, granularity)
+    now = clock.now()
+    step = _step(granularity)
+    newest = newest_settled_step(store, now, granularity, settings.settle_lag)
+    if newest is None:
+        return result
+    history = settings.hourly_history if granularity == "hourly" else settings.history
+    first = _floor(newest - history, step)
+    panel = load_panel(store, monitor, granularity, first, newest + step, settings.cost_column)
+    result.newest, result.series, result.steps = newest, len(panel.keys), len(panel.timestamps)
+    if not panel.keys:
+        result.seconds = time.monotonic() - began
+        return result
+    if len(panel.keys) > monitor.max_series:
+        raise UserError(
+            f"monitor {monitor.name} has {len(panel.keys)} series, more than its max_series "
+            f"({monitor.max_series}); narrow its dimensions or filters, or raise max_series"
+        )
+    rescore = settings.rescore_hourly if granularity == "hourly" else settings.rescore_daily
+    decide_from = max(0, len(panel.timestamps) - rescore)
+    params = ModelParams.for_granularity(
+        granularity,  # type: ignore[arg-type]
+        sensitivity=monitor.sensitivity,
+        min_impact_abs=monitor.min_impact,
+        min_impact_pct=monitor.min_impact_pct,
+    )
+    rebase = _rebase_indices(store, monitor.name, granularity, panel)
+    decided = Detector(params).fit(panel.values, _as_datetime64(panel.timestamps), decide_from=decide_from,
+                                   rebase_at=rebase)  # fmt: skip
+    window_start = panel.timestamps[decide_from] if decide_from < len(panel.timestamps) else newest
+    series = _decisions(monitor.name, granularity, panel, decided, decide_from)
+    watched = _series_with_incidents(
+        store, monitor.name, granularity, window_start - (settings.incident_gap + 1) * step
+    )
+    found = _segments(series, watched, settings, store, monitor, now, step)
+    result.anomalous_series = sum(1 for _, segs in found if any(s.kind != "drop" for s, _, _ in segs))
+    with store.transaction() as con:
+        for decisions, segs in found:
+            reconcile(
+                con, decisions, segs, window_start=window_start, newest=newest, gap=settings.incident_gap,
+                severity=settings.severity, now=now, counts=result.counts,
+            )  # fmt: skip
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def load_panel(
+    store: Store, monitor: MonitorConfig, granularity: str, start: datetime, end: datetime, cost_column: str
+) -> Panel:
+    """The monitor's series as a dense (series × steps) matrix over [start, end).
+
+    A series is NaN before its first line (a new account or job is a cold start, not a jump from
+    zero) and 0 after it on steps with no lines (no lines in a bill means nothing was spent).
+    """
+    if cost_column not in ("effective_cost", "billed_cost", "list_cost"):
+        raise UserError(f"detection.cost_column must be effective_cost, billed_cost or list_cost, not {cost_column}")
+    unit = "hour" if granularity == "hourly" else "day"
+    dims = [dimension_value_sql(d) for d in monitor.dimensions]
+    select = ", ".join(f"{expr} AS d{i}" for i, expr in enumerate(dims))
+    clauses = ["charge_period_start >= ?", "charge_period_start < ?"]
+    params: list[Any] = [start, end]
+    categories = list(monitor.charge_categories)
+    clauses.append(f"charge_category IN ({', '.join('?' * len(categories))})")
+    params.extend(categories)
+    for dimension, allowed in monitor.filters.items():
+        clauses.append(f"{dimension_value_sql(dimension)} IN ({', '.join('?' * len(allowed))})")
+        params.extend(allowed)
+    sql = (
+        f"SELECT {select}, billing_currency AS currency, date_trunc('{unit}', charge_period_start) AS ts, "
+        f"sum({cost_column}) AS cost FROM cost_lines WHERE {' AND '.join(clauses)} GROUP BY ALL"
+    )
+    frame = store.query_arrow(sql, params).to_pandas()
+    step = _step(granularity)
+    timestamps = list(pd.date_range(start, end - step, freq="h" if unit == "hour" else "D", tz=UTC).to_pydatetime())
+    if frame.empty:
+        return Panel([], [], [], timestamps, np.zeros((0, len(timestamps))))
+    key_columns = [f"d{i}" for i in range(len(dims))] + ["currency"]
+    codes, uniques = pd.MultiIndex.from_frame(frame[key_columns]).factorize()
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    column = np.asarray(((ts - pd.Timestamp(start)) // pd.Timedelta(step)).to_numpy(), dtype=np.int64)
+    values = np.zeros((len(uniques), len(timestamps)))
+    np.add.at(values, (codes, column), frame["cost"].to_numpy(dtype=float))
+    first_seen = np.full(len(uniques), len(timestamps), dtype=np.int64)
+    np.minimum.at(first_seen, codes, column)
+    values[np.arange(len(timestamps))[None, :] < first_seen[:, None]] = np.nan
+    dimensions = [dict(zip(monitor.dimensions, (str(v) for v in key[:-1]), strict=True)) for key in uniques]
+    currencies = [str(key[-1]) for key in uniques]
+    keys = [series_key(d, c) for d, c in zip(dimensions, currencies, strict=True)]
+    return Panel(keys, dimensions, currencies, timestamps, values)
+
+
+def series_key(dimensions: dict[str, str], currency: str) -> str:
+    return json.dumps({**dimensions, "billing_currency": currency}, sort_keys=True, separators=(",", ":"))
+
+
+def _as_datetime64(timestamps: list[datetime]) -> np.ndarray:
+    return np.array([t.replace(tzinfo=None) for t in timestamps], dtype="datetime64[s]")
+
+
+def _rebase_indices(store: Store, monitor: str, granularity: str, panel: Panel) -> np.ndarray | None:
+    baselines = load_baselines(store, monitor, granularity)
+    if not baselines:
+        return None
+    index = {key: i for i, key in enumerate(panel.keys)}
+    rebase = np.full(len(panel.keys), -1, dtype=np.int64)
+    start, step = panel.timestamps[0], _step(granularity)
+    for key, at in baselines.items():
+        if key in index:
+            rebase[index[key]] = max(0, int((at - start) / step))
+    return rebase
+
+
+def _decisions(monitor: str, granularity: str, panel: Panel, decided: Any, start: int) -> list[SeriesDecisions]:
+    timestamps = panel.timestamps[start:]
+    return [
+        SeriesDecisions(
+            monitor=monitor,
+            granularity=granularity,
+            key=panel.keys[i],
+            dimensions=panel.dimensions[i],
+            currency=panel.currencies[i],
+            timestamps=timestamps,
+            actual=panel.values[i, start:],
+            expected=decided.expected[i],
+            lower=decided.lower[i],
+            upper=decided.upper[i],
+            score=decided.score[i],
+            is_anomaly=decided.is_anomaly[i],
+            is_drop=decided.is_drop[i],
+            kind=decided.kind[i],
+        )
+        for i in range(len(panel.keys))
+    ]
+
+
+def _series_with_incidents(store: Store, monitor: str, granularity: str, since: datetime) -> set[str]:
+    rows = store.query(
+        "SELECT DISTINCT series_key FROM anomalies WHERE monitor = ? AND granularity = ? AND last_seen >= ? "
+        "AND status <> 'withdrawn'",
+        [monitor, granularity, since],
+    )
+    return {str(r[0]) for r in rows}
+
+
+def _segments(
+    series: list[SeriesDecisions],
+    watched: set[str],
+    settings: DetectionSettings,
+    store: Store,
+    monitor: MonitorConfig,
+    now: datetime,
+    step: timedelta,
+) -> list[tuple[SeriesDecisions, list[tuple[Segment, Any, Any]]]]:
+    context = 28 if step == timedelta(days=1) else 48
+    out = []
+    with store.read() as con:
+        for decisions in series:
+            found = segments(decisions.is_anomaly, decisions.kind, gap=settings.incident_gap)
+            found += segments(decisions.is_drop, decisions.kind, gap=settings.incident_gap, drop=True)
+            if not found and decisions.key not in watched:
+                continue
+            entries = []
+            for segment in found:
+                numbers = figures(decisions, segment)
+                if segment.kind != "drop":
+                    window = Window(numbers.first_seen, numbers.last_seen, step)
+                    segment.contributors = contributors(
+                        con, monitor, decisions.dimensions, decisions.currency, window,
+                        cost_column=settings.cost_column,
+                    )  # fmt: skip
+                    segment.jobs = link_jobs(con, decisions.dimensions, window, numbers.impact,
+                                             segment.contributors, now=now)  # fmt: skip
+                entries.append((segment, numbers, chart_points(decisions, segment, context)))
+            out.append((decisions, entries))
+    return out
+
+
+def _refresh_charges(store: Store, since: datetime) -> None:
+    """Fees, credits, taxes and purchases per day: reported in the digest, never scored."""
+    day = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    with store.transaction() as con:
+        con.execute("DELETE FROM charges_seen WHERE day >= CAST(? AS DATE)", [day])
+        con.execute(
+            "INSERT INTO charges_seen SELECT CAST(date_trunc('day', charge_period_start) AS DATE), provider, "
+            "sub_account_id, service_name, charge_category, billing_currency, sum(billed_cost) FROM cost_lines "
+            "WHERE charge_category <> 'Usage' AND charge_period_start >= ? GROUP BY ALL",
+            [day],
+        )
