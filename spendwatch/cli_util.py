@@ -1,0 +1,86 @@
+"""What every CLI command shares: the environment (config, store, clock) and error handling.
+
+Kept apart from ``cli.py`` so subsystem command modules can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from spendwatch.clock import SystemClock
+from spendwatch.errors import SpendwatchError, UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_CONFIG = "spendwatch.yaml"
+
+
+class Env:
+    """What every command gets: the config path, the clock, and lazily the config and the store."""
+
+    def __init__(self, config_path: str | None, debug: bool) -> None:
+        self.config_path = config_path
+        self.debug = debug
+        self.clock = SystemClock()
+        self._config: Any = None
+        self._store: Any = None
+
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            from spendwatch.config import load_config
+
+            path = self.config_path or os.environ.get("SPENDWATCH_CONFIG") or DEFAULT_CONFIG
+            if not Path(path).exists() and self.config_path is None:
+                raise UserError(f"no config file: pass --config FILE (or set SPENDWATCH_CONFIG); {path} not found")
+            self._config = load_config(path)
+        return self._config
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from spendwatch.store import Store
+
+            store_config = self.config.store
+            self._store = Store(
+                store_config.path,
+                lock_timeout=store_config.lock_timeout.total_seconds(),
+                clock=self.clock,
+                memory_limit=store_config.memory_limit,
+            )
+        return self._store
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+def handle_errors(func: F) -> F:
+    """Turn spendwatch errors into one line and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SpendwatchError as exc:
+            if _debugging():
+                raise
+            click.echo(f"spendwatch: error: {exc}", err=True)
+            sys.exit(2 if isinstance(exc, UserError) else 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _debugging() -> bool:
+    ctx = click.get_current_context(silent=True)
+    env = ctx.find_object(Env) if ctx else None
+    return env is not None and env.debug
+
+
+def progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)

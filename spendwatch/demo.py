@@ -1,0 +1,117 @@
+"""``spendwatch demo``: the whole pipeline on a simulated estate, no cloud account, no network.
+
+simulated estate → store → detection → attribution → kill-switch plan (dry-run) → digest files,
+then a summary naming each injected incident, the user or job it was attributed to and the $ impact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+
+from spendwatch.clock import Clock
+from spendwatch.collect import collect_source
+from spendwatch.collectors.estate import Incident as Injected
+from spendwatch.collectors.simulated import SimulatedEstate, SimulatedSourceConfig
+from spendwatch.config import Config, parse_config
+from spendwatch.detect.incidents import load_incidents
+from spendwatch.detect.runner import run_detection
+from spendwatch.records import Incident
+from spendwatch.store import Store
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """How the demo's detection did on one injected incident."""
+
+    injected: Injected
+    incident: Incident | None
+
+    @property
+    def named(self) -> str | None:
+        """The user or job spendwatch named for it."""
+        if self.incident is None:
+            return None
+        job = self.incident.top_job()
+        if job is not None and job.cost >= 0.25 * self.incident.impact:
+            return job.user or job.job_id
+        top = self.incident.top_contributor()
+        return top.value if top is not None else None
+
+    @property
+    def correct(self) -> bool:
+        if not self.injected.expected_alert:
+            return self.incident is None
+        expected = {self.injected.culprit_user, self.injected.culprit_job} - {None}
+        return self.incident is not None and self.named in expected
+
+
+def demo_config(output: Path) -> Config:
+    text = resources.files("spendwatch").joinpath("demo.yaml").read_text(encoding="utf-8")
+    return parse_config(text, output / "demo.yaml", environ={})
+
+
+def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say: Say = print) -> list[Finding]:
+    output.mkdir(parents=True, exist_ok=True)
+    config = demo_config(output)
+    source = config.sources[0]
+    assert isinstance(source, SimulatedSourceConfig)
+    source = source.model_copy(update={"seed": seed, "days": days})
+    store = Store(config.store.path, clock=clock)
+    say(f"1/4 simulating {days} days of an ML/data estate on AWS and GCP (seed {seed}) …")
+    run = collect_source(source, store, clock)
+    if run.error:
+        raise RuntimeError(f"the simulated source failed: {run.error}")
+    say(f"    {run.cost_rows:,} cost lines and {run.jobs:,} job records in {store.path}")
+    say("2/4 detecting anomalies and attributing them …")
+    detection = run_detection(config, store, clock)
+    say(f"    {detection.series_scored} series scored, {detection.opened} incident(s) found")
+    estate = SimulatedEstate(seed, days, clock.now())
+    return match_injected(estate.scenario, load_incidents(store))
+
+
+def match_injected(scenario: list[Injected], incidents: list[Incident]) -> list[Finding]:
+    """For each injected incident, the alerting incident that best covers it (largest impact)."""
+    findings = []
+    for injected in scenario:
+        end = injected.end or injected.start + timedelta(days=3650)
+        candidates = [
+            incident
+            for incident in incidents
+            if incident.kind != "drop"
+            and incident.status != "withdrawn"
+            and incident.dimensions.get("sub_account_id", injected.sub_account_id) == injected.sub_account_id
+            and incident.dimensions.get("service_name", injected.service_name) == injected.service_name
+            and incident.dimensions.get("provider", injected.provider) == injected.provider
+            and set(incident.dimensions) & {"sub_account_id", "service_name"}
+            and incident.first_seen < end
+            and incident.last_seen + timedelta(days=1) > injected.start
+        ]
+        best = max(candidates, key=lambda i: (i.granularity == "daily", i.impact), default=None)
+        findings.append(Finding(injected, best))
+    return findings
+
+
+def summary_lines(findings: list[Finding]) -> list[str]:
+    lines = []
+    for finding in findings:
+        injected, incident = finding.injected, finding.incident
+        mark = "ok " if finding.correct else "MISS"
+        if not injected.expected_alert:
+            verdict = "no alert, as it should be" if incident is None else f"alerted as #{incident.id} (wrong)"
+            lines.append(f"[{mark}] {injected.key}: {injected.title} — {verdict}")
+            continue
+        if incident is None:
+            lines.append(f"[{mark}] {injected.key}: {injected.title} — not found")
+            continue
+        lines.append(
+            f"[{mark}] {injected.key}: {injected.title} — incident #{incident.id} ({incident.kind}, "
+            f"{incident.severity}), +{incident.impact:,.0f} {incident.billing_currency} since "
+            f"{incident.first_seen:%Y-%m-%d}; {incident.culprit_sentence()}"
+        )
+    return lines
