@@ -49,7 +49,8 @@ class ModelParams:
     min_impact_abs: float | None = None  # $ per step over expected; None -> granularity default
     min_impact_pct: float | None = None  # fraction over expected; None -> granularity default
     z_threshold: float = 5.0  # robust z an upward step must exceed (at sensitivity 1)
-    sustained_z: float = 3.0  # robust z of a sustained rise (leak/shift) over the long level
+    sustained_z: float = 3.0  # robust z a leak must have risen over the long level
+    leak_step_z: float = 1.5  # robust z the level must rise by from block to block to be a leak
     season_cycles: int | None = None  # window length in cycles (weeks for daily, days for hourly)
     level_points: int | None = None  # observed points the short level is the median of
     min_history: int | None = None  # observed non-zero points needed before deciding
@@ -88,6 +89,7 @@ class ModelParams:
         return Thresholds(
             z=self.z_threshold / self.sensitivity,
             sustained_z=self.sustained_z / self.sensitivity,
+            leak_step_z=self.leak_step_z / self.sensitivity,
             min_abs=float(full.min_impact_abs or 0.0),
             min_pct=float(full.min_impact_pct or 0.0),
             scale_floor_pct=self.scale_floor_pct,

@@ -1,4 +1,9 @@
-"""Turns a robust forecast into decisions: robust z, the materiality gate and the kind."""
+"""Turns a robust forecast into decisions: robust z, the materiality gate and the kind.
+
+Scores are in log dollars (noise of a cost series grows with its level, so a relative
+error is what is comparable across hours of the day and across accounts); the materiality
+gate is in dollars.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from spendwatch.detect.kinds import Kind
-from spendwatch.detect.robust import BoolArray, FloatArray
+from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.seasonal import Forecast
 
 RECURRING_SCALE_PCT = 0.1
 """A learnt monthly charge is trusted to +-10%: its amount is an estimate from 1-3 samples."""
+
+LEAK_BLOCKS = 2
+"""A leak is a level that rose from block to block over this many consecutive blocks."""
 
 _TINY = 1e-9
 
@@ -20,6 +28,7 @@ _TINY = 1e-9
 class Thresholds:
     z: float
     sustained_z: float
+    leak_step_z: float
     min_abs: float
     min_pct: float
     scale_floor_pct: float
@@ -44,57 +53,85 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
 
     ``observed`` holds the decided columns' values, aligned with ``base`` and ``recurring``.
     """
-    expected = base.expected + recurring
-    expected_long = base.expected_long + recurring
-    scale = _effective_scale(base.scale, expected, recurring, limits.scale_floor_pct)
+    expected = np.exp(base.log_expected) + recurring
+    expected_long = np.exp(base.log_expected_long) + recurring
+    scale = _effective_scale(base.log_scale, expected, recurring, limits.scale_floor_pct)
     usable = base.decidable & ~np.isnan(observed)
-    with np.errstate(invalid="ignore"):
-        score = np.where(usable, (observed - expected) / scale, np.nan)
-        excess = observed - expected
+    positive = usable & (observed > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(positive, (np.log(observed) - np.log(expected)) / scale, np.nan)
         upper = _upper_bound(expected, expected_long, scale, limits)
-        is_anomaly = usable & (observed > 0) & (observed > upper)
-        lower = np.minimum(expected - limits.z * scale, expected - _material(expected, limits))
-        idle = (observed == 0) & (base.zero_share > limits.intermittent_zero_share)
+        spike = positive & (observed > upper)
+        leak = positive & _rising_level(observed, expected_long, base, scale, limits)
+        is_anomaly = spike | leak
+        lower = np.minimum(expected * np.exp(-limits.z * scale), expected - _material(expected, limits))
+        idle = (observed <= 0) & (base.zero_share > limits.intermittent_zero_share)
         is_drop = usable & ~is_anomaly & (observed < lower) & ~idle
-    kind = _kind(is_anomaly, is_drop, base, scale, limits)
-    return Decision(expected, lower, upper, score, excess, is_anomaly, is_drop, kind)
+    kind = _kind(spike, leak, is_drop, base, scale, limits)
+    return Decision(expected, lower, upper, score, observed - expected, is_anomaly, is_drop, kind)
 
 
 def _effective_scale(
-    scale: FloatArray, expected: FloatArray, recurring: FloatArray, floor_pct: float
+    log_scale: FloatArray, expected: FloatArray, recurring: FloatArray, floor_pct: float
 ) -> FloatArray:
-    floors = np.maximum(floor_pct * np.abs(expected), RECURRING_SCALE_PCT * recurring)
-    return np.fmax(np.fmax(scale, floors), _TINY)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recurring_share = RECURRING_SCALE_PCT * recurring / expected
+    floors = np.fmax(floor_pct, recurring_share)
+    return np.fmax(np.fmax(log_scale, floors), _TINY)
 
 
 def _material(expected: FloatArray, limits: Thresholds) -> FloatArray:
     return np.maximum(limits.min_abs, limits.min_pct * np.maximum(expected, 0.0))
 
 
-def _upper_bound(
-    expected: FloatArray, expected_long: FloatArray, scale: FloatArray, limits: Thresholds
-) -> FloatArray:
+def _upper_bound(expected: FloatArray, expected_long: FloatArray, scale: FloatArray, limits: Thresholds) -> FloatArray:
     """Lowest value that alerts: above the short AND the long expectation, by z and by $.
 
     The long expectation stops "back to normal after a holiday dip" from alerting; the short
     one lets a level shift become the new normal within ``level_points / 2`` steps.
     """
-    short = expected + np.maximum(limits.z * scale, _material(expected, limits))
-    long = expected_long + np.maximum(limits.z * scale, _material(expected_long, limits))
+    factor = np.exp(limits.z * scale)
+    short = np.maximum(expected * factor, expected + _material(expected, limits))
+    long = np.maximum(expected_long * factor, expected_long + _material(expected_long, limits))
     return np.fmax(short, long)
 
 
+def _rising_level(
+    observed: FloatArray, expected_long: FloatArray, base: Forecast, scale: FloatArray, limits: Thresholds
+) -> BoolArray:
+    """A leak: the level rose block after block and now sits well above the long level.
+
+    A one-off shift rises once and then stays flat, so it stops matching after one block;
+    ordinary growth rises by much less than the noise per block.
+    """
+    n_recent = base.recent.shape[-1]
+    block = n_recent // LEAK_BLOCKS
+    blocks = base.recent[..., n_recent - block * LEAK_BLOCKS :].reshape(*base.recent.shape[:-1], -1, block)
+    medians = nanmedian_last(blocks)
+    steps = np.diff(medians, axis=-1)
+    rising = np.all(steps > limits.leak_step_z * scale[..., None], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        above_long = (medians[..., -1] > limits.sustained_z * scale) & (
+            np.log(observed / expected_long) > limits.sustained_z * scale
+        )
+    material = observed - expected_long >= _material(expected_long, limits)
+    return rising & above_long & material
+
+
 def _kind(
-    is_anomaly: BoolArray, is_drop: BoolArray, base: Forecast, scale: FloatArray, limits: Thresholds
+    spike: BoolArray,
+    leak: BoolArray,
+    is_drop: BoolArray,
+    base: Forecast,
+    scale: FloatArray,
+    limits: Thresholds,
 ) -> np.ndarray:
-    previous_up = base.recent_excess[..., -1] > limits.sustained_z * scale
-    rising = np.all(np.diff(base.recent_excess, axis=-1) > 0, axis=-1) & previous_up
-    kind = np.full(is_anomaly.shape, int(Kind.NONE), dtype=np.int8)
+    previous_up = base.recent[..., -1] > limits.sustained_z * scale
+    kind = np.full(spike.shape, int(Kind.NONE), dtype=np.int8)
     kind[is_drop] = int(Kind.DROP)
-    kind[is_anomaly] = int(Kind.SPIKE)
-    if limits.hourly:
-        kind[is_anomaly & previous_up] = int(Kind.BURST)
-    else:
-        kind[is_anomaly & previous_up] = int(Kind.SHIFT)
-        kind[is_anomaly & rising] = int(Kind.LEAK)
+    kind[spike] = int(Kind.SPIKE)
+    sustained = spike & previous_up
+    kind[sustained] = int(Kind.BURST if limits.hourly else Kind.SHIFT)
+    if not limits.hourly:
+        kind[leak] = int(Kind.LEAK)
     return kind

@@ -60,18 +60,18 @@ class WindowSpec:
 
 @dataclass(frozen=True)
 class Forecast:
-    """One-step-ahead robust forecast for each (series, decided column)."""
+    """One-step-ahead robust forecast for each (series, decided column), in log dollars."""
 
-    expected: FloatArray  # short level + season
-    expected_long: FloatArray  # long level + season
-    scale: FloatArray  # robust sigma of the remainder
+    log_expected: FloatArray  # short level + season
+    log_expected_long: FloatArray  # long level + season
+    log_scale: FloatArray  # robust sigma of one-cycle-ahead errors
     zero_share: FloatArray  # share of zero observations in the window
-    recent_excess: FloatArray  # (n, m, k) deseasonalised last k values minus long level
+    recent: FloatArray  # (n, m, k) last k deseasonalised values minus the long level
     decidable: BoolArray  # enough observed history to decide
 
 
 def forecast(
-    values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int = 3
+    values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int = 14
 ) -> Forecast:
     """Forecast every column in ``columns`` from its own trailing window only."""
     padded = np.concatenate([np.full((values.shape[0], spec.length), np.nan), values], axis=1)
@@ -85,39 +85,35 @@ def forecast(
         empty = np.empty((values.shape[0], 0))
         no_recent = np.empty((values.shape[0], 0, recent))
         return Forecast(empty, empty, empty, empty, no_recent, empty.astype(bool))
-    return Forecast(
-        *(np.concatenate([getattr(p, f) for p in parts], axis=1) for f in Forecast.__dataclass_fields__)
-    )
+    return Forecast(*(np.concatenate([getattr(p, f) for p in parts], axis=1) for f in Forecast.__dataclass_fields__))
 
 
 def _forecast_chunk(
     window: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int
 ) -> Forecast:
     observed = ~np.isnan(window)
-    zeros = observed & (window == 0.0)
-    running = np.where(zeros, np.nan, window)
-    season, season_held_out = _season(running, spec)
-    deseasonalised = running - season
-    held_out = running - season_held_out
+    zeros = observed & (window <= 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_cost = np.where(window > 0, np.log(window), np.nan)
+    season, season_held_out = _season(log_cost, spec)
+    deseasonalised = log_cost - season
     positions = columns[None, :, None] - spec.length + np.arange(spec.length)[None, None, :]
-    after_rebase = positions >= rebase_at[:, None, None]
-    level_input = np.where(after_rebase, deseasonalised, np.nan)
+    level_input = np.where(positions >= rebase_at[:, None, None], deseasonalised, np.nan)
     level_valid = ~np.isnan(level_input)
     short_mask = keep_last_valid(level_valid, spec.level_points)
     level = nanmedian_last(np.where(short_mask, level_input, np.nan))
     level_long = nanmedian_last(level_input)
-    scale = mad_sigma_last(held_out - nanmedian_last(held_out)[..., None])
+    changes = _successive_changes(log_cost - season_held_out)
+    scale = mad_sigma_last(changes - nanmedian_last(changes)[..., None]) / np.sqrt(2.0)
     season_now = season[..., 0]
-    n_running = np.count_nonzero(~np.isnan(running), axis=-1)
-    n_observed = np.count_nonzero(observed, axis=-1)
-    decidable = (n_running >= spec.min_points) & (np.count_nonzero(level_valid, axis=-1) >= 1)
-    recent_values = deseasonalised[..., -recent:] - level_long[..., None]
+    n_running = np.count_nonzero(~np.isnan(log_cost), axis=-1)
+    decidable = (n_running >= spec.min_points) & np.any(level_valid, axis=-1)
     return Forecast(
-        expected=level + season_now,
-        expected_long=level_long + season_now,
-        scale=scale,
-        zero_share=np.count_nonzero(zeros, axis=-1) / np.maximum(n_observed, 1),
-        recent_excess=recent_values,
+        log_expected=level + season_now,
+        log_expected_long=level_long + season_now,
+        log_scale=scale,
+        zero_share=np.count_nonzero(zeros, axis=-1) / np.maximum(np.count_nonzero(observed, axis=-1), 1),
+        recent=level_input[..., -recent:] - level_long[..., None],
         decidable=decidable,
     )
 
@@ -162,3 +158,14 @@ def _centred(profile: FloatArray) -> FloatArray:
     filled = np.nan_to_num(profile, nan=0.0)
     centre = nanmedian_last(profile)
     return filled - np.nan_to_num(centre, nan=0.0)[..., None]
+
+
+def _successive_changes(deseasonalised: FloatArray) -> FloatArray:
+    """Change from the previous observed value at each observed position (NaN elsewhere)."""
+    valid = ~np.isnan(deseasonalised)
+    index = np.where(valid, np.arange(deseasonalised.shape[-1]), -1)
+    latest = np.maximum.accumulate(index, axis=-1)
+    lead = deseasonalised.shape[:-1]
+    previous = np.concatenate([np.full((*lead, 1), -1), latest[..., :-1]], axis=-1)
+    prior = np.take_along_axis(deseasonalised, np.maximum(previous, 0), axis=-1)
+    return np.where(valid & (previous >= 0), deseasonalised - prior, np.nan)
