@@ -114,8 +114,8 @@ def _rising_level(
         above_long = (medians[..., -1] > limits.sustained_z * scale) & (
             np.log(observed / expected_long) > limits.sustained_z * scale
         )
-    material = observed - expected_long >= _material(expected_long, limits)
-    return rising & above_long & material
+    material: BoolArray = observed - expected_long >= _material(expected_long, limits)
+    return np.asarray(rising & above_long & material, dtype=bool)
 
 
 def _kind(
