@@ -82,7 +82,7 @@ def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> 
     from spendwatch.collect import collect_source
 
     sources = [env.config.source(n) for n in source_names] if source_names else env.config.sources
-    failed = False
+    exit_code = 0
     for source in sources:
         if not source.enabled and not source_names:
             continue
@@ -93,15 +93,15 @@ def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> 
         for problem in run.problems:
             click.echo(f"  problem: {problem}", err=True)
         if run.error:
-            failed = True
-            click.echo(f"{source.name}: failed: {run.error}", err=True)
+            exit_code = max(exit_code, 2 if run.user_error else 1)
+            click.echo(f"spendwatch: error: {source.name}: {run.error}", err=True)
         else:
             click.echo(
                 f"{source.name}: {run.cost_rows} cost line(s) in {run.periods} period(s), "
                 f"{run.jobs} job record(s), {run.seconds:.1f}s"
             )
-    if failed:
-        sys.exit(1)
+    if exit_code:
+        sys.exit(exit_code)
 
 
 # -- demo -----------------------------------------------------------------------------------------

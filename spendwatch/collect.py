@@ -24,7 +24,7 @@ from spendwatch.collectors.base import (
     SourceConfig,
     SourceContext,
 )
-from spendwatch.errors import SpendwatchError
+from spendwatch.errors import SpendwatchError, UserError
 from spendwatch.store import Store
 
 log = logging.getLogger("spendwatch.collect")
@@ -43,6 +43,8 @@ class SourceRun:
     jobs: int = 0
     problems: list[str] = field(default_factory=list)
     error: str | None = None
+    # True when the error is the user's to fix (bad file, bad config): the CLI exits 2, not 1.
+    user_error: bool = False
     counters: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -74,6 +76,7 @@ def collect_source(
             _write(batch, run, store, source_config.name, context)
     except SpendwatchError as exc:
         run.error = str(exc)
+        run.user_error = isinstance(exc, UserError)
     except Exception as exc:  # a bug or an unexpected API answer must not stop other sources
         log.exception("source %s failed", source_config.name)
         run.error = f"{type(exc).__name__}: {exc}"
