@@ -68,7 +68,7 @@ def test_the_focus_sample_loads_with_totals_matching_the_file(
 
 @pytest.mark.parametrize("name", ["export.csv", "export.csv.gz", "export.parquet"])
 def test_each_file_format_loads_the_same_lines(tmp_path: Path, clock: FixedClock, name: str) -> None:
-    rows = month_rows("2026-10", 31, 3.5) + [focus_row("2026-10-15", -20.0, ChargeCategory="Credit")]
+    rows = [*month_rows("2026-10", 31, 3.5), focus_row("2026-10-15", -20.0, ChargeCategory="Credit")]
     path = tmp_path / "exports" / name
     (write_parquet if name.endswith(".parquet") else write_csv)(path, rows)
     store = store_at(tmp_path, clock)
