@@ -2,6 +2,7 @@
 
 from spendwatch.collectors import focus, simulated
 from spendwatch.collectors import gcp  # noqa: F401  (gcp-billing-export)
+from spendwatch.collectors import aws  # noqa: F401  (AWS sources)
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, JobBatch, Problem, Source, SourceConfig
 
 __all__ = [
