@@ -164,6 +164,7 @@ def streams() -> list[Stream]:
             "mild",
             growth=0.0012,
             resource="asg-recsys-api",
+            owner="kai.muller@example.com",
             team="serving",
         ),
         Stream(
@@ -173,10 +174,19 @@ def streams() -> list[Stream]:
             "InstanceUsage:db.r6g.2xlarge",
             640,
             resource="arn:aws:rds:eu-west-1:456789012345:db:orders",
+            owner="lena.berg@example.com",
             team="serving",
         ),
         Stream(
-            a["prod"], "Amazon DynamoDB", "Databases", "ReadCapacityUnit-Hrs", 230, "mild", "business", team="serving"
+            a["prod"],
+            "Amazon DynamoDB",
+            "Databases",
+            "ReadCapacityUnit-Hrs",
+            230,
+            "mild",
+            "business",
+            team="serving",
+            owner="mo.ali@example.com",
         ),
         Stream(a["prod"], "AWS Lambda", "Compute", "Lambda-GB-Second", 95, "mild", "business", team="serving"),
         Stream(a["prod"], "Amazon CloudWatch", "Management and Governance", "MetricMonitorUsage", 120, team="serving"),
@@ -247,6 +257,7 @@ def streams() -> list[Stream]:
             "business",
             growth=0.0012,
             resource="gke-recsys-prod",
+            owner="nina.costa@example.com",
             team="serving",
         ),
         Stream(

@@ -164,7 +164,7 @@ class SimulatedEstate:
     def _shape(self, stream: Stream) -> np.ndarray:
         hours = self.hours
         days = np.asarray((hours - self.start).days)
-        weekly = WEEKLY[stream.weekly][np.asarray(hours.weekday)]
+        weekly = WEEKLY[stream.weekly][np.asarray(hours.day_of_week)]
         hourly = HOURLY[stream.hourly][np.asarray(hours.hour)]
         growth = (1 + stream.growth) ** days
         noise = np.exp(self.rng.normal(0, stream.noise, len(hours)))

@@ -1,0 +1,217 @@
+"""Detection over the store: incidents, their lifecycle, attribution, feedback and the traps of real bills."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spendwatch.cli import main
+from spendwatch.config import parse_config
+from spendwatch.demo import match_injected, run_demo
+from spendwatch.detect.incidents import give_feedback, load_incidents
+from spendwatch.detect.runner import run_detection
+from spendwatch.errors import NotFoundError
+from spendwatch.store import Store
+from tests.doubles.clock import FixedClock
+from tests.doubles.lines import cost_lines
+
+START = datetime(2026, 8, 1, tzinfo=UTC)
+DAYS = 100
+NOW = START + timedelta(days=DAYS, hours=3)  # the last full day is START + DAYS - 1
+
+
+def config(tmp_path: Path, extra: str = ""):  # type: ignore[no-untyped-def]
+    text = (
+        "store: {path: s.duckdb}\n"
+        "sources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n"
+        "monitors:\n  - {name: svc, dimensions: [provider, sub_account_id, service_name], granularity: [daily]}\n"
+        + extra
+    )
+    return parse_config(text, tmp_path / "sw.yaml", environ={})
+
+
+def series(seed: int = 1, base: float = 500.0, spike_at: int | None = None, spike: float = 0.0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    weekly = np.array([1.0, 1.02, 1.05, 1.03, 0.98, 0.6, 0.55])
+    days = [START + timedelta(days=i) for i in range(DAYS)]
+    costs = [base * weekly[d.weekday()] * float(np.exp(rng.normal(0, 0.04))) for d in days]
+    if spike_at is not None:
+        costs[spike_at] += spike
+    return costs
+
+
+def load(store: Store, costs: list[float], source: str = "bills", **fields: object) -> None:
+    rows = [{"start": START + timedelta(days=i), "cost": c, **fields} for i, c in enumerate(costs)]
+    store.replace_cost_lines(source, START, START + timedelta(days=DAYS), cost_lines(rows))
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+def test_a_spike_is_one_incident_updated_not_duplicated_across_runs(tmp_path: Path, clock: FixedClock) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    load(store, series(spike_at=DAYS - 1, spike=4000.0))
+    run_detection(cfg, store, clock)
+    found = load_incidents(store)
+    assert len(found) == 1
+    incident = found[0]
+    assert incident.status == "open" and incident.kind in ("spike", "shift")
+    assert incident.first_seen == START + timedelta(days=DAYS - 1)
+    assert incident.impact == pytest.approx(4000.0, rel=0.1)
+    assert incident.severity == "high"
+    assert incident.points and incident.points[-1].is_anomaly
+    clock.advance(hours=1)
+    run_detection(cfg, store, clock)
+    again = load_incidents(store)
+    assert [i.id for i in again] == [incident.id]
+    assert again[0].status == "ongoing"
+
+
+def test_a_quiet_series_raises_nothing(tmp_path: Path, clock: FixedClock) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    load(store, series(seed=5))
+    run_detection(cfg, store, clock)
+    assert [i for i in load_incidents(store, statuses=None) if i.kind != "drop"] == []
+
+
+def test_a_restatement_that_removes_the_spike_withdraws_the_incident(tmp_path: Path, clock: FixedClock) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    load(store, series(spike_at=DAYS - 3, spike=3000.0))
+    run_detection(cfg, store, clock)
+    (incident,) = load_incidents(store, statuses=["open", "resolved", "ongoing"])
+    load(store, series())  # the provider restated the bill: the spike was a metering error
+    run_detection(cfg, store, clock)
+    after = load_incidents(store, statuses=None)
+    assert [(i.id, i.status) for i in after] == [(incident.id, "withdrawn")]
+
+
+def test_unsettled_steps_are_not_scored(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    last_day_end = START + timedelta(days=DAYS)
+    early = FixedClock(last_day_end + timedelta(minutes=30))  # inside the 2h settle lag
+    store = Store(cfg.store.path, clock=early)
+    load(store, series(spike_at=DAYS - 1, spike=4000.0))
+    run_detection(cfg, store, early)
+    assert load_incidents(store, statuses=None) == []
+    early.advance(hours=2)
+    run_detection(cfg, store, early)
+    assert len(load_incidents(store)) == 1
+
+
+def test_fees_credits_and_taxes_are_reported_not_scored(tmp_path: Path, clock: FixedClock) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    load(store, series())
+    fee_day = START + timedelta(days=DAYS - 2)
+    fee = cost_lines([{"start": fee_day, "cost": 25_000.0, "charge_category": "Purchase", "hours": 1}])
+    store.replace_cost_lines("fees", START, START + timedelta(days=DAYS), fee)
+    run_detection(cfg, store, clock)
+    assert [i for i in load_incidents(store) if i.kind != "drop"] == []
+    seen = store.query("SELECT day, charge_category, amount FROM charges_seen")
+    assert seen == [(fee_day.date(), "Purchase", 25_000.0)]
+
+
+def test_currencies_are_separate_series_never_added(tmp_path: Path, clock: FixedClock) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    usd = series(seed=1)
+    eur = series(seed=2, spike_at=DAYS - 1, spike=5000.0)
+    rows = [{"start": START + timedelta(days=i), "cost": c} for i, c in enumerate(usd)]
+    rows += [{"start": START + timedelta(days=i), "cost": c, "billing_currency": "EUR"} for i, c in enumerate(eur)]
+    store.replace_cost_lines("bills", START, START + timedelta(days=DAYS), cost_lines(rows))
+    run = run_detection(cfg, store, clock)
+    assert run.series_scored == 2
+    (incident,) = load_incidents(store)
+    assert incident.billing_currency == "EUR"
+    assert incident.actual_total < 6000  # the USD series' cost was not added in
+
+
+def test_ack_stops_alerting_and_survives_the_next_run(tmp_path: Path, clock: FixedClock) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    load(store, series(spike_at=DAYS - 1, spike=4000.0))
+    run_detection(cfg, store, clock)
+    (incident,) = load_incidents(store)
+    acked = give_feedback(store, incident.id, "acknowledged", actor="ana", note="load test")
+    assert acked.status == "acknowledged" and not acked.is_alerting and acked.feedback_by == "ana"
+    run_detection(cfg, store, clock)
+    assert load_incidents(store, statuses=["acknowledged"])[0].id == incident.id
+    assert load_incidents(store, statuses=["open", "ongoing"]) == []
+
+
+def test_expected_rebaselines_a_level_change(tmp_path: Path, clock: FixedClock) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    costs = series()
+    shift_at = DAYS - 4
+    costs[shift_at:] = [c + 1500.0 for c in costs[shift_at:]]  # a new, permanent workload
+    load(store, costs)
+    run_detection(cfg, store, clock)
+    first = [i for i in load_incidents(store, statuses=None) if i.kind != "drop"]
+    assert first and first[-1].first_seen == START + timedelta(days=shift_at)
+    give_feedback(store, first[-1].id, "expected", actor="ana")
+    rebase = store.query("SELECT series_key, rebase_at FROM baselines")
+    assert rebase == [(first[-1].series_key, START + timedelta(days=shift_at))]
+    run_detection(cfg, store, clock)
+    assert load_incidents(store, statuses=["expected"])[0].id == first[-1].id
+
+
+def test_feedback_on_an_unknown_id_is_a_user_error(tmp_path: Path, clock: FixedClock) -> None:
+    store = Store(tmp_path / "s.duckdb", clock=clock)
+    with pytest.raises(NotFoundError, match="no anomaly with id 42"):
+        give_feedback(store, 42, "acknowledged", actor="x")
+
+
+def test_the_demo_estate_finds_each_injected_incident_with_its_culprit(tmp_path: Path) -> None:
+    clock = FixedClock(datetime(2026, 11, 26, 7, 10, tzinfo=UTC))
+    findings = run_demo(tmp_path / "demo", clock, say=lambda _: None)
+    by_key = {f.injected.key: f for f in findings}
+    runaway = by_key["runaway-query"]
+    assert runaway.correct and runaway.named == "dana.kim@example.com"
+    assert runaway.incident is not None and runaway.incident.jobs[0].job_id == "bquxjob_7f3a2c91_runaway"
+    assert by_key["forgotten-training"].named == "ben.okafor@example.com"
+    assert by_key["storage-leak"].correct
+    assert by_key["storage-leak"].incident is not None and by_key["storage-leak"].incident.kind == "leak"
+    assert by_key["weekend-dip"].incident is None  # a drop is reported, never alerted
+    store = Store(tmp_path / "demo" / "store.duckdb", clock=clock)
+    dip = by_key["weekend-dip"].injected
+    drops = [
+        i
+        for i in load_incidents(store, kinds=["drop"], statuses=None)
+        if i.dimensions.get("sub_account_id") == dip.sub_account_id
+    ]
+    assert drops and all(i.status == "reported" and not i.is_alerting for i in drops)
+    assert all(f.correct for f in findings)
+    assert match_injected([dip], [])[0].correct
+
+
+def test_cli_lists_shows_and_acknowledges(tmp_path: Path, clock: FixedClock) -> None:
+    cfg_path = tmp_path / "sw.yaml"
+    cfg_path.write_text(
+        "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n"
+        "monitors:\n  - {name: svc, dimensions: [provider, sub_account_id, service_name], granularity: [daily]}\n"
+    )
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+    load(store, series(spike_at=DAYS - 1, spike=4000.0))
+    run_detection(cfg, store, clock)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["-c", str(cfg_path), "anomalies", "list"])
+    assert listed.exit_code == 0 and "aws / 111111111111 / Amazon EC2" in listed.output
+    incident_id = load_incidents(store)[0].id
+    shown = runner.invoke(main, ["-c", str(cfg_path), "anomalies", "show", str(incident_id)])
+    assert (shown.exit_code == 0 and "contributors" in shown.output) or "culprit" in shown.output
+    acked = runner.invoke(main, ["-c", str(cfg_path), "anomalies", "ack", str(incident_id), "--as", "ops"])
+    assert acked.exit_code == 0
+    missing = runner.invoke(main, ["-c", str(cfg_path), "anomalies", "show", "999"])
+    assert missing.exit_code == 2 and "no anomaly with id 999" in missing.output
+    assert "Traceback" not in missing.output
