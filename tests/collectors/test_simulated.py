@@ -85,7 +85,7 @@ def test_the_injected_incidents_are_in_the_data(estate) -> None:  # type: ignore
 
 
 def test_without_incidents_none_are_injected() -> None:
-    lines, jobs = SimulatedEstate(7, 30, END, incidents=False).generate()
+    _lines, jobs = SimulatedEstate(7, 30, END, incidents=False).generate()
     frame = jobs.to_pandas()
     assert "bquxjob_7f3a2c91_runaway" not in set(frame["job_id"])
     assert (frame["state"] != "RUNNING").all()

@@ -55,7 +55,7 @@ def test_parquet_exports_carry_focus_names_and_types(filled: Store, tmp_path: Pa
 
 
 def test_a_bad_destination_is_a_user_error_and_writes_nothing(filled: Store, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="use .parquet or .csv"):
+    with pytest.raises(InputError, match=r"use \.parquet or \.csv"):
         export_focus(filled, tmp_path / "out.xlsx")
     with pytest.raises(InputError, match="does not exist"):
         export_focus(filled, tmp_path / "missing" / "out.csv")
