@@ -166,10 +166,17 @@ def costs_export(env: Env, output: str, since: datetime | None, until: datetime 
 # -- commands contributed by subsystems ------------------------------------------------------------
 # Each subsystem owns its click commands in ``<package>/cli.py`` and is added here with one line.
 # Those modules import their heavy dependencies inside the commands, so ``spendwatch --help`` stays fast.
-from spendwatch.detect.cli import anomalies_group, detect_command  # noqa: E402
+from spendwatch.detect.cli import anomalies_group, backtest_command, detect_command  # noqa: E402
+from spendwatch.killswitch.cli import actions_group  # noqa: E402
 
 main.add_command(detect_command)
 main.add_command(anomalies_group)
+main.add_command(backtest_command)
+main.add_command(actions_group)
+from spendwatch.notify.cli import digest as digest_command, run as run_command  # noqa: E402
+
+main.add_command(digest_command)
+main.add_command(run_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,11 +1,13 @@
-"""CLI commands of detection: ``detect``, ``anomalies list|show|ack|expected``."""
+"""CLI commands of detection: ``detect``, ``anomalies list|show|ack|expected``, ``backtest``."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import os
+import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -155,3 +157,27 @@ def anomalies_expected(env: Env, incident_id: int, note: str | None, actor: str 
         f"incident #{incident.id} marked expected: the series is re-baselined from "
         f"{incident.first_seen:%Y-%m-%d %H:%M} on the next detection"
     )
+
+
+@click.command("backtest")
+@click.argument("input_path", metavar="INPUT.csv", type=click.Path(dir_okay=False, exists=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="flags CSV to write")
+@click.option("--granularity", type=click.Choice(["daily", "hourly"]), help="default: from the timestamps")
+@click.option("--sensitivity", type=float, default=1.0, show_default=True)
+@handle_errors
+def backtest_command(input_path: str, output: str, granularity: str | None, sensitivity: float) -> None:
+    """Walk forward causally through series_id,timestamp,cost rows and write series_id,timestamp,score,is_anomaly."""
+    from spendwatch.detect.backtest import read_long_csv, run_backtest, write_flags
+    from spendwatch.detect.model import ModelParams
+
+    panel = read_long_csv(Path(input_path), granularity)
+    click.echo(
+        f"{len(panel.series_ids)} series × {len(panel.timestamps)} {panel.granularity} steps from {input_path}",
+        err=True,
+    )
+    params = ModelParams.for_granularity(panel.granularity, sensitivity=sensitivity)  # type: ignore[arg-type]
+    flags = run_backtest(panel, params)
+    write_flags(flags, Path(output), panel.granularity)
+    flagged = int(flags["is_anomaly"].sum())
+    click.echo(f"wrote {len(flags)} decisions ({flagged} anomalous) to {output}")
+    sys.stdout.flush()
