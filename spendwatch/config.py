@@ -28,6 +28,7 @@ from spendwatch.collectors.base import SOURCES, SourceConfig
 from spendwatch.config_types import ConfigPath, Duration
 from spendwatch.detect.monitors import MonitorConfig, default_monitors
 from spendwatch.errors import ConfigError
+from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.plugins import StrictModel, config_models
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -86,6 +87,7 @@ class Config(StrictModel):
     sources: list[SourceSpec] = Field(min_length=1, description="where cost and job data come from")
     monitors: list[MonitorConfig] = Field(default_factory=default_monitors)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

@@ -1,0 +1,242 @@
+"""``spendwatch actions …``: read the journal, approve / reject / undo, pause and resume the kill switch.
+
+Commands that decide (approve, reject, undo, pause, resume-all) record who did it: ``--as NAME``, else
+``$USER``. Heavy modules are imported inside the commands so ``spendwatch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from spendwatch.cli import Env, handle_errors, pass_env
+
+
+def _actor(name: str | None) -> str:
+    if name:
+        return name
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _engine(env: Env) -> Any:
+    from spendwatch.killswitch.engine import KillSwitch
+
+    return KillSwitch(env.config.killswitch, env.store, env.clock)
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "rule": record.rule,
+        "verb": record.verb,
+        "mode": record.mode,
+        "state": record.state,
+        "target": record.target.as_dict(),
+        "reason": record.reason,
+        "saving_per_hour": record.saving_per_hour,
+        "at_stake": record.at_stake,
+        "reversible": record.reversible,
+        "result": record.result,
+        "error": record.error,
+        "prior_state": record.prior_state,
+        "planned_at": record.planned_at,
+        "expires_at": record.expires_at,
+        "decided_by": record.decided_by,
+        "decided_at": record.decided_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "undone_at": record.undone_at,
+    }
+
+
+@click.group("actions")
+def actions_group() -> None:
+    """The kill switch's journal: list, show, approve, reject, undo; pause and resume."""
+
+
+@actions_group.command("list")
+@click.option("--state", "states", multiple=True, help="only this state (repeatable): awaiting-approval, done …")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="changed on or after this day (UTC)")
+@click.option("--rule", help="only this rule")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines")
+@pass_env
+@handle_errors
+def actions_list(
+    env: Env, states: tuple[str, ...], since: datetime | None, rule: str | None, limit: int, as_json: bool
+) -> None:
+    """List journaled actions, newest first."""
+    from spendwatch.errors import InputError
+    from spendwatch.killswitch.journal import STATES, list_actions
+
+    for state in states:
+        if state not in STATES:
+            raise InputError(f"--state {state!r}: not a state (known: {', '.join(STATES)})")
+    records = list_actions(
+        env.store,
+        states=states or None,
+        since=since.replace(tzinfo=UTC) if since else None,
+        rule=rule,
+        limit=limit,
+    )
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(_record_json(record), default=str))
+        return
+    if not records:
+        click.echo("no actions")
+        return
+    click.echo(f"{'ID':>5}  {'STATE':<17} {'MODE':<8} {'RULE':<20} {'$/H':>9}  WHAT")
+    for r in records:
+        click.echo(
+            f"{r.id:>5}  {r.state:<17} {r.mode:<8} {r.rule[:20]:<20} {_money(r.saving_per_hour):>9}  {r.summary}"
+        )
+
+
+@actions_group.command("show")
+@click.argument("action_id", type=int)
+@pass_env
+@handle_errors
+def actions_show(env: Env, action_id: int) -> None:
+    """Show one action: the plan, the result and every event."""
+    from spendwatch.killswitch.journal import action_events, get_action
+
+    record = get_action(env.store, action_id)
+    lines = [
+        f"action {record.id}: {record.summary}",
+        f"  rule      {record.rule}  (mode {record.mode}, {'reversible' if record.reversible else 'irreversible'})",
+        f"  state     {record.state}",
+        f"  reason    {record.reason}",
+        f"  saving    {_money(record.saving_per_hour)} {record.target.currency}/h, "
+        f"at stake {_money(record.at_stake)} {record.target.currency}",
+        f"  planned   {_when(record.planned_at)}"
+        + (f", expires {_when(record.expires_at)}" if record.expires_at else ""),
+    ]
+    if record.decided_by:
+        lines.append(f"  decided   by {record.decided_by} at {_when(record.decided_at)}")
+    if record.result:
+        lines.append(f"  result    {record.result.get('summary') or json.dumps(dict(record.result), default=str)}")
+        if record.result.get("undo_error"):
+            lines.append(f"  undo      failed: {record.result['undo_error']}")
+    if record.error:
+        lines.append(f"  error     {record.error}")
+    if record.prior_state:
+        lines.append(f"  prior     {json.dumps(dict(record.prior_state), default=str, sort_keys=True)}")
+    lines.append("  events")
+    for event in action_events(env.store, action_id):
+        detail = json.dumps(dict(event.detail), default=str, sort_keys=True) if event.detail else ""
+        lines.append(f"    {_when(event.event_at)}  {event.state:<17} {event.actor:<12} {detail}")
+    click.echo("\n".join(lines))
+
+
+@actions_group.command("approve")
+@click.argument("action_id", type=int)
+@click.option("--as", "actor", help="who approves (default: $USER)")
+@click.option("--no-execute", is_flag=True, help="record the approval; the next run carries it out")
+@pass_env
+@handle_errors
+def actions_approve(env: Env, action_id: int, actor: str | None, no_execute: bool) -> None:
+    """Approve an action awaiting approval; it is carried out now (re-read and checked first)."""
+    record = _engine(env).approve(action_id, _actor(actor), execute=not no_execute)
+    outcome = (record.result or {}).get("summary") or record.error or ""
+    click.echo(f"action {record.id}: {record.state}" + (f" — {outcome}" if outcome else ""))
+    if record.state == "failed":
+        raise SystemExit(1)
+
+
+@actions_group.command("reject")
+@click.argument("action_id", type=int)
+@click.option("--as", "actor", help="who rejects (default: $USER)")
+@click.option("--note", help="why (kept in the journal)")
+@pass_env
+@handle_errors
+def actions_reject(env: Env, action_id: int, actor: str | None, note: str | None) -> None:
+    """Reject an action awaiting approval: nothing is done."""
+    record = _engine(env).reject(action_id, _actor(actor), note)
+    click.echo(f"action {record.id}: rejected by {record.decided_by}")
+
+
+@actions_group.command("undo")
+@click.argument("action_id", type=int)
+@click.option("--as", "actor", help="who undoes (default: $USER)")
+@pass_env
+@handle_errors
+def actions_undo(env: Env, action_id: int, actor: str | None) -> None:
+    """Undo a done, reversible action: restart what was stopped, restore saved sizes."""
+    record = _engine(env).undo(action_id, _actor(actor))
+    click.echo(f"action {record.id}: undone — {(record.result or {}).get('undo', '')}")
+
+
+@actions_group.command("pause")
+@click.option("--as", "actor", help="who pauses (default: $USER)")
+@pass_env
+@handle_errors
+def actions_pause(env: Env, actor: str | None) -> None:
+    """Pause the kill switch everywhere: no run or approval acts until resume-all."""
+    from spendwatch.killswitch.safety import set_paused
+
+    set_paused(env.store, True, _actor(actor))
+    click.echo("kill switch paused: nothing will be acted on until `spendwatch actions resume-all`")
+
+
+@actions_group.command("resume-all")
+@click.option("--as", "actor", help="who resumes (default: $USER)")
+@pass_env
+@handle_errors
+def actions_resume(env: Env, actor: str | None) -> None:
+    """Lift the global pause."""
+    from spendwatch.killswitch.safety import set_paused
+
+    set_paused(env.store, False, _actor(actor))
+    click.echo("kill switch resumed")
+
+
+@actions_group.command("status")
+@pass_env
+@handle_errors
+def actions_status(env: Env) -> None:
+    """Paused or not, rules and their modes, and what awaits approval."""
+    from spendwatch.killswitch.journal import list_actions
+    from spendwatch.killswitch.safety import pause_info
+
+    paused, by, at = pause_info(env.store)
+    settings = env.config.killswitch
+    click.echo(f"kill switch: {'PAUSED by ' + str(by) + ' at ' + _when(at) if paused else 'active'}")
+    for rule in settings.rules:
+        flag = "" if rule.enabled else " (disabled)"
+        click.echo(f"  rule {rule.name}: {rule.do} [{rule.how}]{flag}")
+    waiting = list_actions(env.store, states=["awaiting-approval"])
+    click.echo(f"  {len(waiting)} action(s) awaiting approval")
+
+
+@actions_group.command("run")
+@pass_env
+@handle_errors
+def actions_run(env: Env) -> None:
+    """Run the kill switch once (what the daemon does each pass)."""
+    from spendwatch.killswitch.engine import run_killswitch
+
+    run = run_killswitch(env.config, env.store, env.clock, actor=_actor(None))
+    click.echo(run.summary())
+    for note in run.skipped:
+        click.echo(f"  skipped [{note.rule}] {note.target}: {note.reason}")
+    for record in run.failed:
+        click.echo(f"  failed #{record.id} {record.summary}: {record.error}")
+    if run.failed:
+        raise SystemExit(1)
