@@ -173,7 +173,7 @@ main.add_command(detect_command)
 main.add_command(anomalies_group)
 main.add_command(backtest_command)
 main.add_command(actions_group)
-from spendwatch.notify.cli import digest as digest_command, run as run_command  # noqa: E402
+from spendwatch.notify.cli import digest_command, run_command  # noqa: E402
 
 main.add_command(digest_command)
 main.add_command(run_command)

@@ -26,9 +26,11 @@ from pydantic_core import ErrorDetails
 import spendwatch.collectors  # noqa: F401  (registers the source types)
 from spendwatch.collectors.base import SOURCES, SourceConfig
 from spendwatch.config_types import ConfigPath, Duration
+from spendwatch.daemon import DaemonConfig
 from spendwatch.detect.monitors import MonitorConfig, default_monitors
 from spendwatch.errors import ConfigError
 from spendwatch.killswitch.config import KillSwitchConfig
+from spendwatch.notify.config import NotifyConfig
 from spendwatch.plugins import StrictModel, config_models
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -87,6 +89,8 @@ class Config(StrictModel):
     sources: list[SourceSpec] = Field(min_length=1, description="where cost and job data come from")
     monitors: list[MonitorConfig] = Field(default_factory=default_monitors)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="digest, alerts, channels, team routes")
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="schedules of `spendwatch run`")
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
 
     @model_validator(mode="after")

@@ -1,0 +1,211 @@
+"""Sending the digest once: which day is due, claim it in the ledger, build, render, deliver, record.
+
+``send_digest`` is what the daemon's digest job and ``spendwatch digest`` (without ``--to-dir``)
+call. It never raises for a delivery problem: it records it (with the next attempt time) and
+returns a ``DigestOutcome``; the next scheduler run retries. See ``ledger`` for the crash window.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from email.utils import parseaddr
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from spendwatch.clock import Clock
+from spendwatch.notify.channels import Channel, ChannelError, build_channel
+from spendwatch.notify.config import NotifyConfig, effective_notify
+from spendwatch.notify.digest import Digest, build_digest
+from spendwatch.notify.ledger import Claim, ClaimRefused, DigestLedger, DigestRow
+from spendwatch.notify.render import digest_email, new_message_id
+from spendwatch.store import Store
+
+if TYPE_CHECKING:
+    from spendwatch.config import Config
+
+log = logging.getLogger("spendwatch.notify.digest")
+MAX_COVERED_DAYS = 7
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class DigestOutcome:
+    day: date
+    status: str  # sent | unconfirmed | failed | skipped | busy | disabled | stopped
+    message: str
+    recipients: tuple[str, ...] = ()
+    message_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status not in ("failed",)
+
+
+# -- the schedule ------------------------------------------------------------------------------------
+
+
+def parse_days(spec: str) -> frozenset[int]:
+    """``*``, ``mon-fri``, ``mon,wed,fri`` (APScheduler's day_of_week names) → weekday numbers."""
+    spec = spec.strip().lower()
+    if spec in ("*", ""):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.strip().partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"{spec!r} is not a day-of-week list; use '*', 'mon-fri' or 'mon,wed,fri'")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
+    return frozenset(days)
+
+
+def due_day(now: datetime, timezone: str, at: time, days: str = "*") -> date | None:
+    """The newest digest day whose send time (``at`` local, on an allowed weekday) has passed."""
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    allowed = parse_days(days)
+    for back in range(8):
+        day = local.date() - timedelta(days=back)
+        if day.weekday() in allowed and datetime.combine(day, at, tzinfo=zone) <= local:
+            return day
+    return None
+
+
+# -- recipients --------------------------------------------------------------------------------------
+
+
+def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for address in addresses:
+        key = parseaddr(address)[1].lower()
+        if key and key not in seen:
+            seen.add(key)
+            out.append(address)
+    return tuple(out)
+
+
+def digest_recipients(notify: NotifyConfig, digest: Digest) -> tuple[str, ...]:
+    """Everyone on ``digest.recipients``, plus each team whose owners/accounts the digest mentions."""
+    addresses = list(notify.digest.recipients)
+    parties = digest.incident_owners_and_accounts()
+    for route in notify.routes:
+        if route.digest and any(route.matches(owners, accounts) for owners, accounts in parties):
+            addresses.extend(route.recipients)
+    return dedupe_addresses(addresses)
+
+
+# -- sending -----------------------------------------------------------------------------------------
+
+
+def send_digest(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    day: date,
+    *,
+    clients: dict[str, Any] | None = None,
+    force: bool = False,
+    stop: threading.Event | None = None,
+) -> DigestOutcome:
+    """Send ``day``'s digest unless it was sent (or is being sent); record the outcome."""
+    notify = effective_notify(config)
+    channel_config = notify.digest_channel()
+    if not notify.digest.enabled or channel_config is None:
+        why = "disabled (notify.digest.enabled)" if not notify.digest.enabled else "no email-capable channel"
+        return DigestOutcome(day, "disabled", f"digest {why}")
+    channel = build_channel(channel_config, clients)
+    ledger = DigestLedger(store, clock, notify.digest)
+    _settle_interrupted(ledger, channel, day)
+    domain = parseaddr(notify.sender)[1].rpartition("@")[2] or None
+    claim = ledger.claim(day, channel=channel.name, new_message_id=new_message_id(domain), force=force)
+    if isinstance(claim, ClaimRefused):
+        status = "busy" if claim.status in ("sending", "committing") else "skipped"
+        return DigestOutcome(day, status, f"digest {day}: {claim.reason}")
+    try:
+        email, _ = _prepare(config, store, clock, ledger, claim)
+    except Exception as exc:
+        log.exception("digest %s: could not be built", day)
+        retry_at = ledger.failed(claim, f"could not be built: {type(exc).__name__}: {exc}")
+        return DigestOutcome(day, "failed", f"digest {day}: could not be built ({exc}); retry at {retry_at:%H:%M} UTC")
+    return _deliver(channel, email, ledger, claim, notify, stop)
+
+
+def _settle_interrupted(ledger: DigestLedger, channel: Channel, day: date) -> None:
+    row = ledger.get(day)
+    if row is None or row.status != "committing" or row.message_id is None:
+        return
+    if not ledger.claim_is_dead(row, ledger.clock.now()):
+        return
+    verdict = channel.confirm(row.message_id)
+    if verdict is not None:
+        log.warning("digest %s: an interrupted send was %s", day, "delivered" if verdict else "not delivered")
+        ledger.settle_interrupted(row, verdict)
+
+
+def _prepare(config: Config, store: Store, clock: Clock, ledger: DigestLedger, claim: Claim) -> tuple[Any, Digest]:
+    from spendwatch.notify.alerts import recent_alert_failures
+
+    notify = effective_notify(config)
+    last = ledger.last_sent(claim.day)
+    report_day = claim.day - timedelta(days=1)
+    since = max(last.day, claim.day - timedelta(days=MAX_COVERED_DAYS)) if last else report_day
+    skipped = [since + timedelta(days=k) for k in range(1, (claim.day - since).days)] if last else []
+    problems = [_describe_problem(r) for r in ledger.problems_since(since, claim.day)]
+    problems += recent_alert_failures(store, datetime.combine(since, time(0), tzinfo=clock.now().tzinfo))
+    digest = build_digest(
+        config, store, clock, claim.day, since=since, delivery_problems=problems, skipped_days=skipped
+    )
+    email, _ = digest_email(
+        digest,
+        subject_template=notify.digest.subject,
+        sender=notify.sender,
+        recipients=digest_recipients(notify, digest) or ("digest@localhost",),
+        message_id=claim.message_id,
+        charts=notify.digest.charts,
+    )
+    return email, digest
+
+
+def _describe_problem(row: DigestRow) -> str:
+    return f"digest {row.day}: {row.status} after {row.attempts} attempt(s){': ' + row.error if row.error else ''}"
+
+
+def _deliver(
+    channel: Channel,
+    email: Any,
+    ledger: DigestLedger,
+    claim: Claim,
+    notify: NotifyConfig,
+    stop: threading.Event | None,
+) -> DigestOutcome:
+    day = claim.day
+    stop = stop or threading.Event()
+    error = "not attempted"
+    for attempt in range(notify.digest.retry.quick_attempts):
+        if stop.is_set():
+            ledger.release(claim, "shutting down before sending")
+            return DigestOutcome(day, "stopped", f"digest {day}: not sent, shutting down (retried on next start)")
+        try:
+            delivery = channel.send_email(email, on_commit=lambda: ledger.committing(claim))
+        except ChannelError as exc:
+            error = str(exc)
+            if exc.maybe_delivered and notify.digest.on_interrupted_send == "assume-sent":
+                ledger.unconfirmed(claim, f"{error}; counted as sent (assume-sent)")
+                log.warning("digest %s: %s; counted as sent (on_interrupted_send: assume-sent)", day, error)
+                return DigestOutcome(day, "unconfirmed", f"digest {day}: {error}", email.recipients, claim.message_id)
+            log.warning("digest %s: attempt %d failed: %s", day, claim.attempt, error)
+            if not exc.transient or attempt + 1 >= notify.digest.retry.quick_attempts:
+                break
+            stop.wait(min(2.0**attempt, 10.0))
+            continue
+        refused = "; ".join(f"{r} refused: {why}" for r, why in delivery.refused.items())
+        ledger.sent(claim, recipients=", ".join(delivery.accepted), detail=refused)
+        log.info("digest %s sent via %s to %s", day, channel.name, ", ".join(delivery.accepted))
+        return DigestOutcome(day, "sent", f"digest {day} sent via {channel.name}", delivery.accepted, claim.message_id)
+    retry_at = ledger.failed(claim, error)
+    return DigestOutcome(day, "failed", f"digest {day}: {error}; next attempt at {retry_at:%Y-%m-%d %H:%M} UTC")
