@@ -2,7 +2,7 @@
 
 Two uses:
 
-* ``RWFileLock`` guards the DuckDB store file. DuckDB lets one process write *or* several read a
+* ``RWFileLock`` guards the DuckDB store file (fairly: see its docstring). DuckDB lets one process write *or* several read a
   file, never both, and fails at once instead of waiting. Taking a shared (readers) or exclusive
   (writer) ``flock`` before connecting turns that failure into an orderly wait, so the CLI keeps
   working while the daemon runs: each side holds the store only for one short unit of work.
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _POLL_SECONDS = 0.02
-_MAX_POLL_SECONDS = 0.25
+_MAX_POLL_SECONDS = 0.05
 
 
 class LockTimeout(Exception):
@@ -45,21 +45,38 @@ def _acquire(fd: int, operation: int, timeout: float) -> None:
 
 
 class RWFileLock:
-    """A readers/writer lock on ``path`` (created if missing)."""
+    """A fair readers/writer lock on ``path`` (created if missing).
+
+    ``flock`` alone is not fair: a writer that loads month after month re-takes the lock the moment
+    it lets go, and a waiting reader (the CLI) could starve. So every entrant first takes a turnstile
+    (``path`` + ``.turnstile``) exclusively, then the lock itself, then lets the turnstile go. A
+    waiter holding the turnstile is next in line: nobody can overtake it, and it waits at most for
+    the unit of work in progress.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.turnstile = path.with_name(path.name + ".turnstile")
 
     @contextmanager
     def hold(self, *, exclusive: bool, timeout: float) -> Iterator[None]:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        gate = os.open(self.turnstile, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _acquire(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout)
+            _acquire(gate, fcntl.LOCK_EX, timeout)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                _acquire(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, max(0.0, deadline - time.monotonic()))
+            except BaseException:
+                os.close(fd)
+                raise
         finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            os.close(gate)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
 
