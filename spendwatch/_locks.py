@@ -2,8 +2,9 @@
 
 Two uses:
 
-* ``RWFileLock`` guards the DuckDB store file (fairly: see its docstring). DuckDB lets one process write *or* several read a
-  file, never both, and fails at once instead of waiting. Taking a shared (readers) or exclusive
+* ``RWFileLock`` guards the DuckDB store file, fairly (see its docstring). DuckDB lets one
+  process write *or* several read a file, never both, and fails at once instead of waiting.
+  Taking a shared (readers) or exclusive
   (writer) ``flock`` before connecting turns that failure into an orderly wait, so the CLI keeps
   working while the daemon runs: each side holds the store only for one short unit of work.
 * ``SingletonLock`` is held for the whole life of a daemon so a second daemon on the same store
