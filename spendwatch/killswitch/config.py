@@ -13,7 +13,7 @@ import fnmatch
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
 
 from spendwatch.collectors.base import DEFAULT_OWNER_TAGS
 from spendwatch.config_types import Duration, Name
@@ -173,7 +173,13 @@ class Rule(StrictModel):
             raise ValueError(f"rule {self.name}: no listed resource type supports {self.do!r} (supported: {supported})")
         actions = [a for t in types for a in actions_for(t, self.do)]
         for action in actions:
-            action.options_model.model_validate(self.options)
+            try:
+                action.options_model.model_validate(self.options)
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in error["loc"])
+                problem = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+                raise ValueError(f"rule {self.name}: options for {action.plugin_name}: {where}: {problem}") from None
         if self.how == "enforce" and not self.allow_irreversible and all(not a.reversible for a in actions):
             raise ValueError(
                 f"rule {self.name}: {self.do!r} cannot be undone; 'how: enforce' needs 'allow_irreversible: true' "

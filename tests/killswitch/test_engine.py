@@ -1,0 +1,194 @@
+"""The engine's journal and safety belts, with EC2 on moto as the cloud."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from spendwatch.errors import UserError
+from spendwatch.killswitch.engine import KillSwitch, run_killswitch
+from spendwatch.killswitch.journal import action_events, list_actions, mark_notified, unnotified_actions
+from spendwatch.killswitch.safety import set_paused
+from spendwatch.store import Store
+from tests.killswitch.factories import ACCOUNT, NOW, REGION, incident, rule, settings
+
+
+def _instances(aws: Any, count: int, tags: dict[str, str] | None = None) -> list[str]:
+    params: dict[str, Any] = {"ImageId": "ami-12c6146b", "MinCount": count, "MaxCount": count}
+    if tags:
+        params["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ]
+    return [i["InstanceId"] for i in aws("ec2").run_instances(**params)["Instances"]]
+
+
+def _running(aws: Any, ids: list[str]) -> set[str]:
+    answer = aws("ec2").describe_instances(InstanceIds=ids)
+    return {i["InstanceId"] for r in answer["Reservations"] for i in r["Instances"] if i["State"]["Name"] == "running"}
+
+
+def test_approval_flow_approve_executes_and_records_actor(aws: Any, store: Store, ks_clock: Any) -> None:
+    [vm] = _instances(aws, 1)
+    config = settings([rule(how="approve")], endpoint=aws.endpoint_url)
+    run = run_killswitch(config, store, ks_clock, incidents=[incident([vm])])
+    [waiting] = run.awaiting_approval
+    assert waiting.expires_at == NOW + timedelta(hours=24)
+    assert _running(aws, [vm]) == {vm}
+
+    done = KillSwitch(config, store, ks_clock).approve(waiting.id, "lead")
+    assert done.state == "done" and done.decided_by == "lead"
+    assert _running(aws, [vm]) == set()
+    assert [(e.state, e.actor) for e in action_events(store, done.id)] == [
+        ("planned", "spendwatch"), ("awaiting-approval", "spendwatch"), ("approved", "lead"),
+        ("running", "spendwatch"), ("done", "spendwatch"),
+    ]
+
+
+def test_approval_expires_into_doing_nothing(aws: Any, store: Store, ks_clock: Any) -> None:
+    [vm] = _instances(aws, 1)
+    config = settings([rule(how="approve", approval_expiry="2h")], endpoint=aws.endpoint_url)
+    [waiting] = run_killswitch(config, store, ks_clock, incidents=[incident([vm])]).awaiting_approval
+    ks_clock.advance(hours=3)
+    with pytest.raises(UserError, match="expired"):
+        KillSwitch(config, store, ks_clock).approve(waiting.id, "late")
+    assert list_actions(store)[0].state == "expired"
+    assert _running(aws, [vm]) == {vm}
+
+
+def test_expiry_happens_in_the_run_too(aws: Any, store: Store, ks_clock: Any) -> None:
+    [vm] = _instances(aws, 1)
+    config = settings([rule(how="approve")], endpoint=aws.endpoint_url)
+    run_killswitch(config, store, ks_clock, incidents=[incident([vm])])
+    ks_clock.advance(hours=25)
+    later = run_killswitch(config, store, ks_clock, incidents=[])
+    assert [r.state for r in later.expired] == ["expired"]
+
+
+def test_reject_records_who_and_does_nothing(aws: Any, store: Store, ks_clock: Any) -> None:
+    [vm] = _instances(aws, 1)
+    config = settings([rule(how="approve")], endpoint=aws.endpoint_url)
+    [waiting] = run_killswitch(config, store, ks_clock, incidents=[incident([vm])]).awaiting_approval
+    rejected = KillSwitch(config, store, ks_clock).reject(waiting.id, "ana", "needed for the demo")
+    assert rejected.state == "rejected" and rejected.decided_by == "ana"
+    assert action_events(store, rejected.id)[-1].detail["note"] == "needed for the demo"
+    with pytest.raises(UserError, match="only an action awaiting approval"):
+        KillSwitch(config, store, ks_clock).approve(waiting.id, "lead")
+    assert _running(aws, [vm]) == {vm}
+
+
+def test_global_pause_stops_runs_and_approvals(aws: Any, store: Store, ks_clock: Any) -> None:
+    vms = _instances(aws, 2)
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url)
+    set_paused(store, True, "oncall")
+    paused = run_killswitch(config, store, ks_clock, incidents=[incident(vms)])
+    assert paused.paused and not paused.planned
+    assert _running(aws, vms) == set(vms)
+    set_paused(store, False, "oncall")
+    resumed = run_killswitch(config, store, ks_clock, incidents=[incident(vms)])
+    assert len(resumed.executed) == 2
+
+
+def test_caps_per_run_and_per_hour(aws: Any, store: Store, ks_clock: Any) -> None:
+    vms = _instances(aws, 5)
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url,
+                      caps={"max_actions_per_run": 2, "max_actions_per_hour": 3})
+    first = run_killswitch(config, store, ks_clock, incidents=[incident(vms[:3], incident_id=1)])
+    assert len(first.executed) == 2
+    assert "max_actions_per_run (2)" in first.skipped[0].reason
+    second = run_killswitch(config, store, ks_clock, incidents=[incident(vms[3:], incident_id=2)])
+    assert len(second.executed) == 1
+    assert any("max_actions_per_hour (3)" in n.reason for n in second.skipped)
+    assert len(_running(aws, vms)) == 2
+
+
+def test_at_stake_cap(aws: Any, store: Store, ks_clock: Any) -> None:
+    vms = _instances(aws, 3)
+    # each instance carries 480/3 $ of a daily incident → 160 $ at stake per day each
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url, caps={"max_at_stake_per_run": 200})
+    run = run_killswitch(config, store, ks_clock, incidents=[incident(vms)])
+    assert len(run.executed) == 1
+    assert all("max_at_stake_per_run" in n.reason for n in run.skipped)
+
+
+def test_rule_matching_too_many_targets_acts_on_none(aws: Any, store: Store, ks_clock: Any) -> None:
+    vms = _instances(aws, 4)
+    config = settings([rule(how="enforce", max_targets=3)], endpoint=aws.endpoint_url)
+    run = run_killswitch(config, store, ks_clock, incidents=[incident(vms)])
+    assert not run.planned and "more than max_targets (3)" in run.skipped[0].reason
+    assert _running(aws, vms) == set(vms)
+
+
+def test_owner_change_between_plan_and_approval_skips(aws: Any, store: Store, ks_clock: Any) -> None:
+    [vm] = _instances(aws, 1, {"owner": "ana"})
+    config = settings([rule(how="approve")], endpoint=aws.endpoint_url)
+    [waiting] = run_killswitch(config, store, ks_clock, incidents=[incident([vm])]).awaiting_approval
+    aws("ec2").create_tags(Resources=[vm], Tags=[{"Key": "owner", "Value": "bob"}])
+    result = KillSwitch(config, store, ks_clock).approve(waiting.id, "lead")
+    assert result.state == "skipped" and "owner changed from ana to bob" in result.result["summary"]  # type: ignore[index]
+    assert _running(aws, [vm]) == {vm}
+
+
+def test_state_change_between_plan_and_approval_skips(aws: Any, store: Store, ks_clock: Any) -> None:
+    [vm] = _instances(aws, 1)
+    config = settings([rule(how="approve")], endpoint=aws.endpoint_url)
+    [waiting] = run_killswitch(config, store, ks_clock, incidents=[incident([vm])]).awaiting_approval
+    aws("ec2").terminate_instances(InstanceIds=[vm])
+    result = KillSwitch(config, store, ks_clock).approve(waiting.id, "lead")
+    assert result.state == "skipped" and "state is" in result.result["summary"]  # type: ignore[index]
+
+
+def test_protected_account_and_listed_resource(aws: Any, store: Store, ks_clock: Any) -> None:
+    vms = _instances(aws, 2)
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url,
+                      protection={"accounts": [ACCOUNT]})
+    run = run_killswitch(config, store, ks_clock, incidents=[incident(vms)])
+    assert not run.executed and all(f"protected account {ACCOUNT}" in n.reason for n in run.skipped)
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url, protection={"resources": [vms[0]]})
+    run = run_killswitch(config, store, ks_clock, incidents=[incident(vms, incident_id=9)])
+    assert [r.target.resource_id for r in run.executed] == [vms[1]]
+
+
+def test_cloud_failure_is_journaled_as_failed(aws: Any, store: Store, ks_clock: Any) -> None:
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url)
+    run = run_killswitch(config, store, ks_clock, incidents=[incident(["i-0123456789abcdef0"])])
+    # moto answers InvalidInstanceID.NotFound → the target is gone → skipped, not acted on
+    assert not run.executed and "gone" in run.skipped[0].reason
+
+
+def test_notification_contract(aws: Any, store: Store, ks_clock: Any) -> None:
+    [vm] = _instances(aws, 1, {"owner": "ana"})
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url)
+    run_killswitch(config, store, ks_clock, incidents=[incident([vm])])
+    [pending] = unnotified_actions(store)
+    assert pending.state == "done" and pending.owner == "ana"
+    assert mark_notified(store, pending.id, "done")
+    assert unnotified_actions(store) == []
+    KillSwitch(config, store, ks_clock).undo(pending.id, "ana")
+    [again] = unnotified_actions(store)
+    assert again.state == "undone"
+    assert not mark_notified(store, again.id, "done")  # stale: the action moved on
+    assert list_actions(store, states=["undone"], since=NOW)[0].id == pending.id
+
+
+def test_job_rule_reads_the_jobs_table(aws: Any, store: Store, ks_clock: Any) -> None:
+    from spendwatch.schema import JOB_SCHEMA
+
+    [vm] = _instances(aws, 1)
+    rows = [
+        {"platform": "ec2", "job_id": vm, "provider": "aws", "sub_account_id": ACCOUNT, "region_id": REGION,
+         "state": "RUNNING", "billing_currency": "USD", "estimated_cost": 90.0, "projected_cost": 900.0,
+         "owner": "ana", "start_time": NOW - timedelta(hours=3), "labels": [("team", "ml")]},
+        {"platform": "ec2", "job_id": "i-0fffffffffffffff0", "provider": "aws", "sub_account_id": ACCOUNT,
+         "region_id": REGION, "state": "RUNNING", "billing_currency": "USD", "estimated_cost": 1.0,
+         "projected_cost": 2.0, "owner": "bob", "labels": [("team", "web")]},
+    ]
+    table = pa.Table.from_pylist(rows, schema=pa.schema([JOB_SCHEMA.field(c) for c in rows[0]]))
+    store.upsert_jobs("aws-jobs", table)
+    spec = rule(how="enforce", when={"job": {"min_projected_cost": 500, "labels": {"team": ["ml"]}}})
+    run = run_killswitch(settings([spec], endpoint=aws.endpoint_url), store, ks_clock)
+    [done] = run.executed
+    assert done.target.resource_id == vm and done.at_stake == pytest.approx(810.0)
+    assert done.saving_per_hour == pytest.approx(30.0)
