@@ -1,7 +1,7 @@
 """Collectors: every source type registers itself in ``SOURCES`` when its module is imported here."""
 
 from spendwatch.collectors import focus, simulated
-from spendwatch.collectors import gcp  # noqa: F401  (gcp-billing-export)
+from spendwatch.collectors import gcp, gcp_billing, gcp_jobs  # noqa: F401  (GCP sources)
 from spendwatch.collectors import aws  # noqa: F401  (AWS sources)
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, JobBatch, Problem, Source, SourceConfig
 

@@ -177,10 +177,14 @@ def _error_info_permission(exc: Exception) -> str | None:
     return None
 
 
+_REQUEST_PREFIX = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE) \S+: ")
+
+
 def _first_line(text: str) -> str:
+    """The first non-empty line, without the ``GET https://…:`` prefix api_core puts on HTTP errors."""
     for line in text.strip().splitlines():
         if line.strip():
-            return line.strip()[:500]
+            return _REQUEST_PREFIX.sub("", line.strip())[:500]
     return "(no message)"
 
 
