@@ -197,7 +197,8 @@ class KillSwitch:
             return
         reversible = rule.hook.reversible if rule.do == "hook" and rule.hook is not None else impl_cls.reversible
         mode, notes = rule.how, []
-        if mode == "enforce" and not reversible and not rule.allow_irreversible:
+        # Hooks are the user's own program, not an irreversible verb: they run in the mode the rule says.
+        if mode == "enforce" and not reversible and not rule.allow_irreversible and rule.do != "hook":
             mode = "approve"
             notes.append("irreversible: needs approval because the rule does not allow_irreversible")
         key = idempotency_key(rule.name, mode, rule.do, target, match.episode)

@@ -268,7 +268,11 @@ def incident_targets(rule: Rule, incident: Incident, now: datetime) -> list[Targ
             if target is not None:
                 targets.append(target)
     targets.extend(_resource_targets(incident))
-    targets.extend(_account_targets(incident))
+    # The account/project itself is a target only when asked for (disable-billing, or listed), or
+    # for a hook when the incident names nothing narrower: one call per incident, not one per level.
+    account_types = {"gcp-project", "aws-account"}
+    if account_types & set(rule.resource_types) or rule.do == "disable-billing" or (rule.do == "hook" and not targets):
+        targets.extend(_account_targets(incident))
     allowed = set(rule.effective_types())
     unique: dict[str, Target] = {}
     for target in targets:
