@@ -17,8 +17,9 @@ REGION = "us-east-1"
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
 
-def settings(rules: list[dict[str, Any]], *, endpoint: str | None = None, gcp: str | None = None,
-             **extra: Any) -> KillSwitchConfig:
+def settings(
+    rules: list[dict[str, Any]], *, endpoint: str | None = None, gcp: str | None = None, **extra: Any
+) -> KillSwitchConfig:
     data: dict[str, Any] = {"rules": rules, **extra}
     if endpoint is not None:
         data["aws"] = AwsConnection(region=REGION, endpoint_url=endpoint, max_attempts=1)
@@ -28,8 +29,9 @@ def settings(rules: list[dict[str, Any]], *, endpoint: str | None = None, gcp: s
     return KillSwitchConfig.model_validate(data)
 
 
-def rule(name: str = "r", *, do: str = "stop", how: str = "enforce", when: dict[str, Any] | None = None,
-         **extra: Any) -> dict[str, Any]:
+def rule(
+    name: str = "r", *, do: str = "stop", how: str = "enforce", when: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     return {"name": name, "do": do, "how": how, "when": when or {"incident": {}}, **extra}
 
 
@@ -78,9 +80,21 @@ def incident(
     )
 
 
-def job(platform: str, job_id: str, *, account: str = ACCOUNT, region: str = REGION, state: str = "RUNNING",
-        estimated: float = 50.0, projected: float | None = 400.0, owner: str | None = "ana", name: str | None = None,
-        resource_id: str | None = None, labels: dict[str, str] | None = None, provider: str = "aws") -> JobRecord:
+def job(
+    platform: str,
+    job_id: str,
+    *,
+    account: str = ACCOUNT,
+    region: str = REGION,
+    state: str = "RUNNING",
+    estimated: float = 50.0,
+    projected: float | None = 400.0,
+    owner: str | None = "ana",
+    name: str | None = None,
+    resource_id: str | None = None,
+    labels: dict[str, str] | None = None,
+    provider: str = "aws",
+) -> JobRecord:
     return JobRecord(
         platform=platform,
         job_id=job_id,

@@ -11,7 +11,12 @@ from tests.killswitch.factories import incident, rule, settings
 
 
 def _instances(ec2: Any, count: int, tags: dict[str, str] | None = None) -> list[str]:
-    params: dict[str, Any] = {"ImageId": "ami-12c6146b", "MinCount": count, "MaxCount": count, "InstanceType": "t3.micro"}
+    params: dict[str, Any] = {
+        "ImageId": "ami-12c6146b",
+        "MinCount": count,
+        "MaxCount": count,
+        "InstanceType": "t3.micro",
+    }
     if tags:
         params["TagSpecifications"] = [
             {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}

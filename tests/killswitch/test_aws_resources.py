@@ -19,11 +19,19 @@ def _arn(service: str, resource: str) -> str:
     return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}"
 
 
-def _run(aws: Any, store: Store, clock: Any, spec: dict[str, Any], *, resources: list[str] = (),  # type: ignore[assignment]
-         jobs: list[Any] = ()) -> Any:  # type: ignore[assignment]
+def _run(
+    aws: Any,
+    store: Store,
+    clock: Any,
+    spec: dict[str, Any],
+    *,
+    resources: list[str] = (),  # type: ignore[assignment]
+    jobs: list[Any] = (),
+) -> Any:  # type: ignore[assignment]
     config = settings([spec], endpoint=aws.endpoint_url)
-    run = run_killswitch(config, store, clock, incidents=[incident(list(resources))] if resources else [],
-                         jobs=list(jobs))
+    run = run_killswitch(
+        config, store, clock, incidents=[incident(list(resources))] if resources else [], jobs=list(jobs)
+    )
     return config, run
 
 
@@ -34,11 +42,16 @@ def _asg(aws: Any, name: str, sizes: tuple[int, int, int], tags: dict[str, str] 
     ec2 = aws("ec2")
     subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     autoscaling = aws("autoscaling")
-    autoscaling.create_launch_configuration(LaunchConfigurationName=f"lc-{name}", ImageId="ami-12c6146b",
-                                            InstanceType="t3.micro")
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName=f"lc-{name}", ImageId="ami-12c6146b", InstanceType="t3.micro"
+    )
     autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=name, LaunchConfigurationName=f"lc-{name}", MinSize=sizes[0], MaxSize=sizes[1],
-        DesiredCapacity=sizes[2], VPCZoneIdentifier=subnet,
+        AutoScalingGroupName=name,
+        LaunchConfigurationName=f"lc-{name}",
+        MinSize=sizes[0],
+        MaxSize=sizes[1],
+        DesiredCapacity=sizes[2],
+        VPCZoneIdentifier=subnet,
         Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": False} for k, v in (tags or {}).items()],
     )
 
@@ -74,9 +87,15 @@ def test_asg_already_at_zero_is_skipped(aws: Any, store: Store, ks_clock: Any) -
 
 def test_rds_stop_and_undo(aws: Any, store: Store, ks_clock: Any) -> None:
     rds = aws("rds")
-    rds.create_db_instance(DBInstanceIdentifier="reports", DBInstanceClass="db.t3.micro", Engine="postgres",
-                           MasterUsername="admin", MasterUserPassword="secret123", AllocatedStorage=20,
-                           Tags=[{"Key": "owner", "Value": "bi"}])
+    rds.create_db_instance(
+        DBInstanceIdentifier="reports",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        MasterUsername="admin",
+        MasterUserPassword="secret123",
+        AllocatedStorage=20,
+        Tags=[{"Key": "owner", "Value": "bi"}],
+    )
     config, run = _run(aws, store, ks_clock, rule(do="stop"), resources=[_arn("rds", "db:reports")])
     [record] = run.executed
     status = rds.describe_db_instances(DBInstanceIdentifier="reports")["DBInstances"][0]["DBInstanceStatus"]
@@ -88,9 +107,15 @@ def test_rds_stop_and_undo(aws: Any, store: Store, ks_clock: Any) -> None:
 
 def test_rds_protected_by_tag_is_not_stopped(aws: Any, store: Store, ks_clock: Any) -> None:
     rds = aws("rds")
-    rds.create_db_instance(DBInstanceIdentifier="ledger", DBInstanceClass="db.t3.micro", Engine="postgres",
-                           MasterUsername="admin", MasterUserPassword="secret123", AllocatedStorage=20,
-                           Tags=[{"Key": "env", "Value": "production"}])
+    rds.create_db_instance(
+        DBInstanceIdentifier="ledger",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        MasterUsername="admin",
+        MasterUserPassword="secret123",
+        AllocatedStorage=20,
+        Tags=[{"Key": "env", "Value": "production"}],
+    )
     _, run = _run(aws, store, ks_clock, rule(do="stop"), resources=[_arn("rds", "db:ledger")])
     assert not run.executed and "env=production" in run.skipped[0].reason
     status = rds.describe_db_instances(DBInstanceIdentifier="ledger")["DBInstances"][0]["DBInstanceStatus"]
@@ -99,8 +124,13 @@ def test_rds_protected_by_tag_is_not_stopped(aws: Any, store: Store, ks_clock: A
 
 def test_redshift_pause_and_resume(aws: Any, store: Store, ks_clock: Any) -> None:
     redshift = aws("redshift")
-    redshift.create_cluster(ClusterIdentifier="dwh", NodeType="ra3.xlplus", MasterUsername="admin",
-                            MasterUserPassword="Secret123", ClusterType="single-node")
+    redshift.create_cluster(
+        ClusterIdentifier="dwh",
+        NodeType="ra3.xlplus",
+        MasterUsername="admin",
+        MasterUserPassword="Secret123",
+        ClusterType="single-node",
+    )
     config, run = _run(aws, store, ks_clock, rule(do="pause"), resources=[_arn("redshift", "cluster:dwh")])
     [record] = run.executed
     assert redshift.describe_clusters(ClusterIdentifier="dwh")["Clusters"][0]["ClusterStatus"] == "paused"
@@ -118,9 +148,11 @@ def _emr(aws: Any, *, protected: bool = False, task_nodes: int = 4) -> str:
         {"Name": "task", "InstanceRole": "TASK", "InstanceType": "m5.xlarge", "InstanceCount": task_nodes},
     ]
     answer = aws("emr").run_job_flow(
-        Name="etl", ReleaseLabel="emr-7.0.0", JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
-        Instances={"InstanceGroups": groups, "KeepJobFlowAliveWhenNoSteps": True,
-                   "TerminationProtected": protected},
+        Name="etl",
+        ReleaseLabel="emr-7.0.0",
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+        Instances={"InstanceGroups": groups, "KeepJobFlowAliveWhenNoSteps": True, "TerminationProtected": protected},
     )
     return str(answer["JobFlowId"])
 
@@ -175,12 +207,19 @@ def _batch_queue(aws: Any, tags: dict[str, str] | None = None) -> tuple[str, str
     iam = aws("iam")
     role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     batch = aws("batch")
-    env = batch.create_compute_environment(computeEnvironmentName="ce-main", type="UNMANAGED", state="ENABLED",
-                                           serviceRole=role)["computeEnvironmentArn"]
-    batch.create_job_queue(jobQueueName="queue-main", state="ENABLED", priority=1,
-                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env}], tags=tags or {})
+    env = batch.create_compute_environment(
+        computeEnvironmentName="ce-main", type="UNMANAGED", state="ENABLED", serviceRole=role
+    )["computeEnvironmentArn"]
+    batch.create_job_queue(
+        jobQueueName="queue-main",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env}],
+        tags=tags or {},
+    )
     definition = batch.register_job_definition(
-        jobDefinitionName="train", type="container",
+        jobDefinitionName="train",
+        type="container",
         containerProperties={"image": "busybox", "vcpus": 1, "memory": 128, "command": ["sleep", "600"]},
     )["jobDefinitionArn"]
     return "queue-main", definition
@@ -190,8 +229,9 @@ def test_batch_terminate_pending_job(aws: Any, store: Store, ks_clock: Any) -> N
     queue, definition = _batch_queue(aws)
     batch = aws("batch")
     # A job waiting on a dependency that never finishes stays PENDING in moto: a live target.
-    job_id = batch.submit_job(jobName="big", jobQueue=queue, jobDefinition=definition,
-                              dependsOn=[{"jobId": "never-finishes"}])["jobId"]
+    job_id = batch.submit_job(
+        jobName="big", jobQueue=queue, jobDefinition=definition, dependsOn=[{"jobId": "never-finishes"}]
+    )["jobId"]
     spec = rule(do="terminate", allow_irreversible=True, when={"job": {"platforms": ["batch"]}})
     _, run = _run(aws, store, ks_clock, spec, jobs=[job("batch", job_id)])
     [record] = run.executed
@@ -224,17 +264,22 @@ def athena_stays_queued(aws: Any) -> Iterator[None]:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
-    post("/moto-api/state-manager/set-transition",
-         {"model_name": "athena::execution", "transition": {"progression": "manual", "times": 1000}})
+    post(
+        "/moto-api/state-manager/set-transition",
+        {"model_name": "athena::execution", "transition": {"progression": "manual", "times": 1000}},
+    )
     yield
     post("/moto-api/state-manager/unset-transition", {"model_name": "athena::execution"})
 
 
 def test_athena_cancel_running_query(aws: Any, store: Store, ks_clock: Any, athena_stays_queued: None) -> None:
     athena = aws("athena")
-    query = athena.start_query_execution(QueryString="SELECT * FROM huge",
-                                         ResultConfiguration={"OutputLocation": "s3://results/"})["QueryExecutionId"]
-    spec = rule(do="cancel", allow_irreversible=True, when={"job": {"platforms": ["athena"], "min_projected_cost": 100}})
+    query = athena.start_query_execution(
+        QueryString="SELECT * FROM huge", ResultConfiguration={"OutputLocation": "s3://results/"}
+    )["QueryExecutionId"]
+    spec = rule(
+        do="cancel", allow_irreversible=True, when={"job": {"platforms": ["athena"], "min_projected_cost": 100}}
+    )
     _, run = _run(aws, store, ks_clock, spec, jobs=[job("athena", query, projected=250.0)])
     [record] = run.executed
     assert record.target.resource_type == "athena-query"
@@ -243,8 +288,9 @@ def test_athena_cancel_running_query(aws: Any, store: Store, ks_clock: Any, athe
 
 def test_athena_finished_query_is_skipped(aws: Any, store: Store, ks_clock: Any) -> None:
     athena = aws("athena")
-    query = athena.start_query_execution(QueryString="SELECT 1",
-                                         ResultConfiguration={"OutputLocation": "s3://results/"})["QueryExecutionId"]
+    query = athena.start_query_execution(
+        QueryString="SELECT 1", ResultConfiguration={"OutputLocation": "s3://results/"}
+    )["QueryExecutionId"]
     athena.get_query_execution(QueryExecutionId=query)
     spec = rule(do="cancel", allow_irreversible=True, when={"job": {"platforms": ["athena"]}})
     _, run = _run(aws, store, ks_clock, spec, jobs=[job("athena", query)])

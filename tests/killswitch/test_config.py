@@ -52,7 +52,11 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
             8,
             "needs 'allow_irreversible: true'",
         ),
-        ("  rules:\n    - name: r\n      when: {incident: {}}\n      do: disable-billing\n", 6, "allow_disable_billing"),
+        (
+            "  rules:\n    - name: r\n      when: {incident: {}}\n      do: disable-billing\n",
+            6,
+            "allow_disable_billing",
+        ),
         ("  rules:\n    - name: r\n      when: {}\n      do: stop\n", 9, "exactly one of 'incident' or 'job'"),
         (
             "  rules:\n    - name: r\n      when: {incident: {}, job: {}}\n      do: stop\n",

@@ -42,8 +42,11 @@ def test_approval_flow_approve_executes_and_records_actor(aws: Any, store: Store
     assert done.state == "done" and done.decided_by == "lead"
     assert _running(aws, [vm]) == set()
     assert [(e.state, e.actor) for e in action_events(store, done.id)] == [
-        ("planned", "spendwatch"), ("awaiting-approval", "spendwatch"), ("approved", "lead"),
-        ("running", "spendwatch"), ("done", "spendwatch"),
+        ("planned", "spendwatch"),
+        ("awaiting-approval", "spendwatch"),
+        ("approved", "lead"),
+        ("running", "spendwatch"),
+        ("done", "spendwatch"),
     ]
 
 
@@ -93,8 +96,9 @@ def test_global_pause_stops_runs_and_approvals(aws: Any, store: Store, ks_clock:
 
 def test_caps_per_run_and_per_hour(aws: Any, store: Store, ks_clock: Any) -> None:
     vms = _instances(aws, 5)
-    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url,
-                      caps={"max_actions_per_run": 2, "max_actions_per_hour": 3})
+    config = settings(
+        [rule(how="enforce")], endpoint=aws.endpoint_url, caps={"max_actions_per_run": 2, "max_actions_per_hour": 3}
+    )
     first = run_killswitch(config, store, ks_clock, incidents=[incident(vms[:3], incident_id=1)])
     assert len(first.executed) == 2
     assert "max_actions_per_run (2)" in first.skipped[0].reason
@@ -142,8 +146,7 @@ def test_state_change_between_plan_and_approval_skips(aws: Any, store: Store, ks
 
 def test_protected_account_and_listed_resource(aws: Any, store: Store, ks_clock: Any) -> None:
     vms = _instances(aws, 2)
-    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url,
-                      protection={"accounts": [ACCOUNT]})
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url, protection={"accounts": [ACCOUNT]})
     run = run_killswitch(config, store, ks_clock, incidents=[incident(vms)])
     assert not run.executed and all(f"protected account {ACCOUNT}" in n.reason for n in run.skipped)
     config = settings([rule(how="enforce")], endpoint=aws.endpoint_url, protection={"resources": [vms[0]]})
@@ -178,12 +181,33 @@ def test_job_rule_reads_the_jobs_table(aws: Any, store: Store, ks_clock: Any) ->
 
     [vm] = _instances(aws, 1)
     rows = [
-        {"platform": "ec2", "job_id": vm, "provider": "aws", "sub_account_id": ACCOUNT, "region_id": REGION,
-         "state": "RUNNING", "billing_currency": "USD", "estimated_cost": 90.0, "projected_cost": 900.0,
-         "owner": "ana", "start_time": NOW - timedelta(hours=3), "labels": [("team", "ml")]},
-        {"platform": "ec2", "job_id": "i-0fffffffffffffff0", "provider": "aws", "sub_account_id": ACCOUNT,
-         "region_id": REGION, "state": "RUNNING", "billing_currency": "USD", "estimated_cost": 1.0,
-         "projected_cost": 2.0, "owner": "bob", "labels": [("team", "web")]},
+        {
+            "platform": "ec2",
+            "job_id": vm,
+            "provider": "aws",
+            "sub_account_id": ACCOUNT,
+            "region_id": REGION,
+            "state": "RUNNING",
+            "billing_currency": "USD",
+            "estimated_cost": 90.0,
+            "projected_cost": 900.0,
+            "owner": "ana",
+            "start_time": NOW - timedelta(hours=3),
+            "labels": [("team", "ml")],
+        },
+        {
+            "platform": "ec2",
+            "job_id": "i-0fffffffffffffff0",
+            "provider": "aws",
+            "sub_account_id": ACCOUNT,
+            "region_id": REGION,
+            "state": "RUNNING",
+            "billing_currency": "USD",
+            "estimated_cost": 1.0,
+            "projected_cost": 2.0,
+            "owner": "bob",
+            "labels": [("team", "web")],
+        },
     ]
     table = pa.Table.from_pylist(rows, schema=pa.schema([JOB_SCHEMA.field(c) for c in rows[0]]))
     store.upsert_jobs("aws-jobs", table)

@@ -33,8 +33,9 @@ def _hook_rule(tmp_path: Path, exit_code: int = 0, **hook: Any) -> dict[str, Any
     script = tmp_path / "hook.py"
     script.write_text(SCRIPT)
     command = [sys.executable, str(script), str(tmp_path / "out.json"), str(exit_code)]
-    return rule("page", do="hook", how="enforce", when={"job": {"platforms": ["bigquery"]}},
-                hook={"command": command, **hook})
+    return rule(
+        "page", do="hook", how="enforce", when={"job": {"platforms": ["bigquery"]}}, hook={"command": command, **hook}
+    )
 
 
 def test_command_hook_gets_the_documented_payload(tmp_path: Path, store: Store, ks_clock: Any) -> None:
@@ -46,8 +47,13 @@ def test_command_hook_gets_the_documented_payload(tmp_path: Path, store: Store, 
     payload = seen["payload"]
     assert seen["env_id"] == str(done.id) and seen["phase"] == "act"
     assert payload["version"] == 1 and payload["phase"] == "act"
-    assert payload["action"] == {"id": done.id, "rule": "page", "verb": "hook", "mode": "enforce",
-                                 "planned_at": done.planned_at.isoformat()}
+    assert payload["action"] == {
+        "id": done.id,
+        "rule": "page",
+        "verb": "hook",
+        "mode": "enforce",
+        "planned_at": done.planned_at.isoformat(),
+    }
     assert payload["target"]["resource_type"] == "bigquery-job" and payload["target"]["owner"] == "ana@x.io"
     assert payload["job"]["job_id"] == "bquxjob_1" and payload["incident"] is None
     assert "bigquery job" in payload["reason"]
@@ -61,8 +67,13 @@ def test_hook_exit_status_is_the_result(tmp_path: Path, store: Store, ks_clock: 
 
 
 def test_hook_timeout_kills_it(tmp_path: Path, store: Store, ks_clock: Any) -> None:
-    spec = rule("slow", do="hook", how="enforce", when={"job": {}},
-                hook={"command": [sys.executable, "-c", "import time; time.sleep(30)"], "timeout": "1s"})
+    spec = rule(
+        "slow",
+        do="hook",
+        how="enforce",
+        when={"job": {}},
+        hook={"command": [sys.executable, "-c", "import time; time.sleep(30)"], "timeout": "1s"},
+    )
     run = run_killswitch(settings([spec]), store, ks_clock, jobs=[job("bigquery", "j3", provider="gcp")])
     [failed] = run.failed
     assert "timed out after 1s" in (failed.error or "")
@@ -108,8 +119,13 @@ def webhook() -> Iterator[tuple[str, type[_Hook]]]:
 
 def test_webhook_posts_payload_and_status_is_the_result(webhook: Any, store: Store, ks_clock: Any) -> None:
     url, handler = webhook
-    spec = rule("hook", do="hook", how="enforce", when={"incident": {}},
-                hook={"url": url, "headers": {"Authorization": "Bearer t"}})
+    spec = rule(
+        "hook",
+        do="hook",
+        how="enforce",
+        when={"incident": {}},
+        hook={"url": url, "headers": {"Authorization": "Bearer t"}},
+    )
     run = run_killswitch(settings([spec]), store, ks_clock, incidents=[incident(["i-0123456789abcdef0"])])
     [done] = run.executed
     [call] = handler.received
@@ -118,8 +134,9 @@ def test_webhook_posts_payload_and_status_is_the_result(webhook: Any, store: Sto
     assert done.result["http_status"] == 200  # type: ignore[index]
 
     handler.status = 500
-    run = run_killswitch(settings([spec]), store, ks_clock, incidents=[incident(["i-0123456789abcdef1"],
-                                                                                 incident_id=2)])
+    run = run_killswitch(
+        settings([spec]), store, ks_clock, incidents=[incident(["i-0123456789abcdef1"], incident_id=2)]
+    )
     assert "answered HTTP 500" in (run.failed[0].error or "")
 
 
