@@ -1,0 +1,487 @@
+"""The SQL that turns AWS billing exports into spendwatch cost lines, for DuckDB and for Athena.
+
+One reduction, written once, runs in two engines: DuckDB over the export files (the direct S3 path)
+and Athena (Trino) over the CUR table (the pushdown path). It has two stages:
+
+1. **group** (portable SQL, runs where the data is): AWS columns → canonical columns, grouped to the
+   storage grain. Only a handful of functions differ between the engines (map access); everything
+   else is the common subset of DuckDB and Trino SQL.
+2. **finish** (DuckDB, always local): the grouped rows of every file (or of the Athena result) are
+   merged, tags are assembled into the ``tags`` map, owner and job are derived, periods are clamped
+   to the billing period. Because the finish stage is shared, the direct and the pushdown paths give
+   the same store result on the same data.
+
+Three layouts are understood, detected from the column names:
+
+* ``cur`` — CUR 2.0 (``line_item_usage_start_date`` …, ``resource_tags`` map) and legacy CUR in
+  Parquet (same snake_case names, one ``resource_tags_user_<key>`` column per tag);
+* ``cur1-csv`` — legacy CUR CSV (``lineItem/UsageStartDate``, ``resourceTags/user:owner``), renamed
+  to the snake_case names first;
+* ``focus`` — the FOCUS 1.x export of AWS Data Exports (``BilledCost``, ``ChargePeriodStart`` …).
+
+**Storage grain** (see docs/aws.md): hour (or day) × payer × account × service × usage type × region ×
+resource × charge category × frequency × currency × the kept tag values. ``resources: top`` keeps the
+id of the period's N most expensive resources and folds the long tail into an empty resource, which is
+what keeps a 20M-line month to a few hundred thousand stored rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from spendwatch.collectors.aws_charges import category_sql, frequency_sql, service_category_sql, squash
+
+Dialect = Literal["duckdb", "trino"]
+Layout = Literal["cur", "cur1-csv", "focus"]
+Period = Literal["hourly", "daily"]
+Resources = Literal["all", "top", "none"]
+
+# snake_case CUR column → kind. "ts" and "num" are cast when read from CSV.
+CUR_COLUMNS: dict[str, str] = {
+    "line_item_usage_start_date": "ts",
+    "line_item_usage_end_date": "ts",
+    "line_item_line_item_type": "text",
+    "line_item_unblended_cost": "num",
+    "line_item_currency_code": "text",
+    "bill_payer_account_id": "text",
+    "bill_invoice_id": "text",
+    "line_item_usage_account_id": "text",
+    "line_item_usage_account_name": "text",
+    "line_item_product_code": "text",
+    "product_product_name": "text",
+    "product_servicecode": "text",
+    "line_item_usage_type": "text",
+    "product_region_code": "text",
+    "product_region": "text",
+    "line_item_resource_id": "text",
+    "line_item_line_item_description": "text",
+    "pricing_public_on_demand_cost": "num",
+    "savings_plan_savings_plan_effective_cost": "num",
+    "savings_plan_total_commitment_to_date": "num",
+    "savings_plan_used_commitment": "num",
+    "reservation_effective_cost": "num",
+    "reservation_unused_amortized_upfront_fee_for_billing_period": "num",
+    "reservation_unused_recurring_fee": "num",
+    "reservation_reservation_a_r_n": "text",
+}
+CUR_REQUIRED = (
+    "line_item_usage_start_date",
+    "line_item_usage_end_date",
+    "line_item_line_item_type",
+    "line_item_unblended_cost",
+    "line_item_currency_code",
+)
+# squashed FOCUS column name → canonical role.
+FOCUS_COLUMNS: dict[str, str] = {
+    "chargeperiodstart": "ts",
+    "chargeperiodend": "ts",
+    "billedcost": "num",
+    "effectivecost": "num",
+    "listcost": "num",
+    "billingcurrency": "text",
+    "chargecategory": "text",
+    "chargefrequency": "text",
+    "billingaccountid": "text",
+    "subaccountid": "text",
+    "subaccountname": "text",
+    "servicename": "text",
+    "servicecategory": "text",
+    "skuid": "text",
+    "xusagetype": "text",
+    "regionid": "text",
+    "resourceid": "text",
+    "chargedescription": "text",
+    "invoiceid": "text",
+}
+FOCUS_REQUIRED = ("chargeperiodstart", "chargeperiodend", "billedcost", "billingcurrency", "chargecategory")
+
+# Columns of the grouped stage, in order (tag_0 … tag_n follow).
+GROUP_KEYS = (
+    "period_start",
+    "billing_account_id",
+    "sub_account_id",
+    "product_code",
+    "service_name",
+    "sku_id",
+    "region_id",
+    "resource_id",
+    "charge_category",
+    "charge_frequency",
+    "billing_currency",
+)
+GROUP_VALUES = (
+    "period_end",
+    "sub_account_name",
+    "service_category",
+    "charge_description",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "is_estimated",
+)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake(name: str) -> str:
+    """``lineItem/UsageStartDate`` → ``line_item_usage_start_date`` (how CUR 2.0 names CUR 1 columns)."""
+    parts = [_CAMEL.sub("_", part) for part in re.split(r"[/:\-\s]+", name.strip())]
+    return "_".join(p for p in parts if p).lower()
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def tag_candidates(key: str) -> list[str]:
+    """Spellings of a tag key across exports: ``owner`` → ``owner``, ``user:owner``, ``user_owner``."""
+    bases = [key] if ":" in key else [key, f"user:{key}"]
+    out: list[str] = []
+    for base in bases:
+        for spelling in (base, base.replace(":", "_"), snake(base.replace(":", "/"))):
+            if spelling not in out:
+                out.append(spelling)
+    return out
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The columns one export file (or Athena table) has, and how to read them."""
+
+    layout: Layout
+    names: dict[str, str]  # canonical (snake or squashed FOCUS) name → column as named in the source
+    tag_map: str | None  # a MAP(VARCHAR,VARCHAR) (or JSON text) column holding every tag
+    tag_map_is_json: bool
+    tag_columns: dict[str, str]  # tag key → column holding it (legacy CUR: one column per tag)
+    product_map: str | None  # CUR 2.0's ``product`` column (a MAP, or JSON text in CSV exports)
+    product_map_is_json: bool = False
+
+    @property
+    def missing(self) -> list[str]:
+        required = FOCUS_REQUIRED if self.layout == "focus" else CUR_REQUIRED
+        return [name for name in required if name not in self.names]
+
+
+def detect_columns(names: Sequence[str], *, map_columns: Iterable[str] = ()) -> Columns:
+    """Work out the layout of a file from its column names (``map_columns``: those of MAP type)."""
+    maps = set(map_columns)
+    squashed = {squash(n): n for n in names}
+    if "billedcost" in squashed and "chargeperiodstart" in squashed:
+        known = {key: squashed[key] for key in FOCUS_COLUMNS if key in squashed}
+        tags = squashed.get("tags")
+        return Columns("focus", known, tags, tags is not None and tags not in maps, {}, None)
+    if any("/" in n for n in names):
+        renamed = {snake(n): n for n in names if not n.lower().startswith("resourcetags/")}
+        tag_columns = {n.split("/", 1)[1]: n for n in names if n.lower().startswith("resourcetags/")}
+        known = {key: renamed[key] for key in CUR_COLUMNS if key in renamed}
+        return Columns("cur1-csv", known, None, False, tag_columns, None)
+    lowered = {n.lower(): n for n in names}
+    known = {key: lowered[key] for key in CUR_COLUMNS if key in lowered}
+    tag_map = lowered.get("resource_tags")
+    tag_columns = {
+        n[len("resource_tags_") :]: n for n in names if n.lower().startswith("resource_tags_") and n != tag_map
+    }
+    product = lowered.get("product")
+    return Columns(
+        "cur",
+        known,
+        tag_map,
+        tag_map is not None and tag_map not in maps,
+        tag_columns,
+        product,
+        product is not None and product not in maps,
+    )
+
+
+@dataclass(frozen=True)
+class Grain:
+    period: Period = "hourly"
+    resources: Resources = "top"
+    top_resources: int = 1000
+
+
+class CurSql:
+    """Builds the group-stage SQL for one source of columns in one dialect."""
+
+    def __init__(self, columns: Columns, tag_keys: Sequence[str], grain: Grain, dialect: Dialect) -> None:
+        self.columns = columns
+        self.tag_keys = list(tag_keys)
+        self.grain = grain
+        self.dialect = dialect
+
+    # -- canonical expressions ---------------------------------------------------------------
+
+    def _col(self, name: str, kind: str = "text") -> str:
+        source = self.columns.names.get(name)
+        if source is None:
+            return {"num": "CAST(NULL AS DOUBLE)", "ts": "CAST(NULL AS TIMESTAMP)"}.get(kind, "CAST(NULL AS VARCHAR)")
+        if kind == "text":
+            return f"NULLIF(TRIM(CAST({quote(source)} AS VARCHAR)), '')"
+        return quote(source)
+
+    def _map_get(self, column: str, key: str) -> str:
+        if self.dialect == "trino":
+            return f"element_at({quote(column)}, {literal(key)})"
+        return f"{quote(column)}[{literal(key)}]"
+
+    def _json_get(self, column: str, key: str) -> str:
+        path = literal('$."' + key.replace('"', '\\"') + '"')
+        return (
+            f"json_extract_scalar({quote(column)}, {path})"
+            if self.dialect == "trino"
+            else (f"json_extract_string({quote(column)}, {path})")
+        )
+
+    def tag_value(self, key: str) -> str:
+        """The value of tag ``key`` (any spelling the export uses), or NULL."""
+        options: list[str] = []
+        for spelling in tag_candidates(key):
+            if spelling in self.columns.tag_columns:
+                options.append(f"NULLIF(TRIM(CAST({quote(self.columns.tag_columns[spelling])} AS VARCHAR)), '')")
+            if self.columns.tag_map is not None:
+                getter = self._json_get if self.columns.tag_map_is_json else self._map_get
+                options.append(f"NULLIF(TRIM({getter(self.columns.tag_map, spelling)}), '')")
+        if not options:
+            return "CAST(NULL AS VARCHAR)"
+        return options[0] if len(options) == 1 else f"coalesce({', '.join(options)})"
+
+    def canonical(self) -> dict[str, str]:
+        """Canonical column → expression over the source columns."""
+        if self.columns.layout == "focus":
+            return self._focus()
+        return self._cur()
+
+    def _cur(self) -> dict[str, str]:
+        line_type = self._col("line_item_line_item_type")
+        unblended = self._col("line_item_unblended_cost", "num")
+        product = self._col("product_product_name")
+        if self.columns.product_map is not None:
+            getter = self._json_get if self.columns.product_map_is_json else self._map_get
+            product = f"coalesce({product}, NULLIF({getter(self.columns.product_map, 'product_name')}, ''))"
+        return {
+            "usage_start": self._col("line_item_usage_start_date", "ts"),
+            "usage_end": self._col("line_item_usage_end_date", "ts"),
+            "billing_account_id": self._col("bill_payer_account_id"),
+            "sub_account_id": self._col("line_item_usage_account_id"),
+            "sub_account_name": self._col("line_item_usage_account_name"),
+            "product_code": f"coalesce({self._col('line_item_product_code')}, {self._col('product_servicecode')})",
+            "service_name": f"coalesce({product}, {self._col('line_item_product_code')})",
+            "service_category": "CAST(NULL AS VARCHAR)",
+            "sku_id": self._col("line_item_usage_type"),
+            "region_id": f"coalesce({self._col('product_region_code')}, {self._col('product_region')})",
+            "resource_id": self._col("line_item_resource_id"),
+            "charge_category": category_sql(line_type),
+            "charge_frequency": frequency_sql(line_type),
+            "charge_description": self._col("line_item_line_item_description"),
+            "billed_cost": unblended,
+            "effective_cost": self._effective(line_type, unblended),
+            "list_cost": self._col("pricing_public_on_demand_cost", "num"),
+            "billing_currency": self._col("line_item_currency_code"),
+            "is_estimated": f"({self._col('bill_invoice_id')} IS NULL)",
+        }
+
+    def _effective(self, line_type: str, unblended: str) -> str:
+        """Amortised cost, as AWS computes it for Cost Explorer's AmortizedCost (zero-safe when absent)."""
+        sp_effective = self._col("savings_plan_savings_plan_effective_cost", "num")
+        commitment = self._col("savings_plan_total_commitment_to_date", "num")
+        used = self._col("savings_plan_used_commitment", "num")
+        ri_effective = self._col("reservation_effective_cost", "num")
+        ri_unused = (
+            f"coalesce({self._col('reservation_unused_amortized_upfront_fee_for_billing_period', 'num')}, 0) + "
+            f"coalesce({self._col('reservation_unused_recurring_fee', 'num')}, 0)"
+        )
+        ri_arn = self._col("reservation_reservation_a_r_n")
+        return (
+            f"(CASE {line_type} "
+            f"WHEN 'SavingsPlanCoveredUsage' THEN coalesce({sp_effective}, {unblended}) "
+            f"WHEN 'SavingsPlanRecurringFee' THEN coalesce({commitment} - {used}, {unblended}) "
+            f"WHEN 'SavingsPlanNegation' THEN 0 "
+            f"WHEN 'SavingsPlanUpfrontFee' THEN 0 "
+            f"WHEN 'DiscountedUsage' THEN coalesce({ri_effective}, {unblended}) "
+            f"WHEN 'RIFee' THEN {ri_unused} "
+            f"ELSE (CASE WHEN {line_type} = 'Fee' AND {ri_arn} IS NOT NULL THEN 0 ELSE {unblended} END) END)"
+        )
+
+    def _focus(self) -> dict[str, str]:
+        billed = self._col("billedcost", "num")
+        category = self._col("chargecategory")
+        return {
+            "usage_start": self._col("chargeperiodstart", "ts"),
+            "usage_end": self._col("chargeperiodend", "ts"),
+            "billing_account_id": self._col("billingaccountid"),
+            "sub_account_id": self._col("subaccountid"),
+            "sub_account_name": self._col("subaccountname"),
+            "product_code": "CAST(NULL AS VARCHAR)",
+            "service_name": self._col("servicename"),
+            "service_category": self._col("servicecategory"),
+            "sku_id": f"coalesce({self._col('xusagetype')}, {self._col('skuid')})",
+            "region_id": self._col("regionid"),
+            "resource_id": self._col("resourceid"),
+            "charge_category": (
+                f"(CASE lower({category}) WHEN 'usage' THEN 'Usage' WHEN 'purchase' THEN 'Purchase' "
+                "WHEN 'tax' THEN 'Tax' WHEN 'credit' THEN 'Credit' ELSE 'Adjustment' END)"
+            ),
+            "charge_frequency": (
+                f"(CASE lower({self._col('chargefrequency')}) WHEN 'one-time' THEN 'One-Time' "
+                "WHEN 'recurring' THEN 'Recurring' WHEN 'usage-based' THEN 'Usage-Based' ELSE NULL END)"
+            ),
+            "charge_description": self._col("chargedescription"),
+            "billed_cost": billed,
+            "effective_cost": f"coalesce({self._col('effectivecost', 'num')}, {billed})",
+            "list_cost": self._col("listcost", "num"),
+            "billing_currency": self._col("billingcurrency"),
+            "is_estimated": f"({self._col('invoiceid')} IS NULL)" if "invoiceid" in self.columns.names else "NULL",
+        }
+
+    # -- the group stage ---------------------------------------------------------------------
+
+    def normalised(self, source: str, where: str | None = None) -> str:
+        """SELECT of the canonical columns (and tag_0 … tag_n) from ``source``."""
+        exprs = self.canonical()
+        select = [f"{expr} AS {name}" for name, expr in exprs.items()]
+        select += [f"{self.tag_value(key)} AS tag_{i}" for i, key in enumerate(self.tag_keys)]
+        clause = f" WHERE {where}" if where else ""
+        return f"SELECT {', '.join(select)} FROM {source}{clause}"
+
+
+def resource_totals_sql(normalised: str) -> str:
+    """Per-resource absolute cost: what ``resources: top`` ranks by."""
+    return (
+        f"SELECT resource_id, sum(abs(billed_cost)) AS total FROM ({normalised}) AS n "
+        "WHERE resource_id IS NOT NULL GROUP BY resource_id"
+    )
+
+
+def grouped_sql(normalised: str, grain: Grain, tags: int, *, top: str | None = None, count: bool = False) -> str:
+    """The group stage over ``normalised``; ``top`` is a relation of kept resource ids (``resources: top``).
+
+    ``count`` adds ``line_items`` (how many export lines each group holds).
+    """
+    unit = "hour" if grain.period == "hourly" else "day"
+    if grain.resources == "none":
+        resource = "CAST(NULL AS VARCHAR)"
+    elif grain.resources == "top":
+        if top is None:
+            raise ValueError("resources: top needs the relation of kept resource ids")
+        resource = f"(CASE WHEN resource_id IN (SELECT resource_id FROM {top}) THEN resource_id ELSE NULL END)"
+    else:
+        resource = "resource_id"
+    keys = {
+        "period_start": f"date_trunc('{unit}', usage_start)",
+        "billing_account_id": "billing_account_id",
+        "sub_account_id": "sub_account_id",
+        "product_code": "product_code",
+        "service_name": "service_name",
+        "sku_id": "sku_id",
+        "region_id": "region_id",
+        "resource_id": resource,
+        "charge_category": "charge_category",
+        "charge_frequency": "charge_frequency",
+        "billing_currency": "billing_currency",
+    }
+    tag_cols = [f"tag_{i}" for i in range(tags)]
+    inner_select = [f"{expr} AS {name}" for name, expr in keys.items()]
+    inner_select += [
+        "usage_end",
+        "sub_account_name",
+        "service_category",
+        "charge_description",
+        "billed_cost",
+        "effective_cost",
+        "list_cost",
+        "is_estimated",
+        *tag_cols,
+    ]
+    group_cols = [*keys, *tag_cols]
+    values = [
+        "max(usage_end) AS period_end",
+        "arbitrary(sub_account_name) AS sub_account_name",
+        "arbitrary(service_category) AS service_category",
+        "arbitrary(charge_description) AS charge_description",
+        "sum(billed_cost) AS billed_cost",
+        "sum(effective_cost) AS effective_cost",
+        "sum(list_cost) AS list_cost",
+        "bool_or(is_estimated) AS is_estimated",
+    ]
+    if count:
+        values.append("count(*) AS line_items")
+    return (
+        f"SELECT {', '.join(group_cols)}, {', '.join(values)} "
+        f"FROM (SELECT {', '.join(inner_select)} FROM ({normalised}) AS n) AS k "
+        f"GROUP BY {', '.join(group_cols)}"
+    )
+
+
+def finish_sql(
+    partials: str, tag_keys: Sequence[str], owner_tags: Sequence[str], job_tags: Sequence[str], unit: str
+) -> str:
+    """DuckDB: merge grouped rows into cost lines (tags map, owner, job, clamped periods).
+
+    Expects ``$start``/``$end`` parameters: the billing period every line is clamped into.
+    """
+    tag_cols = [f"tag_{i}" for i in range(len(tag_keys))]
+    group = [k for k in GROUP_KEYS if k != "period_start"] + tag_cols
+    index = {key: i for i, key in enumerate(tag_keys)}
+    entries = ", ".join(f"{{'k': {literal(key)}, 'v': tag_{i}}}" for i, key in enumerate(tag_keys))
+    tags = (
+        f"(CASE WHEN coalesce({', '.join(tag_cols)}) IS NULL THEN NULL "
+        f"ELSE map_from_entries(list_filter([{entries}], lambda e: e.v IS NOT NULL)) END)"
+        if tag_cols
+        else "CAST(NULL AS MAP(VARCHAR, VARCHAR))"
+    )
+    owner = _first_of(owner_tags, index, principal=True)
+    job = _first_of(job_tags, index, principal=False)
+    start = f"least(greatest(period_start, CAST($start AS TIMESTAMP)), CAST($end AS TIMESTAMP) - INTERVAL 1 {unit})"
+    return f"""
+        SELECT 'aws' AS provider, billing_account_id, sub_account_id, arbitrary(sub_account_name) AS sub_account_name,
+               service_name,
+               coalesce(arbitrary(service_category), {service_category_sql("product_code")}) AS service_category,
+               sku_id, region_id, resource_id, CAST(NULL AS VARCHAR) AS resource_name,
+               charge_category, charge_frequency, arbitrary(charge_description) AS charge_description,
+               CAST(ps AS TIMESTAMPTZ) AS charge_period_start,
+               CAST(greatest(max(period_end), ps + INTERVAL 1 {unit}) AS TIMESTAMPTZ) AS charge_period_end,
+               sum(billed_cost) AS billed_cost, sum(effective_cost) AS effective_cost, sum(list_cost) AS list_cost,
+               billing_currency, {tags} AS tags, {owner} AS owner, {job} AS job_id,
+               bool_or(is_estimated) AS is_estimated
+        FROM (SELECT *, {start} AS ps FROM {partials}) AS p
+        GROUP BY ps, {", ".join(group)}
+    """
+
+
+def _first_of(keys: Sequence[str], index: dict[str, int], *, principal: bool) -> str:
+    options = []
+    for key in keys:
+        if key not in index:
+            continue
+        column = f"tag_{index[key]}"
+        # aws:createdBy is "IAMUser:AIDA…:alice" / "AssumedRole:AROA…:alice@example.com": keep the name.
+        if principal and squash(key) == "awscreatedby":
+            column = f"NULLIF(regexp_extract({column}, '[^:]+$'), '')"
+        options.append(column)
+    if not options:
+        return "CAST(NULL AS VARCHAR)"
+    return options[0] if len(options) == 1 else f"coalesce({', '.join(options)})"
+
+
+def kept_tag_keys(owner_tags: Sequence[str], job_tags: Sequence[str], keep: Sequence[str]) -> list[str]:
+    """The tag keys stored with each line: owner and job keys first, then ``keep``.
+
+    Keys that name the same export column (``job`` and ``user:job`` both read ``user_job``) are kept
+    once, under the first name: the same value is not stored twice.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for key in [*owner_tags, *job_tags, *keep]:
+        spellings = set(tag_candidates(key))
+        if key in out or spellings & seen:
+            continue
+        out.append(key)
+        seen |= spellings
+    return out

@@ -1,0 +1,159 @@
+"""CUR 2.0 / legacy CUR export files and manifests, generated for tests, laid out as AWS delivers them."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CUR2_STRING_COLUMNS = (
+    "bill_payer_account_id",
+    "bill_invoice_id",
+    "line_item_usage_account_id",
+    "line_item_usage_account_name",
+    "line_item_line_item_type",
+    "line_item_product_code",
+    "line_item_usage_type",
+    "line_item_resource_id",
+    "line_item_line_item_description",
+    "line_item_currency_code",
+    "product_region_code",
+)
+CUR2_NUMBER_COLUMNS = (
+    "line_item_unblended_cost",
+    "pricing_public_on_demand_cost",
+    "savings_plan_savings_plan_effective_cost",
+)
+
+
+def line(
+    start: datetime,
+    cost: float,
+    *,
+    account: str = "111111111111",
+    kind: str = "Usage",
+    product: str = "AmazonEC2",
+    product_name: str = "Amazon Elastic Compute Cloud",
+    usage_type: str = "USE1-BoxUsage:m5.large",
+    resource: str | None = "i-0aaa",
+    tags: dict[str, str] | None = None,
+    hours: int = 1,
+    invoice: str | None = None,
+    sp_effective: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "bill_payer_account_id": "999999999999",
+        "bill_invoice_id": invoice,
+        "line_item_usage_account_id": account,
+        "line_item_usage_account_name": f"acct-{account[-4:]}",
+        "line_item_line_item_type": kind,
+        "line_item_product_code": product,
+        "line_item_usage_type": usage_type,
+        "line_item_resource_id": resource,
+        "line_item_line_item_description": f"{kind} of {product}",
+        "line_item_currency_code": "USD",
+        "product_region_code": "us-east-1",
+        "line_item_unblended_cost": cost,
+        "pricing_public_on_demand_cost": abs(cost) * 1.25,
+        "savings_plan_savings_plan_effective_cost": sp_effective,
+        "line_item_usage_start_date": start,
+        "line_item_usage_end_date": start + timedelta(hours=hours),
+        "resource_tags": tags or {},
+        "product": {"product_name": product_name, "region": "us-east-1"},
+    }
+
+
+def cur2_table(rows: list[dict[str, Any]]) -> pa.Table:
+    columns: dict[str, pa.Array] = {}
+    for name in CUR2_STRING_COLUMNS:
+        columns[name] = pa.array([r[name] for r in rows], type=pa.string())
+    for name in CUR2_NUMBER_COLUMNS:
+        columns[name] = pa.array([r[name] for r in rows], type=pa.float64())
+    for name in ("line_item_usage_start_date", "line_item_usage_end_date"):
+        columns[name] = pa.array([r[name].replace(tzinfo=None) for r in rows], type=pa.timestamp("ms"))
+    string_map = pa.map_(pa.string(), pa.string())
+    columns["resource_tags"] = pa.array([list(r["resource_tags"].items()) for r in rows], type=string_map)
+    columns["product"] = pa.array([list(r["product"].items()) for r in rows], type=string_map)
+    return pa.table(columns)
+
+
+def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(cur2_table(rows), sink, row_group_size=max(1, len(rows) // 3))
+    return sink.getvalue()
+
+
+def csv_gz_bytes(rows: list[dict[str, Any]], *, broken_cost_at: int | None = None) -> bytes:
+    """CUR 2.0 as gzip CSV: timestamps ISO 8601 with Z, maps as JSON text (as Data Exports writes them)."""
+    names = [*CUR2_STRING_COLUMNS, *CUR2_NUMBER_COLUMNS, "line_item_usage_start_date", "line_item_usage_end_date"]
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow([*names, "resource_tags", "product"])
+    for index, row in enumerate(rows):
+        values = []
+        for name in names:
+            value = row[name]
+            if isinstance(value, datetime):
+                value = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if name == "line_item_unblended_cost" and index == broken_cost_at:
+                value = "12,5 USD"
+            values.append("" if value is None else value)
+        writer.writerow([*values, json.dumps(row["resource_tags"]), json.dumps(row["product"])])
+    return gzip.compress(text.getvalue().encode())
+
+
+def data_exports_manifest(bucket: str, keys: list[str], month: str) -> bytes:
+    """A Data Exports ``Manifest.json`` (the fields spendwatch reads, plus the usual others)."""
+    year, mon = int(month[:4]), int(month[5:])
+    end = f"{year + (mon == 12)}-{mon % 12 + 1:02d}-01T00:00:00.000Z"
+    return json.dumps(
+        {
+            "version": "2023-11-26",
+            "exportArn": "arn:aws:bcm-data-exports:us-east-1:999999999999:export/cur2-0001",
+            "exportName": "cur2",
+            "executionId": str(uuid.uuid4()),
+            "billingPeriod": {"start": f"{month}-01T00:00:00.000Z", "end": end},
+            "dataFiles": [f"s3://{bucket}/{k}" for k in keys],
+        }
+    ).encode()
+
+
+def put_data_export(
+    s3: Any, bucket: str, prefix: str, month: str, files: dict[str, bytes], *, manifest: bytes | None = None
+) -> str:
+    """Upload ``files`` as one period of a Data Export; returns the manifest key."""
+    keys = []
+    for name, body in files.items():
+        key = f"{prefix}/data/BILLING_PERIOD={month}/{name}"
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        keys.append(key)
+    manifest_key = f"{prefix}/metadata/BILLING_PERIOD={month}/cur2-Manifest.json"
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=manifest or data_exports_manifest(bucket, keys, month))
+    return manifest_key
+
+
+def put_legacy_cur(s3: Any, bucket: str, prefix: str, start: datetime, end: datetime, body: bytes) -> str:
+    """Upload one legacy CUR period: the CSV under an assembly id and the period's manifest."""
+    folder = f"{prefix}/{start:%Y%m%d}-{end:%Y%m%d}"
+    assembly = str(uuid.uuid4())
+    key = f"{folder}/{assembly}/report-00001.csv.gz"
+    s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(body))
+    manifest = {
+        "assemblyId": assembly,
+        "account": "123412340534",
+        "bucket": bucket,
+        "reportKeys": [key],
+        "billingPeriod": {"start": f"{start:%Y%m%dT%H%M%S}.000Z", "end": f"{end:%Y%m%dT%H%M%S}.000Z"},
+        "compression": "GZIP",
+        "contentType": "text/csv",
+    }
+    manifest_key = f"{folder}/report-Manifest.json"
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+    return manifest_key
