@@ -26,6 +26,7 @@ from pydantic import Field
 from spendwatch.plugins import StrictModel
 
 TIB = 1 << 40
+ACCELERATOR_FAMILIES = frozenset({"a2", "a3", "a4", "g2"})
 HOUR_MS = 3_600_000
 
 # GiB of memory per vCPU for the predefined shapes; n1 is the odd one out.
@@ -97,6 +98,12 @@ class PriceTable:
         if vcpu is None or gib is None:
             return None
         return shape.vcpus * vcpu + shape.memory_gib * gib
+
+    @staticmethod
+    def includes_gpus(machine_type: str) -> bool:
+        """Accelerator-optimised types (a2, a3, a4, g2) carry their GPUs in the machine price."""
+        name = machine_type.rsplit("/", 1)[-1].strip().lower()
+        return name.split("-", 1)[0] in ACCELERATOR_FAMILIES
 
     def gpu_hourly(self, accelerator: str) -> float | None:
         name = accelerator.rsplit("/", 1)[-1].strip().lower().replace("_", "-")

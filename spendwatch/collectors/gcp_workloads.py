@@ -149,7 +149,7 @@ def _vertex_record(config: GcpJobsConfig, prices: PriceTable, job: dict[str, Any
         if base is None:
             unknown.append(machine_type)
             base = 0.0
-        gpus = int(machine.get("acceleratorCount") or 0)
+        gpus = 0 if prices.includes_gpus(machine_type) else int(machine.get("acceleratorCount") or 0)
         gpu_price = prices.gpu_hourly(machine.get("acceleratorType", "")) if gpus else 0.0
         if gpus and gpu_price is None:
             unknown.append(str(machine.get("acceleratorType")))
@@ -258,7 +258,7 @@ def _group_hourly(prices: PriceTable, group: Any, unknown: list[str]) -> tuple[f
         unknown.append(machine_type or "(no machine type)")
         base = 0.0
     gpus = 0.0
-    for accelerator in group.accelerators:
+    for accelerator in [] if prices.includes_gpus(machine_type) else group.accelerators:
         kind = (accelerator.accelerator_type_uri or "").rsplit("/", 1)[-1]
         price = prices.gpu_hourly(kind)
         if price is None:
@@ -413,7 +413,8 @@ def _dataproc_records(
                         batch_filter: str = batch_filter,
                     ) -> list[Any]:
                         parent = f"projects/{project}/locations/{region}"
-                        return list(client.list_batches(parent=parent, filter=batch_filter, retry=retry, timeout=60))
+                        request = {"parent": parent, "filter": batch_filter, "page_size": config.page_size}
+                        return list(client.list_batches(request=request, retry=retry, timeout=60))
 
                     batches = call_google(
                         batches_page,
