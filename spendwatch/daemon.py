@@ -195,16 +195,28 @@ class DaemonContext:
     initial_pass: threading.Event = field(default_factory=threading.Event)
     running: dict[str, float] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    rerun: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _first_collections: set[str] = field(default_factory=set)
 
     def nudge(self, job_id: str) -> None:
-        """Run ``job_id`` now (coalesced with a run already due)."""
+        """Run ``job_id`` now; if it is running, once more right after it finishes (never twice at once)."""
         if self.scheduler is None or self.stop.is_set():
             return
+        with self._lock:
+            if job_id in self.running:
+                self.rerun.add(job_id)
+                return
         job = self.scheduler.get_job(job_id)
         if job is not None:
             job.modify(next_run_time=datetime.now(UTC))
+
+    def finished(self, job_id: str) -> None:
+        with self._lock:
+            again = job_id in self.rerun
+            self.rerun.discard(job_id)
+        if again:
+            self.nudge(job_id)
 
     @contextmanager
     def tracking(self, job: str) -> Iterator[None]:
@@ -258,6 +270,8 @@ def run_daemon(
         memory_limit=store_config.memory_limit,
     )
     store.migrate()
+    # APScheduler narrates every job addition at info; its warnings (skipped runs) still come through.
+    logging.getLogger("apscheduler.scheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx = DaemonContext(config, store, clock, clients=dict(clients or {}), stop=stop or threading.Event())
     notifier = SystemdNotifier()
     if install_signals:
@@ -432,26 +446,29 @@ def _guarded(ctx: DaemonContext, job: str, body: Callable[[], dict[str, Any] | N
         return
     run_id = ctx.store.start_run(job) if record else None
     began = _time.monotonic()
+    failure: Exception | None = None
+    detail: dict[str, Any] = {}
     with ctx.tracking(job):
         try:
             detail = body() or {}
         except Exception as exc:
-            failures = ctx.failures.get(job, 0) + 1
-            ctx.failures[job] = failures
-            log.exception(
-                "job %s failed (%d in a row): %s; it runs again at its next time",
-                job, failures, exc, extra={"event": "job-failed", "job": job, "consecutive_failures": failures},
-            )  # fmt: skip
-            if run_id is not None:
-                _finish(ctx, run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-            return
+            failure = exc
+    ctx.finished(job)
+    seconds = round(_time.monotonic() - began, 3)
+    if failure is not None:
+        failures = ctx.failures.get(job, 0) + 1
+        ctx.failures[job] = failures
+        log.error(
+            "job %s failed (%d in a row): %s; it runs again at its next time",
+            job, failures, failure, exc_info=failure,
+            extra={"event": "job-failed", "job": job, "consecutive_failures": failures, "seconds": seconds},
+        )  # fmt: skip
+        if run_id is not None:
+            _finish(ctx, run_id, status="failed", error=f"{type(failure).__name__}: {failure}")
+        return
     ctx.failures[job] = 0
-    seconds = _time.monotonic() - began
     log.info(
-        "job %s done in %.1fs",
-        job,
-        seconds,
-        extra={"event": "job-done", "job": job, "seconds": round(seconds, 3), **detail},
+        "job %s done in %.1fs", job, seconds, extra={"event": "job-done", "job": job, "seconds": seconds, **detail}
     )
     if run_id is not None:
         _finish(ctx, run_id, status=str(detail.pop("status", "ok")), detail=detail, rows=detail.get("rows"))
@@ -559,9 +576,12 @@ def digest_job(ctx: DaemonContext) -> None:
             raise DigestNotSent(outcome.message)
         return {"day": day.isoformat(), "digest_status": outcome.status, "rows": len(outcome.recipients)}
 
-    # Only attempts are recorded as runs; "already sent" checks every few minutes are not.
-    row = _digest_row_status(ctx, day)
-    _guarded(ctx, "digest", body, record=row not in ("sent", "unconfirmed", "superseded"))
+    # Checks of a day already done (every few minutes) are neither logged at info nor recorded as runs.
+    status = _digest_row_status(ctx, day)
+    if status in ("sent", "unconfirmed", "superseded"):
+        log.debug("digest %s: already %s", day, status)
+        return
+    _guarded(ctx, "digest", body, record=True)
 
 
 class DigestNotSent(Exception):

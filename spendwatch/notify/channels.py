@@ -21,6 +21,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
@@ -70,6 +71,10 @@ class OutgoingEmail:
 
     def envelope_recipients(self) -> list[str]:
         return [parseaddr(r)[1] for r in self.recipients]
+
+    def wire_bytes(self) -> bytes:
+        """The message with CRLF line ends, as SMTP requires (``smtplib`` sends bytes unchanged)."""
+        return self.message.as_bytes(policy=email_policy.SMTP)
 
 
 @dataclass(frozen=True)

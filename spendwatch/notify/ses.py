@@ -54,7 +54,7 @@ class SesChannel(Channel):
         params: dict[str, Any] = {
             "Source": email.envelope_sender,
             "Destinations": email.envelope_recipients(),
-            "RawMessage": {"Data": email.message.as_bytes()},
+            "RawMessage": {"Data": email.wire_bytes()},
         }
         if self.config.configuration_set:
             params["ConfigurationSetName"] = self.config.configuration_set

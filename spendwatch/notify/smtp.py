@@ -126,7 +126,7 @@ class SmtpChannel(Channel):
             raise ChannelError(f"{where}: every recipient was refused ({listed})", transient=False)
         on_commit()
         try:
-            code, reply = smtp.data(email.message.as_bytes())
+            code, reply = smtp.data(email.wire_bytes())
         except smtplib.SMTPResponseException:
             raise
         except (OSError, smtplib.SMTPException) as exc:
