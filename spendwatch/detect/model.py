@@ -17,7 +17,7 @@ import numpy as np
 from spendwatch.detect.calendar import same_day_previous_months
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
-from spendwatch.detect.scoring import Decision, Thresholds, decide
+from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
 from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast
 
 Granularity = Literal["daily", "hourly"]
@@ -51,6 +51,7 @@ class ModelParams:
     z_threshold: float = 5.0  # robust z an upward step must exceed (at sensitivity 1)
     sustained_z: float = 3.0  # robust z a leak must have risen over the long level
     leak_step_z: float = 1.5  # robust z the level must rise by from block to block to be a leak
+    leak_block: int = 4  # steps per block when looking for a level rising block after block
     season_cycles: int | None = None  # window length in cycles (weeks for daily, days for hourly)
     level_points: int | None = None  # observed points the short level is the median of
     min_history: int | None = None  # observed non-zero points needed before deciding
@@ -134,6 +135,7 @@ class Detector:
         self.params = params.resolved()
         self._spec = self.params.window_spec()
         self._thresholds = self.params.thresholds()
+        self._recent = LEAK_BLOCKS * self.params.leak_block
 
     def fit(
         self,
@@ -159,7 +161,7 @@ class Detector:
             raise ValueError(f"decide_from must be within 0..{n_steps}, got {decide_from}")
         rebase = self._rebase(rebase_at, n_series)
         decided = np.arange(decide_from, n_steps, dtype=np.int64)
-        base = forecast(panel, decided, self._spec, rebase)
+        base = forecast(panel, decided, self._spec, rebase, self._recent)
         recurring = self._recurring_excess(panel, timestamps, decided, rebase)
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
         return _result(decide_from, decision)
@@ -183,7 +185,9 @@ class Detector:
             return np.zeros((n_series, len(decided)))
         earlier = same_day_previous_months(np.asarray(timestamps), months)[decided]
         needed = np.unique(earlier[earlier >= 0])
-        past = forecast(panel, needed.astype(np.int64), self._spec, rebase)
+        if len(needed) == 0:
+            return np.zeros((n_series, len(decided)))
+        past = forecast(panel, needed.astype(np.int64), self._spec, rebase, self._recent)
         past_decision = decide(panel[:, needed], past, np.zeros((n_series, len(needed))), self._thresholds)
         lookup = np.full(panel.shape[1], -1, dtype=np.int64)
         lookup[needed] = np.arange(len(needed))

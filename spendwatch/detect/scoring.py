@@ -18,8 +18,8 @@ from spendwatch.detect.seasonal import Forecast
 RECURRING_SCALE_PCT = 0.1
 """A learnt monthly charge is trusted to +-10%: its amount is an estimate from 1-3 samples."""
 
-LEAK_BLOCKS = 2
-"""A leak is a level that rose from block to block over this many consecutive blocks."""
+LEAK_BLOCKS = 3
+"""A leak is a level that rose from block to block, twice in a row: a shift rises only once."""
 
 _TINY = 1e-9
 
@@ -101,12 +101,13 @@ def _rising_level(
 ) -> BoolArray:
     """A leak: the level rose block after block and now sits well above the long level.
 
-    A one-off shift rises once and then stays flat, so it stops matching after one block;
-    ordinary growth rises by much less than the noise per block.
+    The block medians of the recent deseasonalised values must rise twice in a row: a level
+    shift (one rise, then flat) never matches, ordinary growth rises by much less than the
+    noise per block, and a median ignores a spike inside a block.
     """
     n_recent = base.recent.shape[-1]
     block = n_recent // LEAK_BLOCKS
-    blocks = base.recent[..., n_recent - block * LEAK_BLOCKS :].reshape(*base.recent.shape[:-1], -1, block)
+    blocks = base.recent[..., n_recent - block * LEAK_BLOCKS :].reshape(*base.recent.shape[:-1], LEAK_BLOCKS, block)
     medians = nanmedian_last(blocks)
     steps = np.diff(medians, axis=-1)
     rising = np.all(steps > limits.leak_step_z * scale[..., None], axis=-1)

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from spendwatch.detect.robust import (
     BoolArray,
@@ -70,15 +69,13 @@ class Forecast:
     decidable: BoolArray  # enough observed history to decide
 
 
-def forecast(
-    values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int = 14
-) -> Forecast:
+def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int) -> Forecast:
     """Forecast every column in ``columns`` from its own trailing window only."""
-    padded = np.concatenate([np.full((values.shape[0], spec.length), np.nan), values], axis=1)
-    windows = sliding_window_view(padded, spec.length, axis=1)
     step = max(1, _CHUNK_ELEMENTS // max(1, values.shape[0] * spec.length))
     parts = [
-        _forecast_chunk(windows[:, columns[i : i + step], :], columns[i : i + step], spec, rebase_at, recent)
+        _forecast_chunk(
+            _windows(values, columns[i : i + step], spec.length), columns[i : i + step], spec, rebase_at, recent
+        )
         for i in range(0, len(columns), step)
     ]
     if not parts:
@@ -86,6 +83,18 @@ def forecast(
         no_recent = np.empty((values.shape[0], 0, recent))
         return Forecast(empty, empty, empty, empty, no_recent, empty.astype(bool))
     return Forecast(*(np.concatenate([getattr(p, f) for p in parts], axis=1) for f in Forecast.__dataclass_fields__))
+
+
+def _windows(values: FloatArray, columns: IntArray, length: int) -> FloatArray:
+    """(n_series, len(columns), length) copies of the steps before each column; NaN before step 0.
+
+    Gathering only the requested windows (rather than padding the whole panel) keeps a fleet
+    scan of the newest column at one small array per chunk.
+    """
+    index = columns[:, None] - length + np.arange(length)[None, :]
+    gathered = values[:, np.maximum(index, 0)]
+    gathered[:, index < 0] = np.nan
+    return gathered
 
 
 def _forecast_chunk(

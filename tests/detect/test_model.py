@@ -1,0 +1,258 @@
+"""Behaviour of the detection model on generated series, one quirk per test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spendwatch.detect.kinds import Kind
+from spendwatch.detect.model import DetectionResult, Detector, ModelParams
+from spendwatch.detect.reference import stl_expected
+
+DAY = np.timedelta64(1, "D")
+HOUR = np.timedelta64(1, "h")
+
+
+def daily_stamps(n_steps: int, start: str = "2025-01-01") -> np.ndarray:
+    return np.datetime64(start, "D") + np.arange(n_steps) * DAY
+
+
+def hourly_stamps(n_steps: int, start: str = "2026-01-05T00") -> np.ndarray:
+    return np.datetime64(start, "h") + np.arange(n_steps) * HOUR
+
+
+def weekly_series(n_steps: int, level: float = 1000.0, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    """Daily costs with a weekday/weekend pattern and multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    weekday = np.arange(n_steps) % 7
+    season = np.where(weekday >= 5, 0.6, 1.0)
+    return level * season * np.exp(noise * rng.standard_normal(n_steps))
+
+
+def detect_daily(values: np.ndarray, **overrides: float) -> DetectionResult:
+    panel = np.atleast_2d(values)
+    detector = Detector(ModelParams.for_granularity("daily", **overrides))
+    return detector.fit(panel, daily_stamps(panel.shape[1]))
+
+
+def flagged_steps(result: DetectionResult, row: int = 0) -> list[int]:
+    return [int(i) + result.start for i in np.flatnonzero(result.is_anomaly[row])]
+
+
+def mixed_panel(n_steps: int = 200) -> np.ndarray:
+    """Several quirks at once: spike, shift, leak, zeros, gaps, a late start."""
+    rng = np.random.default_rng(7)
+    rows = [weekly_series(n_steps, level=lvl, noise=0.08, seed=s) for s, lvl in enumerate([50, 800, 20000, 3])]
+    panel = np.vstack(rows)
+    panel[0, 120] *= 6
+    panel[1, 90:] *= 2.5
+    panel[2, 100:130] *= np.linspace(1.0, 3.0, 30)
+    panel[3, rng.random(n_steps) < 0.5] = 0.0
+    panel[:, rng.random(n_steps) < 0.05] = np.nan
+    late = weekly_series(n_steps, level=300, seed=11)
+    late[:60] = 0.0
+    return np.vstack([panel, late])
+
+
+def test_decision_at_t_is_identical_when_later_columns_are_truncated() -> None:
+    panel = mixed_panel()
+    stamps = daily_stamps(panel.shape[1])
+    detector = Detector(ModelParams.for_granularity("daily"))
+    full = detector.fit(panel, stamps)
+    assert full.is_anomaly.any(), "the fixture must contain alerts for this test to mean anything"
+    for t in (15, 40, 89, 90, 91, 121, 150, 199):
+        cut = detector.fit(panel[:, : t + 1], stamps[: t + 1])
+        np.testing.assert_array_equal(cut.score[:, t], full.score[:, t])
+        np.testing.assert_array_equal(cut.is_anomaly[:, t], full.is_anomaly[:, t])
+        np.testing.assert_array_equal(cut.kind[:, t], full.kind[:, t])
+        np.testing.assert_array_equal(cut.expected[:, t], full.expected[:, t])
+
+
+def test_deciding_only_the_last_columns_equals_the_full_walk_forward() -> None:
+    panel = mixed_panel()
+    stamps = daily_stamps(panel.shape[1])
+    detector = Detector(ModelParams.for_granularity("daily"))
+    full = detector.fit(panel, stamps)
+    for start in (0, 95, 199):
+        tail = detector.fit(panel, stamps, decide_from=start)
+        assert tail.start == start
+        np.testing.assert_array_equal(tail.score, full.score[:, start:])
+        np.testing.assert_array_equal(tail.is_anomaly, full.is_anomaly[:, start:])
+        np.testing.assert_array_equal(tail.upper, full.upper[:, start:])
+
+
+def test_hourly_truncation_invariance() -> None:
+    rng = np.random.default_rng(3)
+    hours = np.arange(24 * 30)
+    shape = 1.0 + 0.8 * np.sin(2 * np.pi * hours / 24)
+    panel = np.vstack([100 * shape * np.exp(0.1 * rng.standard_normal(hours.size)) for _ in range(3)])
+    panel[1, 600:606] *= 5
+    stamps = hourly_stamps(hours.size)
+    detector = Detector(ModelParams.for_granularity("hourly"))
+    full = detector.fit(panel, stamps)
+    assert full.is_anomaly[1, 600 - full.start]
+    for t in (300, 600, 601, 719):
+        cut = detector.fit(panel[:, : t + 1], stamps[: t + 1], decide_from=t)
+        np.testing.assert_array_equal(cut.score[:, 0], full.score[:, t])
+        np.testing.assert_array_equal(cut.is_anomaly[:, 0], full.is_anomaly[:, t])
+
+
+def test_spike_is_flagged_on_the_day_and_nothing_else() -> None:
+    values = weekly_series(150)
+    values[100] *= 4
+    result = detect_daily(values)
+    assert flagged_steps(result) == [100]
+    assert result.kind[0, 100] == Kind.SPIKE
+    assert result.score[0, 100] > 5
+
+
+def test_first_of_month_fee_is_learnt_and_a_bigger_fee_still_alerts() -> None:
+    stamps = daily_stamps(400)
+    values = weekly_series(400, level=1000)
+    first_of_month = (stamps.astype("datetime64[D]") - stamps.astype("datetime64[M]")).astype(int) == 0
+    values[first_of_month] += 20000
+    big_fee_day = int(np.flatnonzero(first_of_month)[10])
+    values[big_fee_day] += 60000
+    result = Detector(ModelParams.for_granularity("daily")).fit(values[None, :], stamps)
+    flags = flagged_steps(result)
+    fee_days = [int(i) for i in np.flatnonzero(first_of_month) if i >= 62]
+    assert big_fee_day in flags
+    assert [d for d in flags if d != big_fee_day and d >= 62] == []
+    assert all(result.expected[0, d] > 15000 for d in fee_days if d != big_fee_day)
+
+
+def test_intermittent_batch_job_zeros_are_idle_not_drops_and_a_big_run_alerts() -> None:
+    rng = np.random.default_rng(5)
+    values = np.where(rng.random(300) < 0.5, 0.0, 5000 * np.exp(0.15 * rng.standard_normal(300)))
+    values[250] = 40000
+    result = detect_daily(values)
+    assert flagged_steps(result) == [250]
+    assert not result.is_drop[0, values == 0].any()
+
+
+def test_cold_start_never_alerts_before_enough_history() -> None:
+    values = weekly_series(60)
+    values[8] *= 10
+    result = detect_daily(values)
+    min_history = ModelParams.for_granularity("daily").resolved().min_history
+    assert min_history is not None
+    assert not result.is_anomaly[0, :min_history].any()
+    assert np.isnan(result.score[0, :min_history]).all()
+
+
+def test_gaps_are_skipped_and_detection_continues_after_them() -> None:
+    values = weekly_series(160)
+    values[60:75] = np.nan
+    values[120] *= 5
+    result = detect_daily(values)
+    assert np.isnan(result.score[0, 60:75]).all()
+    assert flagged_steps(result) == [120]
+
+
+def test_level_shift_alerts_at_onset_then_becomes_the_new_normal() -> None:
+    values = weekly_series(200, noise=0.04)
+    values[120:] *= 2.0
+    result = detect_daily(values)
+    flags = flagged_steps(result)
+    assert flags[0] == 120
+    assert max(flags) <= 127, f"still alerting a week after the shift: {flags}"
+
+
+def test_slow_leak_is_caught_while_it_grows() -> None:
+    values = weekly_series(200, noise=0.05)
+    values[120:150] *= np.linspace(1.0, 2.5, 30)
+    values[150:] = weekly_series(200, seed=9)[150:]
+    result = detect_daily(values)
+    flags = flagged_steps(result)
+    assert any(120 <= f < 150 for f in flags)
+    assert [f for f in flags if f < 120 or f >= 150] == []
+    assert (result.kind[0, flags] == Kind.LEAK).any()
+
+
+def test_drop_is_reported_as_drop_and_never_alerts() -> None:
+    values = weekly_series(150)
+    values[100:103] *= 0.2
+    result = detect_daily(values)
+    assert result.is_drop[0, 100:103].all()
+    assert (result.kind[0, 100:103] == Kind.DROP).all()
+    assert not result.is_anomaly.any()
+
+
+def test_rebase_makes_the_marked_level_the_baseline() -> None:
+    values = weekly_series(200, noise=0.04)
+    values[120:] *= 2.0
+    stamps = daily_stamps(200)
+    detector = Detector(ModelParams.for_granularity("daily"))
+    plain = detector.fit(values[None, :], stamps)
+    rebased = detector.fit(values[None, :], stamps, rebase_at=np.array([120]))
+    assert plain.is_anomaly[0, 121:124].any()
+    assert not rebased.is_anomaly[0, 120:].any()
+    np.testing.assert_array_equal(rebased.is_anomaly[0, :120], plain.is_anomaly[0, :120])
+
+
+def test_materiality_gate_needs_dollars_as_well_as_surprise() -> None:
+    values = weekly_series(150, level=2.0, noise=0.02)
+    values[100] *= 4
+    assert flagged_steps(detect_daily(values)) == []
+    assert flagged_steps(detect_daily(values, min_impact_abs=1.0)) == [100]
+
+
+def test_higher_sensitivity_only_adds_alerts() -> None:
+    values = weekly_series(300, noise=0.2, seed=4)
+    values[[100, 200, 250]] *= [1.6, 2.0, 3.0]
+    low = detect_daily(values, sensitivity=0.5).is_anomaly
+    normal = detect_daily(values).is_anomaly
+    high = detect_daily(values, sensitivity=2.0).is_anomaly
+    assert not (low & ~normal).any() and not (normal & ~high).any()
+    assert high.sum() > low.sum()
+
+
+def test_hourly_weekend_and_friday_evening_do_not_alert_but_a_runaway_does() -> None:
+    rng = np.random.default_rng(2)
+    hours = np.arange(24 * 35)
+    stamps = hourly_stamps(hours.size)
+    weekday = (stamps.astype("datetime64[D]").astype(int) + 3) % 7
+    hour = hours % 24
+    shape = 1.0 + 0.6 * np.sin(2 * np.pi * (hour - 6) / 24)
+    weekend = (weekday >= 5) | ((weekday == 4) & (hour >= 20))
+    values = 200 * shape * np.where(weekend, 0.3, 1.0) * np.exp(0.08 * rng.standard_normal(hours.size))
+    runaway = 24 * 30 + 10
+    values[runaway : runaway + 5] += 800
+    result = Detector(ModelParams.for_granularity("hourly")).fit(values[None, :], stamps)
+    flags = flagged_steps(result)
+    assert runaway in flags
+    assert [f for f in flags if not runaway <= f < runaway + 5] == []
+    assert result.kind[0, runaway + 1] == Kind.BURST
+
+
+def test_result_arrays_are_read_only() -> None:
+    result = detect_daily(weekly_series(60))
+    with pytest.raises(ValueError, match="read-only"):
+        result.is_anomaly[0, 0] = True
+
+
+def test_params_fill_granularity_defaults_and_accept_overrides() -> None:
+    daily = ModelParams.for_granularity("daily").resolved()
+    hourly = ModelParams.for_granularity("hourly", min_impact_abs=7.0).resolved()
+    assert daily.min_impact_abs is not None and hourly.min_impact_abs == 7.0
+    assert daily.min_impact_abs > 2.0
+    with pytest.raises(ValueError, match="granularity"):
+        ModelParams.for_granularity("weekly")  # type: ignore[arg-type]
+
+
+def test_bad_shapes_are_rejected() -> None:
+    detector = Detector(ModelParams.for_granularity("daily"))
+    with pytest.raises(ValueError, match="timestamps"):
+        detector.fit(np.ones((2, 10)), daily_stamps(9))
+    with pytest.raises(ValueError, match="rebase_at"):
+        detector.fit(np.ones((2, 10)), daily_stamps(10), rebase_at=np.array([1]))
+
+
+def test_expected_value_matches_the_statsmodels_stl_reference_on_clean_data() -> None:
+    values = weekly_series(140, level=1000, noise=0.01) * np.linspace(1.0, 1.1, 140)
+    result = detect_daily(values)
+    steps = range(70, 140, 7)
+    reference = np.array([stl_expected(values[t - 56 : t], (7,))[0] for t in steps])
+    ours = np.array([result.expected[0, t] for t in steps])
+    relative = np.abs(ours - reference) / reference
+    assert np.median(relative) < 0.03
