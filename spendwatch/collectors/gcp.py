@@ -334,7 +334,7 @@ def run_query(
             execute,
             source=source,
             doing=f"running the {purpose} query",
-            method="bigquery.jobs.insert",
+            method="bigquery.query",
             resource=resource,
         )
     except SourceError as exc:

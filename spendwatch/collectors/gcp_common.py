@@ -27,18 +27,17 @@ T = TypeVar("T")
 # (deploy/gcp/collector-role.yaml) must grant each; tests/collectors/gcp/test_role.py checks it.
 PERMISSIONS: dict[str, tuple[str, ...]] = {
     "bigquery.tables.get": ("bigquery.tables.get",),
-    "bigquery.jobs.insert": ("bigquery.jobs.create",),
+    # A query job: created in the job project, reading the table(s) it names.
+    "bigquery.query": ("bigquery.jobs.create", "bigquery.tables.getData"),
     "bigquery.jobs.get": ("bigquery.jobs.get",),
     "bigquery.jobs.getQueryResults": ("bigquery.jobs.get",),
-    # Reading the export table from a query needs getData on it (granted on the dataset).
-    "bigquery.tabledata.query": ("bigquery.tables.getData",),
     "bigquery.jobs.list.all_users": ("bigquery.jobs.listAll",),
     "bigquery.information_schema.jobs_by_project": ("bigquery.jobs.listAll",),
     "bigquery.information_schema.jobs_by_organization": ("bigquery.jobs.listAll",),
-    "cloudbilling.billingAccounts.list": ("billing.accounts.list",),
+    "cloudbilling.billingAccounts.list": ("billing.accounts.list", "billing.accounts.get"),
     "cloudbilling.billingAccounts.projects.list": ("billing.resourceAssociations.list",),
-    "cloudbilling.services.list": ("billing.services.list",),
-    "cloudbilling.services.skus.list": ("billing.skus.list",),
+    # The Cloud Billing Catalog is public to any authenticated caller: no IAM permission.
+    "cloudbilling.services.skus.list": (),
     "aiplatform.customJobs.list": ("aiplatform.customJobs.list",),
     "dataproc.clusters.list": ("dataproc.clusters.list",),
     "dataproc.batches.list": ("dataproc.batches.list",),
@@ -156,7 +155,7 @@ def explain(exc: Exception, *, source: str, doing: str, method: str, resource: s
     from google.api_core import exceptions as gexc
 
     message = _first_line(getattr(exc, "message", None) or str(exc))
-    permission = " or ".join(PERMISSIONS.get(method, (method,)))
+    permission = " and ".join(PERMISSIONS.get(method) or (f"access to {method}",))
     if isinstance(exc, (gexc.Forbidden, gexc.PermissionDenied, gexc.Unauthorized, gexc.Unauthenticated)):
         named = _error_info_permission(exc) or permission
         return PermissionDeniedError(
