@@ -1,0 +1,187 @@
+"""Detection benchmark: accuracy on the public set, backtest time, fleet scan, naive STL ratio.
+
+Usage (from the repo root, venv active):
+
+    python benchmarks/bench_detect.py                      # everything
+    python benchmarks/bench_detect.py --fleet-series 20000 # smaller fleet scan
+    SPENDWATCH_BENCH_DIR=/path/to/bench python benchmarks/bench_detect.py
+
+Speed is reported as ratios to a naive per-series, per-step statsmodels STL loop measured in
+the same run (the machine is shared and noisy: absolute seconds move, ratios much less).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from spendwatch.detect.backtest import Panel, read_long_csv, run_backtest
+from spendwatch.detect.model import Detector, ModelParams
+from spendwatch.detect.reference import naive_walk_forward
+
+REPO = Path(__file__).resolve().parents[1]
+SPLIT_SEED = 0  # the tune/check halves quoted in docs/detection.md
+
+
+def bench_dir() -> Path:
+    configured = os.environ.get("SPENDWATCH_BENCH_DIR")
+    return Path(configured) if configured else REPO.parent / "shared" / "bench"
+
+
+def load_scorer(directory: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_score", directory / "score.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {directory / 'score.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def halves(series_ids: list[str]) -> tuple[set[str], set[str]]:
+    ordered = sorted(series_ids)
+    rng = np.random.default_rng(SPLIT_SEED)
+    first = {str(s) for s in rng.choice(ordered, len(ordered) // 2, replace=False)}
+    return first, set(ordered) - first
+
+
+def run_public(directory: Path) -> tuple[dict[str, Panel], dict[str, set[Any]], float]:
+    scorer = load_scorer(directory)
+    panels: dict[str, Panel] = {}
+    flags: dict[str, set[Any]] = {}
+    started = time.perf_counter()
+    for name in ("daily", "hourly"):
+        panel = read_long_csv(directory / "public" / f"{name}.csv")
+        frame = run_backtest(panel)
+        panels[name] = panel
+        fmt = "%Y-%m-%d" if name == "daily" else "%Y-%m-%dT%H:00:00Z"
+        hits = frame[frame["is_anomaly"]]
+        for sid, stamp in zip(hits["series_id"], hits["timestamp"].dt.strftime(fmt), strict=True):
+            flags.setdefault(str(sid), set()).add(scorer.parse(stamp))
+    return panels, flags, time.perf_counter() - started
+
+
+def print_scores(directory: Path, flags: dict[str, set[Any]]) -> None:
+    scorer = load_scorer(directory)
+    labels = json.loads((directory / "public" / "labels.json").read_text())
+    first, second = halves(list(labels))
+    subsets = {"full": labels, "half A": {k: labels[k] for k in first}, "half B": {k: labels[k] for k in second}}
+    print(
+        f"{'set':7s} {'gran':7s} {'events':>6s} {'tp':>4s} {'fp':>4s} {'prec':>6s} {'recall':>6s} "
+        f"{'F1':>6s} {'$recall':>7s} {'delay':>6s}"
+    )
+    for name, subset in subsets.items():
+        for gran, r in scorer.score(subset, flags).items():
+            print(
+                f"{name:7s} {gran:7s} {r['events']:6d} {r['tp']:4d} {r['fp']:4d} {r['precision']:6.3f} "
+                f"{r['recall']:6.3f} {r['f1']:6.3f} {r['dollar_recall']:7.3f} {r['mean_delay_steps']!s:>6s}"
+            )
+
+
+def naive_seconds_per_point(panel: Panel, n_series: int, n_steps: int) -> float:
+    """Time one robust STL (MSTL for hourly) fit per decided point on a small sample."""
+    params = ModelParams.for_granularity("hourly" if panel.granularity == "hourly" else "daily")
+    spec = params.window_spec()
+    periods = (24, 168) if panel.granularity == "hourly" else (7,)
+    steps = np.linspace(spec.length, panel.values.shape[1] - 1, n_steps).astype(int)
+    started = time.perf_counter()
+    naive_walk_forward(panel.values[:n_series], periods, spec.length, steps)
+    return (time.perf_counter() - started) / (n_series * n_steps)
+
+
+def synthetic_fleet(n_series: int, n_steps: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Daily bills: weekly season, noise, some batch jobs (zeros), monthly fees, a few spikes."""
+    rng = np.random.default_rng(seed)
+    stamps = np.datetime64("2025-01-01") + np.arange(n_steps).astype("timedelta64[D]")
+    first_of_month = (stamps - stamps.astype("datetime64[M]").astype("datetime64[D]")).astype(int) == 0
+    weekday = np.arange(n_steps) % 7
+    values = np.empty((n_series, n_steps))
+    for lo in range(0, n_series, 5000):
+        hi = min(lo + 5000, n_series)
+        size = hi - lo
+        level = np.exp(rng.uniform(1, 11, size))[:, None]
+        weekend = np.where(weekday >= 5, rng.uniform(0.4, 1.0, size)[:, None], 1.0)
+        block = level * weekend * np.exp(rng.uniform(0.02, 0.3, size)[:, None] * rng.standard_normal((size, n_steps)))
+        batch = rng.random(size) < 0.1
+        block[batch] *= rng.random((int(batch.sum()), n_steps)) < 0.5
+        fee = rng.random(size) < 0.1
+        block[np.ix_(fee, first_of_month)] += 10 * level[fee]
+        block[rng.random(size) < 0.01, -1] *= 5
+        values[lo:hi] = block
+    return values, stamps
+
+
+def fleet_worker(n_series: int, n_steps: int) -> None:
+    values, stamps = synthetic_fleet(n_series, n_steps)
+    detector = Detector(ModelParams.for_granularity("daily"))
+    started = time.perf_counter()
+    result = detector.fit(values, stamps, decide_from=n_steps - 1)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "alerts": int(result.is_anomaly.sum())}))
+
+
+def run_fleet(n_series: int, n_steps: int) -> dict[str, float]:
+    command = [
+        sys.executable,
+        __file__,
+        "--fleet-worker",
+        "--fleet-series",
+        str(n_series),
+        "--fleet-steps",
+        str(n_steps),
+    ]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fleet-series", type=int, default=100_000)
+    parser.add_argument("--fleet-steps", type=int, default=400)
+    parser.add_argument("--naive-series", type=int, default=3)
+    parser.add_argument("--naive-steps", type=int, default=10)
+    parser.add_argument("--skip-fleet", action="store_true")
+    parser.add_argument("--fleet-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fleet_worker:
+        fleet_worker(args.fleet_series, args.fleet_steps)
+        return
+    directory = bench_dir()
+    if not (directory / "public" / "labels.json").exists():
+        raise SystemExit(f"benchmark not found at {directory}; set SPENDWATCH_BENCH_DIR")
+    panels, flags, backtest_seconds = run_public(directory)
+    print_scores(directory, flags)
+    points = {name: int(p.values.size) for name, p in panels.items()}
+    per_point = {name: naive_seconds_per_point(p, args.naive_series, args.naive_steps) for name, p in panels.items()}
+    naive_backtest = sum(per_point[n] * points[n] for n in panels)
+    print(f"\nbacktest (read + decide every step, both files): {backtest_seconds:.1f} s")
+    print(
+        f"naive STL loop: {per_point['daily'] * 1e3:.1f} ms/point daily (STL), "
+        f"{per_point['hourly'] * 1e3:.1f} ms/point hourly (MSTL) -> {naive_backtest:.0f} s extrapolated; "
+        f"ratio {naive_backtest / backtest_seconds:.0f}x"
+    )
+    if args.skip_fleet:
+        return
+    fleet = run_fleet(args.fleet_series, args.fleet_steps)
+    naive_fleet = per_point["daily"] * args.fleet_series
+    print(
+        f"fleet scan ({args.fleet_series} daily series x {args.fleet_steps} days, newest point): "
+        f"{fleet['seconds']:.1f} s, peak RSS {fleet['peak_rss_mb']:.0f} MB (incl. the generated panel), "
+        f"{int(fleet['alerts'])} alerts; naive STL {naive_fleet:.0f} s extrapolated; "
+        f"ratio {naive_fleet / fleet['seconds']:.0f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
