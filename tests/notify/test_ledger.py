@@ -186,7 +186,7 @@ def test_due_day_follows_the_local_clock_weekdays_and_dst() -> None:
 
 
 def test_cli_renders_without_sending_and_sends_once(tmp_path: Path) -> None:
-    config, store, _, outbox = folder_setup(tmp_path)
+    _, store, _, outbox = folder_setup(tmp_path)
     runner = CliRunner()
     path = str(tmp_path / "spendwatch.yaml")
 
