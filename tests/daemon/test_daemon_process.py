@@ -116,7 +116,7 @@ def test_daemon_runs_serves_metrics_stops_on_sigterm_and_sends_one_digest_across
     proc = start(config, log, {"NOTIFY_SOCKET": str(notify_socket), "WATCHDOG_USEC": "1000000"})
     try:
         wait_for(lambda: http_get(port, "/healthz")[0] == 200, STARTUP_DEADLINE, "/healthz", proc)
-        wait_for(lambda: smtp.received(), STARTUP_DEADLINE, "the digest", proc)
+        wait_for(smtp.received, STARTUP_DEADLINE, "the digest", proc)
         wait_for(lambda: http_get(port, "/readyz")[0] == 200, STARTUP_DEADLINE, "/readyz", proc)
         status, body = http_get(port, "/metrics")
         assert status == 200
@@ -136,6 +136,7 @@ def test_daemon_runs_serves_metrics_stops_on_sigterm_and_sends_one_digest_across
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
         assert second.returncode == 2
         assert f"another spendwatch daemon (pid {proc.pid}) is already running" in second.stderr
