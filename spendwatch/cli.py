@@ -177,6 +177,9 @@ from spendwatch.notify.cli import digest_command, run_command  # noqa: E402
 
 main.add_command(digest_command)
 main.add_command(run_command)
+from spendwatch.doctor_cli import doctor_command  # noqa: E402
+
+main.add_command(doctor_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
