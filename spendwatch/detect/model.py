@@ -162,7 +162,7 @@ class Detector:
         rebase = self._rebase(rebase_at, n_series)
         decided = np.arange(decide_from, n_steps, dtype=np.int64)
         base = forecast(panel, decided, self._spec, rebase, self._recent)
-        recurring = self._recurring_excess(panel, timestamps, decided, rebase)
+        recurring = self._recurring_log_ratio(panel, timestamps, decided, rebase, base.log_expected)
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
         return _result(decide_from, decision)
 
@@ -175,10 +175,21 @@ class Detector:
             raise ValueError(f"rebase_at must have shape ({n_series},), got {rebase.shape}")
         return rebase
 
-    def _recurring_excess(
-        self, panel: FloatArray, timestamps: np.ndarray, decided: IntArray, rebase: IntArray
+    def _recurring_log_ratio(
+        self,
+        panel: FloatArray,
+        timestamps: np.ndarray,
+        decided: IntArray,
+        rebase: IntArray,
+        log_expected: FloatArray,
     ) -> FloatArray:
-        """Excess a day-of-month charge is expected to add at each decided column (daily)."""
+        """Log ratio a day-of-month charge adds at each decided column (daily; 0 = none).
+
+        A monthly charge is either a fixed amount (a licence) or a share of usage (a support
+        plan, a commitment true-up: usage doubles, so does the charge). Both are learnt from
+        the same day of earlier months, and the larger expectation is used: the step is only
+        surprising if neither explanation covers it.
+        """
         n_series = panel.shape[0]
         months = self.params.recurrence_months
         if self.params.granularity != "daily" or months <= 0 or len(decided) == 0:
@@ -192,20 +203,22 @@ class Detector:
         lookup = np.full(panel.shape[1], -1, dtype=np.int64)
         lookup[needed] = np.arange(len(needed))
         slot = np.where(earlier >= 0, lookup[np.maximum(earlier, 0)], -1)
-        return _recurring_from_history(past_decision, slot)
+        ratio = _recurring_from_history(past_decision.log_ratio, past_decision.is_anomaly, slot)
+        dollars = _recurring_from_history(past_decision.excess, past_decision.is_anomaly, slot)
+        as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
+        return np.nan_to_num(np.fmax(ratio, as_fixed_amount), nan=0.0)
 
 
-def _recurring_from_history(past: Decision, slot: IntArray) -> FloatArray:
-    """Median past excess where a majority of the available earlier months alerted."""
+def _recurring_from_history(amounts: FloatArray, alerted: BoolArray, slot: IntArray) -> FloatArray:
+    """Median of past amounts where a majority of the available earlier months alerted."""
     available = slot >= 0
     index = np.maximum(slot, 0)
-    alerted = past.is_anomaly[:, index] & available[None, :, :]
-    excess = np.where(alerted, past.excess[:, index], np.nan)
-    n_alerted = alerted.sum(axis=-1)
+    hits = alerted[:, index] & available[None, :, :]
+    n_hits = hits.sum(axis=-1)
     n_available = available.sum(axis=-1)[None, :]
-    recurring = (n_alerted >= 1) & (2 * n_alerted >= n_available)
-    amount = nanmedian_last(np.where(recurring[..., None], excess, np.nan))
-    return np.nan_to_num(amount, nan=0.0)
+    recurring = (n_hits >= 1) & (2 * n_hits >= n_available)
+    median = nanmedian_last(np.where(hits & recurring[..., None], amounts[:, index], np.nan))
+    return np.nan_to_num(median, nan=0.0)
 
 
 def _result(start: int, decision: Decision) -> DetectionResult:

@@ -15,8 +15,8 @@ from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.seasonal import Forecast
 
-RECURRING_SCALE_PCT = 0.1
-"""A learnt monthly charge is trusted to +-10%: its amount is an estimate from 1-3 samples."""
+RECURRING_LOG_SCALE = 0.1
+"""A learnt monthly charge is trusted to about +-10%: its ratio is an estimate from 1-3 samples."""
 
 LEAK_BLOCKS = 3
 """A leak is a level that rose from block to block, twice in a row: a shift rises only once."""
@@ -42,7 +42,8 @@ class Decision:
     lower: FloatArray
     upper: FloatArray
     score: FloatArray
-    excess: FloatArray
+    log_ratio: FloatArray  # log(observed / expected), NaN where undecided or not positive
+    excess: FloatArray  # observed - expected in dollars
     is_anomaly: BoolArray
     is_drop: BoolArray
     kind: np.ndarray
@@ -51,11 +52,12 @@ class Decision:
 def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: Thresholds) -> Decision:
     """Alert where a step is both statistically surprising and material in dollars.
 
-    ``observed`` holds the decided columns' values, aligned with ``base`` and ``recurring``.
+    ``observed`` holds the decided columns' values, aligned with ``base``; ``recurring`` is the
+    log ratio a learnt day-of-month charge adds on top of the seasonal expectation (0 if none).
     """
-    expected = np.exp(base.log_expected) + recurring
-    expected_long = np.exp(base.log_expected_long) + recurring
-    scale = _effective_scale(base.log_scale, expected, recurring, limits.scale_floor_pct)
+    expected = np.exp(base.log_expected + recurring)
+    expected_long = np.exp(base.log_expected_long + recurring)
+    scale = _effective_scale(base.log_scale, recurring, limits.scale_floor_pct)
     usable = base.decidable & ~np.isnan(observed)
     positive = usable & (observed > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -68,15 +70,12 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
         idle = (observed <= 0) & (base.zero_share > limits.intermittent_zero_share)
         is_drop = usable & ~is_anomaly & (observed < lower) & ~idle
     kind = _kind(spike, leak, is_drop, base, scale, limits)
-    return Decision(expected, lower, upper, score, observed - expected, is_anomaly, is_drop, kind)
+    log_ratio = score * scale
+    return Decision(expected, lower, upper, score, log_ratio, observed - expected, is_anomaly, is_drop, kind)
 
 
-def _effective_scale(
-    log_scale: FloatArray, expected: FloatArray, recurring: FloatArray, floor_pct: float
-) -> FloatArray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recurring_share = RECURRING_SCALE_PCT * recurring / expected
-    floors = np.fmax(floor_pct, recurring_share)
+def _effective_scale(log_scale: FloatArray, recurring: FloatArray, floor_pct: float) -> FloatArray:
+    floors = np.where(recurring > 0, max(floor_pct, RECURRING_LOG_SCALE), floor_pct)
     return np.fmax(np.fmax(log_scale, floors), _TINY)
 
 
