@@ -210,11 +210,21 @@ class Grain:
 class CurSql:
     """Builds the group-stage SQL for one source of columns in one dialect."""
 
-    def __init__(self, columns: Columns, tag_keys: Sequence[str], grain: Grain, dialect: Dialect) -> None:
+    def __init__(
+        self,
+        columns: Columns,
+        tag_keys: Sequence[str],
+        grain: Grain,
+        dialect: Dialect,
+        *,
+        map_keys: set[str] | None = None,
+    ) -> None:
         self.columns = columns
         self.tag_keys = list(tag_keys)
         self.grain = grain
         self.dialect = dialect
+        # The keys the tag map actually holds (when known): spellings it lacks are not looked up.
+        self.map_keys = map_keys
 
     # -- canonical expressions ---------------------------------------------------------------
 
@@ -223,7 +233,9 @@ class CurSql:
         if source is None:
             return {"num": "CAST(NULL AS DOUBLE)", "ts": "CAST(NULL AS TIMESTAMP)"}.get(kind, "CAST(NULL AS VARCHAR)")
         if kind == "text":
-            return f"NULLIF(TRIM(CAST({quote(source)} AS VARCHAR)), '')"
+            if self.dialect == "trino":
+                return f"NULLIF(TRIM(CAST({quote(source)} AS VARCHAR)), '')"
+            return f"NULLIF({quote(source)}, '')"  # DuckDB: typed_relation already made it text
         return quote(source)
 
     def _map_get(self, column: str, key: str) -> str:
@@ -245,9 +257,9 @@ class CurSql:
         for spelling in tag_candidates(key):
             if spelling in self.columns.tag_columns:
                 options.append(f"NULLIF(TRIM(CAST({quote(self.columns.tag_columns[spelling])} AS VARCHAR)), '')")
-            if self.columns.tag_map is not None:
+            if self.columns.tag_map is not None and (self.map_keys is None or spelling in self.map_keys):
                 getter = self._json_get if self.columns.tag_map_is_json else self._map_get
-                options.append(f"NULLIF(TRIM({getter(self.columns.tag_map, spelling)}), '')")
+                options.append(f"NULLIF({getter(self.columns.tag_map, spelling)}, '')")
         if not options:
             return "CAST(NULL AS VARCHAR)"
         return options[0] if len(options) == 1 else f"coalesce({', '.join(options)})"
@@ -420,22 +432,34 @@ def grouped_sql(normalised: str, grain: Grain, tags: int, *, top: str | None = N
 
 
 def finish_sql(
-    partials: str, tag_keys: Sequence[str], owner_tags: Sequence[str], job_tags: Sequence[str], unit: str
+    partials: str,
+    tag_keys: Sequence[str],
+    owner_tags: Sequence[str],
+    job_tags: Sequence[str],
+    unit: str,
+    present: set[int] | None = None,
 ) -> str:
     """DuckDB: merge grouped rows into cost lines (tags map, owner, job, clamped periods).
 
     Expects ``$start``/``$end`` parameters: the billing period every line is clamped into.
+    ``present`` lists the tag columns holding any value; the others are NULL everywhere and are left
+    out of the map and the grouping (equivalent, and far cheaper with many configured tag keys).
     """
-    tag_cols = [f"tag_{i}" for i in range(len(tag_keys))]
+    used = [i for i in range(len(tag_keys)) if present is None or i in present]
+    tag_cols = [f"tag_{i}" for i in used]
     group = [k for k in GROUP_KEYS if k != "period_start"] + tag_cols
-    index = {key: i for i, key in enumerate(tag_keys)}
-    entries = ", ".join(f"{{'k': {literal(key)}, 'v': tag_{i}}}" for i, key in enumerate(tag_keys))
-    tags = (
-        f"(CASE WHEN coalesce({', '.join(tag_cols)}) IS NULL THEN NULL "
-        f"ELSE map_from_entries(list_filter([{entries}], lambda e: e.v IS NOT NULL)) END)"
-        if tag_cols
-        else "CAST(NULL AS MAP(VARCHAR, VARCHAR))"
-    )
+    index = {tag_keys[i]: i for i in used}
+    entries = ", ".join(f"{{'k': {literal(tag_keys[i])}, 'v': tag_{i}}}" for i in used)
+    if len(tag_cols) > 1:
+        tags = (
+            f"(CASE WHEN coalesce({', '.join(tag_cols)}) IS NULL THEN NULL "
+            f"ELSE map_from_entries(list_filter([{entries}], lambda e: e.v IS NOT NULL)) END)"
+        )
+    elif tag_cols:
+        only, key = tag_cols[0], literal(tag_keys[used[0]])
+        tags = f"(CASE WHEN {only} IS NULL THEN NULL ELSE map([{key}], [{only}]) END)"
+    else:
+        tags = "CAST(NULL AS MAP(VARCHAR, VARCHAR))"
     owner = _first_of(owner_tags, index, principal=True)
     job = _first_of(job_tags, index, principal=False)
     start = f"least(greatest(period_start, CAST($start AS TIMESTAMP)), CAST($end AS TIMESTAMP) - INTERVAL 1 {unit})"

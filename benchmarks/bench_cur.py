@@ -1,0 +1,230 @@
+"""Load a generated 20-million-line CUR 2.0 month from Parquet into a store, end to end.
+
+    python benchmarks/bench_cur.py                 # 20M lines (default)
+    python benchmarks/bench_cur.py --lines 2000000 # quicker
+
+Generates a month of CUR 2.0 line items (25k resources over 20 accounts, hourly, with owner/job tags
+in ``resource_tags``) as Parquet files in a temporary folder, then, each in a fresh process so peak
+memory is its own:
+
+1. **spendwatch**: ``CurLoader`` (the aws-data-export reduction) + ``Store.replace_cost_lines`` for every
+   batch — the same path ``aws-data-export`` takes after downloading the files;
+2. **baseline**: a plain ``pandas.read_parquet`` of the same files + ``groupby`` on the same keys.
+
+Prints rows/s, peak RSS and the ratio. Targets: >= 2M lines/s, peak < 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MONTH = datetime(2026, 10, 1, tzinfo=UTC)
+HOURS = 31 * 24
+FILE_LINES = 2_000_000
+
+
+def _dict(values: list[str], indices: np.ndarray) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), pa.array(values))
+
+
+def generate(folder: Path, lines: int, seed: int = 11) -> list[Path]:
+    """CUR 2.0 Parquet files shaped like a real estate: every resource bills every hour.
+
+    ``lines / 744`` resources, each owned by one of 60 people; a person works in one of 20 accounts
+    and uses a few usage types, so resources share (account, service, usage type, owner) — as in a
+    real bill, where that is what lets the long tail fold into few stored rows.
+    """
+    rng = np.random.default_rng(seed)
+    resources = max(1, lines // HOURS)
+    accounts = [f"{100000000000 + i}" for i in range(20)]
+    products = ["AmazonEC2", "AmazonS3", "AmazonRDS", "AWSLambda", "AmazonSageMaker"]
+    names = [
+        "Amazon Elastic Compute Cloud",
+        "Amazon Simple Storage Service",
+        "Amazon Relational Database Service",
+        "AWS Lambda",
+        "Amazon SageMaker",
+    ]
+    usage = [f"USE1-BoxUsage:{f}.{s}" for f in ("m5", "c5", "r5", "g5") for s in ("large", "xlarge", "2xlarge")]
+    usage += ["USE1-TimedStorage-ByteHrs", "USE1-InstanceUsage:db.r5.large", "USE1-Lambda-GB-Second"]
+    usage += ["USE1-Train:ml.g5.xlarge"]
+    usage_product = [0] * 12 + [1, 2, 3, 4]
+    owners = [f"person{i:02d}@example.com" for i in range(60)]
+    owner_usage = rng.integers(0, len(usage), (len(owners), 3))
+    res_owner = rng.integers(0, len(owners), resources)
+    res_usage = owner_usage[res_owner, rng.integers(0, 3, resources)]
+    res_account = res_owner % len(accounts)
+    res_product = np.array(usage_product)[res_usage]
+    res_rate = rng.gamma(2.0, 0.2, resources)
+    resource_ids = [f"arn:aws:ec2:us-east-1:{accounts[a]}:instance/i-{r:017x}" for r, a in enumerate(res_account)]
+    start0 = np.datetime64(MONTH.replace(tzinfo=None), "ms")
+    hours_per_file = max(1, FILE_LINES // resources)
+    owner_names = np.array(owners, dtype=object)
+    teams = np.array(["team-a", "team-b", "team-c"], dtype=object)
+    files = []
+    made = 0
+    for number, first_hour in enumerate(range(0, HOURS, hours_per_file)):
+        hours = np.arange(first_hour, min(HOURS, first_hour + hours_per_file))
+        res = np.tile(np.arange(resources), len(hours))
+        hour = np.repeat(hours, resources)
+        n = len(res)
+        if made + n > lines:
+            res, hour, n = res[: lines - made], hour[: lines - made], lines - made
+        if n <= 0:
+            break
+        made += n
+        starts = start0 + hour.astype("timedelta64[h]")
+        kind = np.where(rng.random(n) < 0.97, 0, np.where(rng.random(n) < 0.5, 1, 2))
+        cost = res_rate[res] * rng.uniform(0.8, 1.2, n)
+        offsets = pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32))
+        keys = pa.array(np.tile(np.array(["user_owner", "user_team"], dtype=object), n), type=pa.string())
+        pairs = np.stack([owner_names[res_owner[res]], teams[res_owner[res] % 3]], 1).ravel()
+        table = pa.table(
+            {
+                "bill_payer_account_id": _dict(["999999999999"], np.zeros(n)),
+                "bill_invoice_id": pa.nulls(n, pa.string()),
+                "line_item_usage_account_id": _dict(accounts, res_account[res]),
+                "line_item_line_item_type": _dict(["Usage", "DiscountedUsage", "SavingsPlanCoveredUsage"], kind),
+                "line_item_product_code": _dict(products, res_product[res]),
+                "product_product_name": _dict(names, res_product[res]),
+                "line_item_usage_type": _dict(usage, res_usage[res]),
+                "product_region_code": _dict(["us-east-1"], np.zeros(n)),
+                "line_item_resource_id": _dict(resource_ids, res),
+                "line_item_currency_code": _dict(["USD"], np.zeros(n)),
+                "line_item_usage_start_date": pa.array(starts, pa.timestamp("ms")),
+                "line_item_usage_end_date": pa.array(starts + np.timedelta64(1, "h"), pa.timestamp("ms")),
+                "line_item_unblended_cost": pa.array(cost),
+                "pricing_public_on_demand_cost": pa.array(cost * 1.3),
+                "savings_plan_savings_plan_effective_cost": pa.array(np.where(kind == 2, cost * 0.7, np.nan)),
+                "resource_tags": pa.MapArray.from_arrays(offsets, keys, pa.array(pairs, type=pa.string())),
+            }
+        )
+        path = folder / f"cur2-{number:05d}.snappy.parquet"
+        pq.write_table(table, path, row_group_size=250_000, compression="snappy")
+        files.append(path)
+    return files
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_spendwatch(folder: Path) -> dict[str, float]:
+    from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile
+    from spendwatch.collectors.aws_cur_sql import Grain, kept_tag_keys
+    from spendwatch.collectors.base import DEFAULT_JOB_TAGS, DEFAULT_OWNER_TAGS
+    from spendwatch.store import Store
+
+    files = [ExportFile(p, p.name) for p in sorted(folder.glob("*.parquet"))]
+    store = Store(folder / "bench.duckdb")
+    store.migrate()
+    end = datetime(2026, 11, 1, tzinfo=UTC)
+    began = time.perf_counter()
+    tags = kept_tag_keys(DEFAULT_OWNER_TAGS, DEFAULT_JOB_TAGS, ["team"])
+    with CurLoader(
+        tag_keys=tags, owner_tags=DEFAULT_OWNER_TAGS, job_tags=DEFAULT_JOB_TAGS, grain=Grain(), work_dir=folder,
+        memory_limit="1GB",
+    ) as loader:  # fmt: skip
+        loader.load(files)
+        reduced = time.perf_counter()
+        lines = loader.finish(MONTH, end)
+        stored = 0
+        for start, stop, table in loader.batches(MONTH, end):
+            stored += store.replace_cost_lines("bench", start, stop, table).rows
+        line_items = loader.line_items
+    seconds = time.perf_counter() - began
+    assert stored == lines
+    return {
+        "seconds": seconds,
+        "reduce_seconds": reduced - began,
+        "line_items": line_items,
+        "stored": stored,
+        "peak_mb": peak_mb(),
+    }
+
+
+def run_pandas(folder: Path) -> dict[str, float]:
+    import pandas as pd
+
+    began = time.perf_counter()
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], ignore_index=True)
+    frame["hour"] = frame["line_item_usage_start_date"].dt.floor("h")
+    keys = [
+        "hour",
+        "bill_payer_account_id",
+        "line_item_usage_account_id",
+        "line_item_product_code",
+        "line_item_usage_type",
+        "product_region_code",
+        "line_item_resource_id",
+        "line_item_line_item_type",
+        "line_item_currency_code",
+    ]
+    grouped = frame.groupby(keys, observed=True, sort=False)[
+        ["line_item_unblended_cost", "pricing_public_on_demand_cost"]
+    ].sum()
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "line_items": len(frame), "groups": len(grouped), "peak_mb": peak_mb()}
+
+
+def child(mode: str, folder: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--folder", str(folder)], check=True, capture_output=True, text=True
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=20_000_000)
+    parser.add_argument("--child", choices=["spendwatch", "pandas"])
+    parser.add_argument("--folder", type=Path)
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        result = run_spendwatch(args.folder) if args.child == "spendwatch" else run_pandas(args.folder)
+        print(json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory(prefix="spendwatch-bench-cur-") as tmp:
+        folder = Path(tmp)
+        began = time.perf_counter()
+        files = generate(folder, args.lines)
+        size = sum(p.stat().st_size for p in files) / 1e6
+        print(f"generated {args.lines:,} CUR 2.0 line items in {len(files)} Parquet files ({size:,.0f} MB) "
+              f"in {time.perf_counter() - began:.1f}s")  # fmt: skip
+        ours = child("spendwatch", folder)
+        rate = ours["line_items"] / ours["seconds"]
+        print(
+            f"spendwatch: {ours['line_items']:,.0f} lines -> {ours['stored']:,.0f} stored rows "
+            f"in {ours['seconds']:.2f}s "
+            f"(reduce {ours['reduce_seconds']:.2f}s) = {rate / 1e6:.2f}M lines/s, peak RSS {ours['peak_mb']:,.0f} MB"
+        )
+        print(f"  target >= 2.00M lines/s: {'PASS' if rate >= 2e6 else 'FAIL'}; "
+              f"peak < 1,536 MB: {'PASS' if ours['peak_mb'] < 1536 else 'FAIL'}")  # fmt: skip
+        if args.no_baseline:
+            return
+        base = child("pandas", folder)
+        base_rate = base["line_items"] / base["seconds"]
+        print(
+            f"pandas read_parquet + groupby: {base['line_items']:,.0f} lines -> {base['groups']:,.0f} groups in "
+            f"{base['seconds']:.2f}s = {base_rate / 1e6:.2f}M lines/s, peak RSS {base['peak_mb']:,.0f} MB"
+        )
+        print(f"ratio: spendwatch is {rate / base_rate:.2f}x the pandas baseline's speed "
+              f"with {base['peak_mb'] / ours['peak_mb']:.1f}x less peak memory")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
