@@ -375,3 +375,13 @@ def test_plan_chunks_split_months_and_the_hourly_tail() -> None:
         (1, 3, "DAILY"),
         (3, 5, "HOURLY"),
     ]
+
+
+def test_policy_check_catches_an_action_the_policy_lacks(tmp_path: Path) -> None:
+    from tests.doubles.aws_calls import POLICY, denied
+
+    assert denied({"ce:GetCostAndUsage", "s3:ListBucket", "athena:BatchGetQueryExecution"}) == set()
+    assert denied({"ec2:TerminateInstances", "s3:DeleteObject"}) == {"ec2:TerminateInstances", "s3:DeleteObject"}
+    narrowed = tmp_path / "policy.json"
+    narrowed.write_text(POLICY.read_text().replace('"ce:GetCostAndUsage", ', ""))
+    assert denied({"ce:GetCostAndUsage"}, narrowed) == {"ce:GetCostAndUsage"}
