@@ -285,6 +285,8 @@ def run_daemon(
         config.daemon.timezone,
         extra={"event": "started", "pid": os.getpid()},
     )  # fmt: skip
+    if not config.notify.channels:
+        log.info("notify: no channels configured; digests are written to %s", store_config.path.parent / "outbox")
     notifier.notify("READY=1", f"STATUS=running; store {store_config.path}", f"MAINPID={os.getpid()}")
     watchdog = _start_watchdog(ctx, notifier, scheduler)
     try:
@@ -527,8 +529,9 @@ def detect_job(ctx: DaemonContext) -> None:
     finally:
         with ctx._lock:
             collected = {s.name for s in ctx.config.sources if s.enabled} <= ctx._first_collections
-        if collected:
+        if collected and not ctx.initial_pass.is_set():
             ctx.initial_pass.set()
+            ctx.nudge("digest-catchup")  # a digest held back at start goes out now
 
 
 def killswitch_job(ctx: DaemonContext) -> None:
