@@ -92,13 +92,13 @@ class SmtpServer:
             self.ca_file = cert
 
         class Handler:
-            async def handle_RCPT(self, _srv: Any, _session: Any, envelope: Any, address: str, _opts: Any) -> str:  # noqa: N802
+            async def handle_RCPT(self, _srv: Any, _session: Any, envelope: Any, address: str, _opts: Any) -> str:
                 if address in server.refuse_rcpt:
                     return "550 5.1.1 no such user"
                 envelope.rcpt_tos.append(address)
                 return "250 OK"
 
-            async def handle_DATA(self, _srv: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+            async def handle_DATA(self, _srv: Any, _session: Any, envelope: Any) -> str:
                 with server._lock:
                     if server.fail_data_with:
                         return server.fail_data_with.pop(0)
