@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from spendwatch.cli import Env, handle_errors, pass_env
+from spendwatch.cli_util import Env, handle_errors, pass_env
 
 
 def _actor(name: str | None) -> str:
