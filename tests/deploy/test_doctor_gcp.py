@@ -266,3 +266,29 @@ def test_no_application_default_credentials(
     assert identity.status == "fail"
     assert "no Google credentials found" in identity.message
     assert identity.fix is not None and "Workload Identity" in identity.fix
+
+
+def test_the_shipped_kill_switch_role_covers_every_gcp_action(
+    tmp_path: Path, google_api: GoogleApiServer, fakes: Any, clock: Any
+) -> None:
+    role = Path(__file__).resolve().parents[2] / "deploy" / "gcp" / "killswitch-role.yaml"
+    if not role.is_file():
+        pytest.skip(f"{role} is not in the checkout yet (the kill-switch engineer ships it)")
+    from spendwatch.killswitch.base import ACTIONS
+
+    iam, _ = fakes
+    granted = yaml.safe_load(role.read_text())["includedPermissions"]
+    iam.grant("projects/ml-proj-a", *granted)  # IAM accepts billing.* on a project role too …
+    iam.grant(f"billingAccounts/{ACCOUNT}", *granted)  # … but they take effect on the billing account
+    pairs = sorted({(cls.resource_type, cls.verb) for _, cls in ACTIONS.items() if cls.provider == "gcp"})
+    rules = [
+        {"name": f"r{i}", "when": {"job": {"accounts": ["ml-proj-a"]}}, "do": verb, "resource_types": [rtype],
+         "how": "approve"}
+        for i, (rtype, verb) in enumerate(pairs)
+    ]  # fmt: skip
+    killswitch = {"allow_disable_billing": True, "rules": rules}
+    config = _config(tmp_path, google_api.endpoint, [{"name": "d", "type": "simulated"}], killswitch)
+    report = run_doctor(config, clock, gcp_billing_accounts=[ACCOUNT])
+    problems = [f for f in _by(report, "killswitch") if f.status in ("fail", "warn")]
+    assert problems == []
+    assert len([f for f in _by(report, "killswitch") if f.status == "ok"]) == 2  # the project and the account
