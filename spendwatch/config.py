@@ -29,6 +29,7 @@ from spendwatch.config_types import ConfigPath, Duration
 from spendwatch.daemon import DaemonConfig
 from spendwatch.detect.monitors import MonitorConfig, default_monitors
 from spendwatch.errors import ConfigError
+from spendwatch.guard.config import GuardConfig
 from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.notify.config import NotifyConfig
 from spendwatch.plugins import StrictModel, config_models
@@ -92,6 +93,7 @@ class Config(StrictModel):
     notify: NotifyConfig = Field(default_factory=NotifyConfig, description="digest, alerts, channels, team routes")
     daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="schedules of `spendwatch run`")
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="the runaway-job guard (docs/guard.md)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -213,8 +215,8 @@ def _data_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node and part in SOURCES:
-            continue
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and part == node.get("type"):
+            continue  # the tag of a discriminated union (source, channel …), not a key the user wrote
         out.append(part)
         if isinstance(node, dict):
             node = node.get(part)
@@ -246,15 +248,23 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
         return f"unknown key{hint}"
     if kind == "missing":
         return "required key is missing"
-    if kind == "union_tag_invalid":
-        tag = (error.get("ctx") or {}).get("tag")
-        return f"unknown source type {tag!r} (known: {', '.join(SOURCES.names())})"
-    if kind == "union_tag_not_found":
-        return f"'type' is required (one of: {', '.join(SOURCES.names())})"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        context = error.get("ctx") or {}
+        known = _known_tags(str(context.get("expected_tags", "")))
+        names = [part for part in loc if isinstance(part, str) and part != "type"]
+        what = f"{names[-1].removesuffix('s')} type" if names else "type"  # sources[0] -> "source type"
+        if kind == "union_tag_not_found":
+            return f"'type' is required (one of: {known})"
+        return f"unknown {what} {context.get('tag')!r} (known: {known})"
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return f"{message} (got {_short(error.get('input'))})" if kind != "value_error" else message
+
+
+def _known_tags(expected: str) -> str:
+    """pydantic lists the tags as "'a', 'b'"; people read "a, b"."""
+    return ", ".join(tag.strip().strip("'") for tag in expected.split(",") if tag.strip())
 
 
 def _short(value: Any) -> str:

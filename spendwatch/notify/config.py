@@ -13,32 +13,22 @@ from collections.abc import Iterable
 from datetime import timedelta
 from email.headerregistry import Address
 from email.utils import parseaddr
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 import spendwatch.notify.plugins  # noqa: F401  (registers the channel types)
 from spendwatch.config_types import Duration, Name
 from spendwatch.notify.channels import CHANNELS, ChannelConfig
-from spendwatch.plugins import StrictModel
+from spendwatch.plugins import StrictModel, config_models
 from spendwatch.records import SEVERITY_ORDER, Severity
 
-
-def _channel_config(value: Any, info: ValidationInfo) -> Any:
-    """Validate a channel with its own type's model (errors keep the key path, without a union tag)."""
-    if isinstance(value, ChannelConfig):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError("a channel is a mapping with at least name and type")
-    kind = value.get("type")
-    if kind is None:
-        raise ValueError(f"'type' is required (one of: {', '.join(CHANNELS.names())})")
-    if kind not in CHANNELS:
-        raise ValueError(f"unknown channel type {kind!r} (known: {', '.join(CHANNELS.names())})")
-    return CHANNELS.get(kind).config_model.model_validate(value, context=info.context)
-
-
-ChannelSpec = Annotated[ChannelConfig, BeforeValidator(_channel_config)]
+# A discriminated union, as sources are: each channel validates with its own type's model, the JSON
+# Schema lists every type's keys, and spendwatch.config strips the union tag from error paths.
+if TYPE_CHECKING:
+    ChannelSpec = ChannelConfig
+else:
+    ChannelSpec = Annotated[Union[config_models(CHANNELS)], Field(discriminator="type")]  # noqa: UP007
 
 
 def _check_address(value: str) -> str:
