@@ -21,7 +21,7 @@ SMTP = {"name": "mail", "type": "smtp", "host": "smtp.example.com"}
     [
         (
             {"notify": {"channels": [{"name": "x", "type": "pigeon"}]}},
-            "notify.channels[0]: unknown channel type 'pigeon'",
+            "notify.channels[0].type: unknown channel type 'pigeon'",
         ),
         (
             {"notify": {"channels": [{"name": "x"}]}},
