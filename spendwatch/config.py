@@ -250,7 +250,7 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
         return "required key is missing"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         context = error.get("ctx") or {}
-        known = _known_tags(str(context.get("expected_tags", "")))
+        known = _known_tags(str(context.get("expected_tags", ""))) or _registry_names(loc)
         names = [part for part in loc if isinstance(part, str) and part != "type"]
         what = f"{names[-1].removesuffix('s')} type" if names else "type"  # sources[0] -> "source type"
         if kind == "union_tag_not_found":
@@ -260,6 +260,16 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return f"{message} (got {_short(error.get('input'))})" if kind != "value_error" else message
+
+
+def _registry_names(loc: tuple[str | int, ...]) -> str:
+    from spendwatch.notify.channels import CHANNELS
+
+    registries = {"sources": SOURCES, "channels": CHANNELS}
+    for part in reversed(loc):
+        if isinstance(part, str) and part in registries:
+            return ", ".join(registries[part].names())
+    return "see `spendwatch config schema`"
 
 
 def _known_tags(expected: str) -> str:
