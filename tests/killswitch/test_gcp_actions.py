@@ -11,12 +11,21 @@ from spendwatch.killswitch.engine import KillSwitch, run_killswitch
 from spendwatch.store import Store
 from tests.doubles.google import GoogleApiServer, google_api  # noqa: F401  (fixture)
 from tests.doubles.google_actions import GcpEstate
+from tests.killswitch.conftest import gcp_role_permissions
 from tests.killswitch.factories import incident, job, rule, settings
 
 
 @pytest.fixture
-def estate(google_api: GoogleApiServer) -> Iterator[GcpEstate]:  # noqa: F811
-    yield GcpEstate(google_api)
+def estate(google_api: GoogleApiServer, permission_audit: Any) -> Iterator[GcpEstate]:  # noqa: F811
+    """The fake estate; afterwards, every Google permission the calls needed was declared and is in the role."""
+    fake = GcpEstate(google_api)
+    yield fake
+    used = fake.permissions_used()
+    declared = {p for cls in permission_audit.acted for p in (*cls.permissions, *cls.undo_permissions)}
+    assert used <= declared, f"undeclared: {sorted(used - declared)}"
+    assert used <= gcp_role_permissions(), (
+        f"not in deploy/gcp/killswitch-role.yaml: {sorted(used - gcp_role_permissions())}"
+    )
 
 
 def _config(estate: GcpEstate, *rules: dict[str, Any], **extra: Any) -> Any:
