@@ -13,7 +13,7 @@ from typing import Any
 from tests.doubles.google import ApiError, ApiRequest, GoogleApiServer
 
 
-def _page(items: list[Any], request: ApiRequest, key: str, default_size: int = 50) -> dict[str, Any]:
+def page_items(items: list[Any], request: ApiRequest, key: str, default_size: int = 50) -> dict[str, Any]:
     offset = int(request.query.get("pageToken") or 0)
     size = int(request.query.get("pageSize") or default_size) or default_size
     out: dict[str, Any] = {key: items[offset : offset + size]}
@@ -105,13 +105,13 @@ class FakeCloudBilling:
         ]
 
     def _accounts(self, request: ApiRequest) -> dict[str, Any]:
-        return _page(self.accounts, request, "billingAccounts")
+        return page_items(self.accounts, request, "billingAccounts")
 
     def _projects(self, request: ApiRequest) -> dict[str, Any]:
         account = request.params["account"]
         if account not in self.projects:
             raise ApiError(404, f"Billing account billingAccounts/{account} not found.")
-        return _page(self.projects[account], request, "projectBillingInfo")
+        return page_items(self.projects[account], request, "projectBillingInfo")
 
     def _billing_info(self, request: ApiRequest) -> dict[str, Any]:
         for infos in self.projects.values():
@@ -125,7 +125,7 @@ class FakeCloudBilling:
             {"name": f"services/{s}", "serviceId": s, "displayName": s, "businessEntityName": "businessEntities/GCP"}
             for s in self.skus
         ]
-        return _page(services, request, "services")
+        return page_items(services, request, "services")
 
     def _skus(self, request: ApiRequest) -> dict[str, Any]:
-        return _page(self.skus.get(request.params["service"], []), request, "skus", default_size=5000)
+        return page_items(self.skus.get(request.params["service"], []), request, "skus", default_size=5000)

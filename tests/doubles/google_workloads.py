@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from tests.doubles.google import ApiRequest, GoogleApiServer
-from tests.doubles.google_billing import _page
+from tests.doubles.google_billing import page_items
 
 _CLUSTER_ACTIVE = {"CREATING", "RUNNING", "UPDATING", "REPAIRING", "STARTING", "ERROR_DUE_TO_UPDATE"}
 
@@ -40,7 +40,7 @@ class FakeVertex:
         after = re.search(r'update_time>"([^"]+)"', query)
         if after:
             jobs = [j for j in jobs if _when(j["updateTime"]) > _when(after[1])]
-        return _page(jobs, request, "customJobs")
+        return page_items(jobs, request, "customJobs")
 
 
 class FakeDataproc:
@@ -55,7 +55,9 @@ class FakeDataproc:
         clusters = [c for c in self.clusters if c["projectId"] == p["project"] and c.get("_region") == p["region"]]
         if "ACTIVE" in request.query.get("filter", ""):
             clusters = [c for c in clusters if c["status"]["state"] in _CLUSTER_ACTIVE]
-        return _page([{k: v for k, v in c.items() if not k.startswith("_")} for c in clusters], request, "clusters")
+        return page_items(
+            [{k: v for k, v in c.items() if not k.startswith("_")} for c in clusters], request, "clusters"
+        )
 
     def _batches(self, request: ApiRequest) -> dict[str, Any]:
         p = request.params
@@ -68,4 +70,4 @@ class FakeDataproc:
         after = re.search(r'create_time > "([^"]+)"', query)
         if after:
             batches = [b for b in batches if _when(b["createTime"]) > _when(after[1])]
-        return _page(batches, request, "batches")
+        return page_items(batches, request, "batches")
