@@ -19,6 +19,8 @@ from spendwatch.collectors.simulated import SimulatedEstate, SimulatedSourceConf
 from spendwatch.config import Config, parse_config
 from spendwatch.detect.incidents import load_incidents
 from spendwatch.detect.runner import run_detection
+from spendwatch.killswitch.engine import run_killswitch
+from spendwatch.notify.cli import render_to_dir
 from spendwatch.records import Incident
 from spendwatch.store import Store
 
@@ -71,6 +73,14 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     say("2/4 detecting anomalies and attributing them …")
     detection = run_detection(config, store, clock)
     say(f"    {detection.series_scored} series scored, {detection.opened} incident(s) found")
+    say("3/4 planning the kill switch (dry-run: nothing is touched) …")
+    plan = run_killswitch(config, store, clock)
+    for action in plan.dry_run:
+        say(f"    would {action.verb} {action.resource_type} {action.resource_id} (owner {action.owner or '?'})")
+    say("4/4 writing the daily digest …")
+    report_day = (clock.now() - timedelta(days=1)).date()
+    for path in render_to_dir(config, store, clock, report_day, output / "digest", charts=True):
+        say(f"    {path}")
     estate = SimulatedEstate(seed, days, clock.now())
     return match_injected(estate.scenario, load_incidents(store))
 

@@ -29,6 +29,8 @@ BASELINE_CYCLES = 4
 MAX_CONTRIBUTORS_PER_DIMENSION = 5
 MAX_JOBS = 5
 MIN_SHARE = 0.01
+# A child holding at least this share of the excess is one the incident is about.
+SIGNIFICANT_SHARE = 0.05
 
 # Which services' costs job records of a platform explain (matched case-insensitively by substring).
 PLATFORM_SERVICES: dict[str, tuple[str, ...]] = {
@@ -176,6 +178,11 @@ def link_jobs(
                 return ()
             clauses.append(f"platform IN ({', '.join('?' * len(platforms))})")
             params.extend(platforms)
+    for _dimension, column, allowed in _narrowing(dimensions, found):
+        if not allowed:
+            return ()
+        clauses.append(f"{column} IN ({', '.join('?' * len(allowed))})")
+        params.extend(allowed)
     named = [c.value for c in found if c.dimension in ("job_id", "resource_id")]
     if named:
         marks = ", ".join("?" * len(named))
@@ -192,6 +199,26 @@ def link_jobs(
     floor = max(impact, 0.0) * 0.01
     links = [link for link in links if link.cost > 0 and link.cost >= floor]
     return tuple(sorted(links, key=lambda link: -link.cost)[:MAX_JOBS])
+
+
+def _narrowing(dimensions: dict[str, str], found: Sequence[Contributor]) -> list[tuple[str, str, list[str]]]:
+    """Jobs must belong to a service and an account that carried the excess.
+
+    When the incident's series does not name the service (or account) itself, its contributors say
+    which ones grew: a job on a platform whose service did not grow cannot explain the excess, however
+    much it cost (e.g. a tagged training job is no culprit of the *untagged* spend's spike).
+    """
+    narrowing = []
+    for dimension, column in (("service_name", "platform"), ("sub_account_id", "sub_account_id")):
+        if dimension in dimensions:
+            continue
+        grew = [c.value for c in found if c.dimension == dimension and c.share >= SIGNIFICANT_SHARE]
+        if not any(c.dimension == dimension for c in found):
+            continue  # nothing known about this dimension: do not narrow
+        if dimension == "service_name":
+            grew = sorted({p for service in grew for p in platforms_for_service(service)})
+        narrowing.append((dimension, column, grew))
+    return narrowing
 
 
 def platforms_for_service(service: str) -> list[str]:
