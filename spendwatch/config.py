@@ -32,7 +32,7 @@ from spendwatch.errors import ConfigError
 from spendwatch.guard.config import GuardConfig
 from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.notify.config import NotifyConfig
-from spendwatch.plugins import StrictModel, config_models
+from spendwatch.plugins import Registry, StrictModel, config_models
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -265,7 +265,7 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
 def _registry_names(loc: tuple[str | int, ...]) -> str:
     from spendwatch.notify.channels import CHANNELS
 
-    registries = {"sources": SOURCES, "channels": CHANNELS}
+    registries: dict[str, Registry[Any]] = {"sources": SOURCES, "channels": CHANNELS}
     for part in reversed(loc):
         if isinstance(part, str) and part in registries:
             return ", ".join(registries[part].names())

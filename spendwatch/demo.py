@@ -76,7 +76,7 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     say("3/4 planning the kill switch (dry-run: nothing is touched) …")
     plan = run_killswitch(config, store, clock)
     for action in plan.dry_run:
-        say(f"    would {action.verb} {action.resource_type} {action.resource_id} (owner {action.owner or '?'})")
+        say(f"    would {action.summary}")
     say("4/4 writing the daily digest …")
     report_day = (clock.now() - timedelta(days=1)).date()
     for path in render_to_dir(config, store, clock, report_day, output / "digest", charts=True):
