@@ -25,7 +25,7 @@ Granularity = Literal["daily", "hourly"]
 _DEFAULTS: dict[str, dict[str, float | int]] = {
     "daily": {
         "min_impact_abs": 10.0,
-        "min_impact_pct": 0.2,
+        "min_impact_pct": 0.3,
         "season_cycles": 8,
         "level_points": 7,
         "min_history": 14,
