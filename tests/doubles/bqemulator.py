@@ -46,14 +46,21 @@ def _venv() -> Path:
 
 def ensure_venv() -> Path:
     """The emulator's virtualenv, built on first use; raises RuntimeError when it cannot be."""
+    from filelock import FileLock
+
     venv = _venv()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(venv) + ".lock", timeout=900):  # pytest-xdist workers build it once
+        return _build(venv)
+
+
+def _build(venv: Path) -> Path:
     python = venv / "bin" / "python"
     marker = venv / ".spendwatch-ready"
     if marker.exists():
         return venv
     if venv.exists():
         shutil.rmtree(venv)
-    venv.parent.mkdir(parents=True, exist_ok=True)
     steps = [
         [sys.executable, "-m", "venv", str(venv)],
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PACKAGES],
