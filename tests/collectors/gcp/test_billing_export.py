@@ -378,9 +378,17 @@ def test_daily_granularity_and_project_labels(
     google_api: GoogleApiServer, bq: FakeBigQuery, store: Store, clock: FixedClock
 ) -> None:
     bq.on_query(lambda c: QueryAnswer(AGGREGATE_SCHEMA, []))
-    config = export_config(google_api.endpoint, granularity="day", project_label_keys=["cost-center"], backfill="2d")
+    config = export_config(
+        google_api.endpoint,
+        granularity="day",
+        project_label_keys=["cost-center"],
+        backfill="2d",
+        maximum_bytes_billed=20 << 30,
+        location="EU",
+    )
     assert collect_source(config, store, clock).error is None
     [call] = bq.queries
+    assert call.maximum_bytes_billed == 20 << 30 and call.location == "eu"
     assert "TIMESTAMP_TRUNC(usage_start_time, DAY)" in call.sql
     assert "UNNEST(project.labels)" in call.sql and call.parameters["project_label_0"] == "cost-center"
     assert call.parameters["end"] == datetime(2026, 11, 21, tzinfo=UTC)

@@ -420,6 +420,15 @@ def test_dataproc_5xx_is_retried(google_api: GoogleApiServer, workloads: Any, st
     assert len(google_api.calls("GET", "/v1/projects/{p}/regions/{r}/clusters")) == 3
 
 
+def test_vertex_5xx_is_retried(google_api: GoogleApiServer, workloads: Any, clock: FixedClock) -> None:
+    google_api.fail("GET", "/v1/projects/{p}/locations/{r}/customJobs", 500, times=1)
+    google_api.fail("GET", "/v1/projects/{p}/locations/{r}/customJobs", 429, times=1)
+    config = _config(google_api.endpoint, projects=[ML], bigquery={"enabled": False}, dataproc={"enabled": False})
+    table = list_running(config, clock=clock)
+    assert table.num_rows == 2
+    assert len(google_api.calls("GET", "/v1/projects/{p}/locations/{r}/customJobs")) == 3
+
+
 def test_projects_default_to_billing_enabled_projects_in_the_store(
     google_api: GoogleApiServer, workloads: Any, store: Store, clock: FixedClock
 ) -> None:
