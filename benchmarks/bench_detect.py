@@ -71,6 +71,33 @@ def run_public(directory: Path) -> tuple[dict[str, Panel], dict[str, set[Any]], 
     return panels, flags, time.perf_counter() - started
 
 
+def reachable_excess(labels: dict[str, Any], panels: dict[str, Panel]) -> float:
+    """$ of events with a positive observed cost between start and detect_by (others no causal
+    detector can flag: a spike on a missing row, a shift whose first days are all $0)."""
+    total = 0.0
+    for sid, label in labels.items():
+        panel = panels[label["granularity"]]
+        row = panel.values[panel.series_ids.index(sid)]
+        for event in label["events"]:
+            start = np.datetime64(event["start"].replace("Z", ""), "s")
+            until = np.datetime64(event["detect_by"].replace("Z", ""), "s")
+            window = row[(panel.timestamps >= start) & (panel.timestamps <= until)]
+            total += event["excess"] if np.nan_to_num(window).max(initial=0.0) > 0 else 0.0
+    return total
+
+
+def print_reachable(directory: Path, flags: dict[str, set[Any]], panels: dict[str, Panel]) -> None:
+    scorer = load_scorer(directory)
+    labels = json.loads((directory / "public" / "labels.json").read_text())
+    everything = sum(e["excess"] for v in labels.values() for e in v["events"])
+    reachable = reachable_excess(labels, panels)
+    detected = scorer.score(labels, flags)["all"]["dollar_recall"] * everything
+    print(
+        f"\nreachable $: {reachable / everything:.3f} of all anomalous $; "
+        f"dollar recall of the reachable $: {detected / reachable:.3f}"
+    )
+
+
 def print_scores(directory: Path, flags: dict[str, set[Any]]) -> None:
     scorer = load_scorer(directory)
     labels = json.loads((directory / "public" / "labels.json").read_text())
@@ -162,6 +189,7 @@ def main() -> None:
         raise SystemExit(f"benchmark not found at {directory}; set SPENDWATCH_BENCH_DIR")
     panels, flags, backtest_seconds = run_public(directory)
     print_scores(directory, flags)
+    print_reachable(directory, flags, panels)
     points = {name: int(p.values.size) for name, p in panels.items()}
     per_point = {name: naive_seconds_per_point(p, args.naive_series, args.naive_steps) for name, p in panels.items()}
     naive_backtest = sum(per_point[n] * points[n] for n in panels)
