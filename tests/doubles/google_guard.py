@@ -49,6 +49,7 @@ class RunningQuery:
     maximum_bytes_billed: int | None = None
     reservation: str | None = None
     slot_ms_per_second: float = 0.0
+    list_progress: bool = True  # False: jobs.list shows only the dry-run estimate; jobs.get shows progress
     cancelled_at: datetime | None = None
 
     def processed(self, now: datetime) -> int:
@@ -65,13 +66,16 @@ class RunningQuery:
             return "DONE"
         return "RUNNING"
 
-    def resource(self, now: datetime) -> dict[str, Any]:
+    def resource(self, now: datetime, *, listed: bool = False) -> dict[str, Any]:
         state = self.state(now)
         processed = self.processed(now)
         query_stats: dict[str, Any] = {"statementType": "SELECT"}
         if self.estimated_bytes is not None:
             query_stats["estimatedBytesProcessed"] = str(self.estimated_bytes)
-        if self.report_processed and processed:
+        hide = listed and not self.list_progress
+        if hide:
+            pass
+        elif self.report_processed and processed:
             query_stats["totalBytesProcessed"] = str(processed)
         elif self.estimated_bytes:
             completed = min(processed, self.estimated_bytes)
@@ -82,7 +86,7 @@ class RunningQuery:
                     "pendingUnits": str((self.estimated_bytes - completed) // (1 << 30)),
                 }
             ]
-        if self.slot_ms_per_second:
+        if self.slot_ms_per_second and not hide:
             seconds = max(0.0, ((self.cancelled_at or now) - self.start).total_seconds())
             query_stats["totalSlotMs"] = str(int(seconds * self.slot_ms_per_second))
         statistics: dict[str, Any] = {
@@ -153,7 +157,7 @@ class FakeRunningBigQuery:
             self.lists += 1
             jobs = [j for (p, _), j in sorted(self.jobs.items()) if p == request.params["project"]]
         wanted = {s.upper() for s in request.query_all.get("stateFilter", [])}
-        resources = [j.resource(now) for j in jobs]
+        resources = [j.resource(now, listed=True) for j in jobs]
         if wanted:
             resources = [r for r in resources if r["status"]["state"] in wanted]
         offset = int(request.query.get("pageToken") or 0)

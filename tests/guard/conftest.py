@@ -35,6 +35,7 @@ def gcp_config(
     rules: list[dict[str, Any]] | None = None,
     protection: dict[str, Any] | None = None,
     projects: list[str] | None = None,
+    notify: dict[str, Any] | None = None,
 ) -> Config:
     killswitch: dict[str, Any] = {
         "rules": rules or [],
@@ -58,6 +59,7 @@ def gcp_config(
             ],
             "killswitch": killswitch,
             "guard": guard or {},
+            "notify": notify or {},
         }
     )
 
