@@ -124,7 +124,8 @@ def demo(env: Env, output: str, seed: int, days: int) -> None:
     """Run the whole pipeline on a simulated AWS + GCP estate: no cloud account, no network."""
     from spendwatch.demo import run_demo, summary_lines
 
-    findings = run_demo(Path(output), env.clock, seed=seed, days=days, say=lambda line: click.echo(line, err=True))
+    result = run_demo(Path(output), env.clock, seed=seed, days=days, say=lambda line: click.echo(line, err=True))
+    findings = result.findings
     click.echo("")
     click.echo("What spendwatch found in the simulated estate:")
     for line in summary_lines(findings):

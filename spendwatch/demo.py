@@ -19,7 +19,7 @@ from spendwatch.collectors.simulated import SimulatedEstate, SimulatedSourceConf
 from spendwatch.config import Config, parse_config
 from spendwatch.detect.incidents import load_incidents
 from spendwatch.detect.runner import run_detection
-from spendwatch.killswitch.engine import run_killswitch
+from spendwatch.killswitch.engine import KillSwitchRun, run_killswitch
 from spendwatch.notify.cli import render_to_dir
 from spendwatch.records import Incident
 from spendwatch.store import Store
@@ -58,7 +58,14 @@ def demo_config(output: Path) -> Config:
     return parse_config(text, output / "demo.yaml", environ={})
 
 
-def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say: Say = print) -> list[Finding]:
+@dataclass(frozen=True)
+class DemoResult:
+    findings: list[Finding]
+    plan: KillSwitchRun
+    digest: list[Path]
+
+
+def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say: Say = print) -> DemoResult:
     output.mkdir(parents=True, exist_ok=True)
     config = demo_config(output)
     source = config.sources[0]
@@ -79,10 +86,11 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
         say(f"    would {action.summary}")
     say("4/4 writing the daily digest …")
     report_day = (clock.now() - timedelta(days=1)).date()
-    for path in render_to_dir(config, store, clock, report_day, output / "digest", charts=True):
+    digest = render_to_dir(config, store, clock, report_day, output / "digest", charts=True)
+    for path in digest:
         say(f"    {path}")
     estate = SimulatedEstate(seed, days, clock.now())
-    return match_injected(estate.scenario, load_incidents(store))
+    return DemoResult(match_injected(estate.scenario, load_incidents(store)), plan, digest)
 
 
 def match_injected(scenario: list[Injected], incidents: list[Incident]) -> list[Finding]:

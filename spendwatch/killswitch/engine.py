@@ -266,6 +266,9 @@ class KillSwitch:
             impl = self.build_action(record)
             observed = impl.describe(record.target)
         except (ActionError, UserError) as exc:
+            if record.mode == "dry-run":
+                self._describe_unverified(record, exc, run)
+                return
             self._fail(record, f"re-read failed: {exc}", run)
             return
         problem = reread_problem(self.settings, record.target, observed, impl.valid_origin_states)
@@ -301,6 +304,22 @@ class KillSwitch:
                 run.awaiting_approval.append(waiting)
             return
         self._act(record, impl, observed, fields, run, breaker)
+
+    def _describe_unverified(self, record: ActionRecord, exc: Exception, run: KillSwitchRun) -> None:
+        """A dry-run whose target cannot be re-read (no credentials, no network) still says what it would do.
+
+        Nothing is acted on in dry-run, so the plan is worth showing; it says plainly that the target's
+        current state was not checked. Approve and enforce never act on an unread target.
+        """
+        would = f"would {record.verb} {record.target.describe()} (current state not verified: {exc})"
+        done = self._move(
+            record,
+            "skipped",
+            fields={"result": {"summary": would, "dry_run": True, "verified": False}, "finished_at": self.clock.now()},
+            detail={"dry_run": would, "unverified": str(exc)},
+        )
+        if done is not None:
+            run.dry_run.append(done)
 
     def _observed_fields(self, record: ActionRecord, observed: Observed) -> dict[str, Any]:
         owner = observed.owner or owner_from_labels(observed.labels, self.settings.owner_tags)

@@ -173,7 +173,8 @@ def test_feedback_on_an_unknown_id_is_a_user_error(tmp_path: Path, clock: FixedC
 
 def test_the_demo_estate_finds_each_injected_incident_with_its_culprit(tmp_path: Path) -> None:
     clock = FixedClock(datetime(2026, 11, 26, 7, 10, tzinfo=UTC))
-    findings = run_demo(tmp_path / "demo", clock, say=lambda _: None)
+    result = run_demo(tmp_path / "demo", clock, say=lambda _: None)
+    findings = result.findings
     by_key = {f.injected.key: f for f in findings}
     runaway = by_key["runaway-query"]
     assert runaway.correct and runaway.named == "dana.kim@example.com"
