@@ -132,6 +132,5 @@ def _kind(
     kind[spike] = int(Kind.SPIKE)
     sustained = spike & previous_up
     kind[sustained] = int(Kind.BURST if limits.hourly else Kind.SHIFT)
-    if not limits.hourly:
-        kind[leak] = int(Kind.LEAK)
+    kind[leak] = int(Kind.BURST if limits.hourly else Kind.LEAK)
     return kind

@@ -256,3 +256,23 @@ def test_expected_value_matches_the_statsmodels_stl_reference_on_clean_data() ->
     ours = np.array([result.expected[0, t] for t in steps])
     relative = np.abs(ours - reference) / reference
     assert np.median(relative) < 0.03
+
+
+def test_truncation_invariance_holds_with_rebase_and_decide_from() -> None:
+    panel = mixed_panel()
+    stamps = daily_stamps(panel.shape[1])
+    rebase = np.array([-1, 95, 110, -1, 70])
+    detector = Detector(ModelParams.for_granularity("daily"))
+    full = detector.fit(panel, stamps, rebase_at=rebase)
+    for t in (96, 111, 150):
+        cut = detector.fit(panel[:, : t + 1], stamps[: t + 1], decide_from=t, rebase_at=rebase)
+        np.testing.assert_array_equal(cut.score[:, 0], full.score[:, t])
+        np.testing.assert_array_equal(cut.is_anomaly[:, 0], full.is_anomaly[:, t])
+
+
+def test_every_alert_has_an_upward_kind_and_every_drop_the_drop_kind() -> None:
+    result = detect_daily(mixed_panel())
+    upward = {int(Kind.SPIKE), int(Kind.SHIFT), int(Kind.LEAK), int(Kind.BURST)}
+    assert set(np.unique(result.kind[result.is_anomaly]).tolist()) <= upward
+    assert (result.kind[result.is_drop] == Kind.DROP).all()
+    assert not (result.is_anomaly & result.is_drop).any()
