@@ -215,7 +215,7 @@ def _new_and_running(region: _Region, workgroup: str, memory: AthenaMemory, hori
         known_below = memory.initialised and len(unseen) < len(ids)
         if not token or known_below or (oldest is not None and oldest < horizon):
             break
-    refresh = [i for i in memory.running if i not in described]
+    refresh = sorted(i for i in memory.running if i not in described)
     _describe(region, refresh, memory, described)
     memory.initialised = True
     return list(described.values())
