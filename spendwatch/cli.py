@@ -181,6 +181,9 @@ main.add_command(run_command)
 from spendwatch.doctor_cli import doctor_command  # noqa: E402
 
 main.add_command(doctor_command)
+from spendwatch.guard.cli import guard_group  # noqa: E402
+
+main.add_command(guard_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
