@@ -1,25 +1,26 @@
 """Robust seasonal decomposition of a trailing window, vectorised over series and steps.
 
 For a decided column ``t`` the model looks only at the window ``t-W .. t-1`` (``W`` a whole
-number of seasonal cycles, so window position 0 has the same phase as ``t``):
+number of seasonal cycles, so window position 0 has the same phase as ``t``), in log dollars:
 
 1. cycle levels: the median of each short cycle (a week of days, a day of hours);
 2. short season: per phase, the median over cycles of (value - cycle level) - STL's
    cycle-subseries smoothing with a median instead of LOESS;
-3. weekly season for hourly data: per weekday, the median over weeks of (day level -
-   week level) - MSTL's second period, at daily resolution because 3 weeks are too few to
-   estimate 168 hourly phases;
+3. weekly season for hourly data: per hour of the week, the median over weeks of what the
+   short season leaves - MSTL's second period (hourly resolution, because weekends start at
+   a local-time hour, not at 00:00 UTC);
 4. level: the median of the last ``level_points`` observed deseasonalised values (a short
    trend estimate that forgets a level shift after half that many steps);
 5. long level: the median of every deseasonalised value in the window (slow to move; used
    to tell "back to normal after a dip" from "new anomaly");
-6. scale: 1.4826 * MAD of the deseasonalised values around the long level, with the
-   weekly season of each week estimated from the *other* weeks (held out), because a phase
-   seen once or twice fits its own noise and an in-sample MAD would then be near zero.
+6. scale: 1.4826 * MAD / sqrt(2) of the changes between successive observed deseasonalised
+   values - a ramp or a shift inside the window barely moves it, unlike a spread around a
+   level. The weekly season used here is estimated from the *other* weeks (held out): a
+   phase seen once fits its own noise, and the scale would collapse to zero.
 
-Zeros are treated as "did not run" rather than as cost observations: batch jobs and
-late-starting series would otherwise drag the level to zero and make every run look like a
-spike. Every statistic is a median, so a spike inside the window moves nothing.
+Zeros (and credits) are treated as "did not run" rather than as cost observations: batch
+jobs and late-starting series would otherwise drag the level to zero and make every run look
+like a spike. Every statistic is a median, so a spike inside the window moves nothing.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ class Forecast:
 
     log_expected: FloatArray  # short level + season
     log_expected_long: FloatArray  # long level + season
-    log_scale: FloatArray  # robust sigma of one-cycle-ahead errors
-    zero_share: FloatArray  # share of zero observations in the window
+    log_scale: FloatArray  # robust sigma of the noise (from successive changes)
+    zero_share: FloatArray  # share of $0 (or credit) observations in the window
     recent: FloatArray  # (n, m, k) last k deseasonalised values minus the long level
     decidable: BoolArray  # enough observed history to decide
 
@@ -106,8 +107,7 @@ def _forecast_chunk(
         log_cost = np.where(window > 0, np.log(window), np.nan)
     season, season_held_out = _season(log_cost, spec)
     deseasonalised = log_cost - season
-    positions = columns[None, :, None] - spec.length + np.arange(spec.length)[None, None, :]
-    level_input = np.where(positions >= rebase_at[:, None, None], deseasonalised, np.nan)
+    level_input = _after_rebase(deseasonalised, columns, rebase_at)
     level_valid = ~np.isnan(level_input)
     short_mask = keep_last_valid(level_valid, spec.level_points)
     level = nanmedian_last(np.where(short_mask, level_input, np.nan))
@@ -125,6 +125,13 @@ def _forecast_chunk(
         recent=level_input[..., -recent:] - level_long[..., None],
         decidable=decidable,
     )
+
+
+def _after_rebase(window: FloatArray, columns: IntArray, rebase_at: IntArray) -> FloatArray:
+    """The window with steps before each series' rebase column masked out (for the levels)."""
+    length = window.shape[-1]
+    positions = columns[None, :, None] - length + np.arange(length)[None, None, :]
+    return np.where(positions >= rebase_at[:, None, None], window, np.nan)
 
 
 def _season(running: FloatArray, spec: WindowSpec) -> tuple[FloatArray, FloatArray]:
