@@ -18,7 +18,7 @@ from spendwatch.detect.calendar import same_day_previous_months
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
-from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast
+from spendwatch.detect.seasonal import IntArray, WindowSpec, forecast
 
 Granularity = Literal["daily", "hourly"]
 
@@ -58,6 +58,15 @@ class ModelParams:
     recurrence_months: int = 3  # months of day-of-month history for recurring charges (daily)
     intermittent_zero_share: float = 0.2  # above this share of zeros a zero is "job idle", not a drop
     scale_floor_pct: float = 0.02  # floor on the robust sigma as a fraction of the expected cost
+
+    def __post_init__(self) -> None:
+        if self.granularity not in _DEFAULTS:
+            raise ValueError(f"granularity must be 'daily' or 'hourly', not {self.granularity!r}")
+        if not self.sensitivity > 0:
+            raise ValueError(f"sensitivity must be > 0, got {self.sensitivity}")
+        negative = [f for f in ("min_impact_abs", "min_impact_pct") if (getattr(self, f) or 0) < 0]
+        if negative:
+            raise ValueError(f"{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
 
     @classmethod
     def for_granularity(cls, granularity: Granularity, **overrides: float | int | None) -> ModelParams:
@@ -108,10 +117,10 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 class DetectionResult:
     """Decisions for columns ``start .. start + n_decided - 1``; arrays are (n_series, n_decided).
 
-    ``score`` is the signed robust z of the step against ``expected`` (NaN where the step is
-    missing or there is not enough history); ``lower``/``upper`` are the band outside which a
-    step is statistically surprising at the configured sensitivity; ``kind`` holds
-    :class:`Kind` values.
+    ``score`` is the signed robust z (log scale) of the step against ``expected`` (NaN where
+    the step is missing, not a positive cost, or there is not enough history); ``upper`` is
+    the lowest cost that alerts as a spike, ``lower`` the highest that counts as a drop, at the
+    configured sensitivity and materiality; ``kind`` holds :class:`Kind` values (int8).
     """
 
     start: int
@@ -234,4 +243,4 @@ def _result(start: int, decision: Decision) -> DetectionResult:
     )
 
 
-__all__ = ["DetectionResult", "Detector", "Forecast", "Granularity", "Kind", "ModelParams"]
+__all__ = ["DetectionResult", "Detector", "Granularity", "Kind", "ModelParams"]

@@ -276,3 +276,9 @@ def test_every_alert_has_an_upward_kind_and_every_drop_the_drop_kind() -> None:
     assert set(np.unique(result.kind[result.is_anomaly]).tolist()) <= upward
     assert (result.kind[result.is_drop] == Kind.DROP).all()
     assert not (result.is_anomaly & result.is_drop).any()
+
+
+@pytest.mark.parametrize("bad", [{"sensitivity": 0.0}, {"min_impact_abs": -1.0}, {"min_impact_pct": -0.1}])
+def test_invalid_knobs_are_rejected(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ModelParams.for_granularity("daily", **bad)
