@@ -414,6 +414,13 @@ def build_scheduler(ctx: DaemonContext) -> BackgroundScheduler:
     if getattr(ctx.config, "killswitch", None) is not None:
         add(killswitch_job, "killswitch", IntervalTrigger(seconds=_seconds(daemon.killswitch_every)))
     add(alerts_job, "alerts", IntervalTrigger(seconds=_seconds(daemon.alerts_every)))
+    # -- runaway-job guard (spendwatch.guard, owned by the guard): its own fast schedule, guard.every --
+    from spendwatch.guard.engine import guard_interval
+
+    guard_every = guard_interval(ctx.config)
+    if guard_every is not None:
+        add(guard_job, "guard", IntervalTrigger(seconds=_seconds(guard_every)), first=now + timedelta(seconds=3))
+    # -- end runaway-job guard --
     digest_cron = CronTrigger(
         day_of_week=_cron_days(daemon.digest_days),
         hour=daemon.digest_at.hour,
@@ -557,6 +564,24 @@ def alerts_job(ctx: DaemonContext) -> None:
         return detail
 
     _guarded(ctx, "alerts", body, record=True)
+
+
+# -- runaway-job guard (spendwatch.guard, owned by the guard) -----------------------------------------
+
+
+def guard_job(ctx: DaemonContext) -> None:
+    from spendwatch.guard.engine import guard_job_body
+
+    def body() -> dict[str, Any]:
+        detail, alert_now = guard_job_body(ctx.config, ctx.store, ctx.clock, ctx.clients)
+        if alert_now:
+            ctx.nudge("alerts")
+        return detail
+
+    _guarded(ctx, "guard", body, record=True)
+
+
+# -- end runaway-job guard ------------------------------------------------------------------------------
 
 
 def digest_job(ctx: DaemonContext) -> None:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -217,3 +217,26 @@ def day_rows(store: Store, estimates: Sequence[Estimate], day: datetime, now: da
         if item.cost is not None:
             out.append({**item.record, "estimated_cost": item.cost, "_running": True})
     return out
+
+
+def guard_interval(config: Any) -> timedelta | None:
+    """How often the daemon should run the guard: ``guard.every``, or ``None`` when there is nothing to watch."""
+    guard: GuardConfig | None = getattr(config, "guard", None)
+    if guard is None or not guard.enabled:
+        return None
+    return guard.every if watched_sources(config, guard) else None
+
+
+def guard_job_body(config: Any, store: Store, clock: Clock, clients: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """What the daemon's ``guard`` job does: one pass; returns (its run detail, whether alerts should go now)."""
+    run = run_guard(config, store, clock, clients)
+    detail: dict[str, Any] = {
+        "summary": run.summary(),
+        "rows": len(run.estimates),
+        "breaches": len(run.breaches),
+        "opened": len(run.incidents.opened),
+    }
+    if run.problems:
+        detail["status"] = "partial"
+        detail["problems"] = run.problems[:10]
+    return detail, bool(run.breaches or run.incidents.resolved)
