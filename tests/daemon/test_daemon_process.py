@@ -118,6 +118,9 @@ def test_daemon_runs_serves_metrics_stops_on_sigterm_and_sends_one_digest_across
         wait_for(lambda: http_get(port, "/healthz")[0] == 200, STARTUP_DEADLINE, "/healthz", proc)
         wait_for(smtp.received, STARTUP_DEADLINE, "the digest", proc)
         wait_for(lambda: http_get(port, "/readyz")[0] == 200, STARTUP_DEADLINE, "/readyz", proc)
+        # The server has the message a moment before the daemon records it as sent.
+        sent_metric = "spendwatch_digest_last_sent_timestamp_seconds "
+        wait_for(lambda: metric(http_get(port, "/metrics")[1], sent_metric), STARTUP_DEADLINE, "sent recorded", proc)
         status, body = http_get(port, "/metrics")
         assert status == 200
         assert metric(body, "spendwatch_up ") == ["spendwatch_up 1.0"]
