@@ -282,3 +282,13 @@ def test_every_alert_has_an_upward_kind_and_every_drop_the_drop_kind() -> None:
 def test_invalid_knobs_are_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         ModelParams.for_granularity("daily", **bad)
+
+
+def test_same_day_previous_months_maps_missing_days_to_the_month_end() -> None:
+    from spendwatch.detect.calendar import same_day_previous_months
+
+    stamps = daily_stamps(120, start="2025-01-01")
+    earlier = same_day_previous_months(stamps, 2)
+    march_31 = int(np.flatnonzero(stamps == np.datetime64("2025-03-31"))[0])
+    assert [str(stamps[i]) for i in earlier[march_31]] == ["2025-02-28", "2025-01-31"]
+    assert earlier[15].tolist() == [-1, -1]
