@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.model import DetectionResult, Detector, ModelParams
@@ -292,3 +294,25 @@ def test_same_day_previous_months_maps_missing_days_to_the_month_end() -> None:
     march_31 = int(np.flatnonzero(stamps == np.datetime64("2025-03-31"))[0])
     assert [str(stamps[i]) for i in earlier[march_31]] == ["2025-02-28", "2025-01-31"]
     assert earlier[15].tolist() == [-1, -1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    cut=st.integers(0, 119),
+    zero_share=st.floats(0.0, 0.7),
+    missing_share=st.floats(0.0, 0.3),
+)
+def test_truncation_invariance_on_random_panels(seed: int, cut: int, zero_share: float, missing_share: float) -> None:
+    rng = np.random.default_rng(seed)
+    panel = np.exp(rng.normal(4, 1.5, (4, 1)) + rng.normal(0, 0.4, (4, 120)))
+    panel[rng.random(panel.shape) < zero_share] = 0.0
+    panel[rng.random(panel.shape) < missing_share] = np.nan
+    panel[rng.random(panel.shape) < 0.03] *= 8
+    stamps = daily_stamps(120, start="2025-01-20")
+    detector = Detector(ModelParams.for_granularity("daily"))
+    full = detector.fit(panel, stamps)
+    cut_result = detector.fit(panel[:, : cut + 1], stamps[: cut + 1], decide_from=cut)
+    np.testing.assert_array_equal(cut_result.score[:, 0], full.score[:, cut])
+    np.testing.assert_array_equal(cut_result.is_anomaly[:, 0], full.is_anomaly[:, cut])
+    np.testing.assert_array_equal(cut_result.is_drop[:, 0], full.is_drop[:, cut])
