@@ -26,6 +26,7 @@ _PATTERNS = {
 }
 _STEP = {"daily": np.timedelta64(1, "D"), "hourly": np.timedelta64(1, "h")}
 _FIRST_DATA_ROW = 2  # row 1 is the header
+_HEADER = ",".join(REQUIRED_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,24 @@ def read_long_csv(path: Path, granularity: str | None = None) -> Panel:
 
 def _read_rows(path: Path) -> pd.DataFrame:
     try:
-        rows = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True).fillna("")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: row 1: the file is empty (expected a header series_id,timestamp,cost)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable CSV file: {str(error).splitlines()[0]}") from None
+        raise InputError(
+            f"{path}: row 1, column 'series_id': the file is empty (expected a header {_HEADER})"
+        ) from None
+    except pd.errors.ParserError as error:
+        line = re.search(r"line (\d+)", str(error))
+        where = f"row {line.group(1)}" if line else "row ?"
+        raise InputError(f"{path}: {where}, column 'cost': wrong number of fields (expected {_HEADER})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: row 1, column 'series_id': not a UTF-8 text file") from None
     for column in REQUIRED_COLUMNS:
         if column not in rows.columns:
-            raise InputError(
-                f"{path}: row 1, column '{column}': missing column (header must have series_id,timestamp,cost)"
-            )
+            raise InputError(f"{path}: row 1, column '{column}': missing column (expected a header {_HEADER})")
     if rows.empty:
-        raise InputError(f"{path}: row {_FIRST_DATA_ROW}: no data rows after the header")
+        raise InputError(f"{path}: row {_FIRST_DATA_ROW}, column 'series_id': no data rows after the header")
     empty_ids = (rows["series_id"].str.strip() == "").to_numpy()
     if empty_ids.any():
         _raise_at(path, empty_ids, "series_id", "empty series id")
@@ -116,7 +121,8 @@ def _parse_costs(rows: pd.DataFrame, path: Path) -> np.ndarray:
     costs = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
     invalid = ~np.isfinite(costs)
     if invalid.any():
-        _raise_at(path, invalid, "cost", f"not a number: {text[invalid].iloc[0]!r}")
+        value = text[invalid].iloc[0]
+        _raise_at(path, invalid, "cost", f"not a number: {value!r}" if value else "missing cost")
     return costs
 
 

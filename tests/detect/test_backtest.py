@@ -61,8 +61,10 @@ def test_hourly_format_is_detected(tmp_path: Path) -> None:
         ("series_id,timestamp,cost\na,2025-01-01,1\na,2025-01-02T00:00:00Z,2\n", 3, "timestamp"),
         ("series_id,timestamp,cost\na,2025-01-01,1\nb,2025-01-01,1\na,2025-01-01,3\n", 4, "timestamp"),
         ("series_id,timestamp,cost\na,2025-01-01,1\n,2025-01-02,1\n", 3, "series_id"),
-        ("series_id,timestamp,cost\n", 2, None),
-        ("", 1, None),
+        ("series_id,timestamp,cost\n", 2, "series_id"),
+        ("", 1, "series_id"),
+        ("series_id,timestamp,cost\na,2025-01-01,1\na,2025-01-02,1,7\n", 3, "cost"),
+        ("series_id,timestamp,cost\na,2025-01-01\n", 2, "cost"),
     ],
 )
 def test_user_mistakes_raise_one_line_input_error_naming_file_row_column(
