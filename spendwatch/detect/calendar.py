@@ -24,3 +24,18 @@ def same_day_previous_months(timestamps: np.ndarray, months: int) -> IntArray:
     target = earlier_start + np.minimum(day_of_month[:, None], earlier_length - 1)
     index = (target - days[0]).astype(np.int64)
     return np.where(index >= 0, index, -1)
+
+
+def month_ends_previous_months(timestamps: np.ndarray, months: int) -> IntArray:
+    """For the last day of a month, the last days of the ``months`` earlier months; else -1.
+
+    A charge "on the last day" falls on the 28th-31st; matching by day number alone misses it
+    every time the month lengths differ.
+    """
+    days = timestamps.astype("datetime64[D]")
+    month_start = days.astype("datetime64[M]")
+    is_month_end = (days + 1).astype("datetime64[M]") != month_start
+    lags = np.arange(0, months)
+    earlier_end = (month_start[:, None] - lags[None, :]).astype("datetime64[D]") - 1
+    index = (earlier_end - days[0]).astype(np.int64)
+    return np.where(is_month_end[:, None] & (index >= 0), index, -1)

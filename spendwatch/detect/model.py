@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from spendwatch.detect.calendar import same_day_previous_months
+from spendwatch.detect.calendar import month_ends_previous_months, same_day_previous_months
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
@@ -196,26 +196,36 @@ class Detector:
 
         A monthly charge is either a fixed amount (a licence) or a share of usage (a support
         plan, a commitment true-up: usage doubles, so does the charge). Both are learnt from
-        the same day of earlier months, and the larger expectation is used: the step is only
-        surprising if neither explanation covers it.
+        the same day of earlier months (and, on a month's last day, from earlier last days),
+        and the larger expectation is used: the step is only surprising if neither covers it.
         """
         n_series = panel.shape[0]
         months = self.params.recurrence_months
         if self.params.granularity != "daily" or months <= 0 or len(decided) == 0:
             return np.zeros((n_series, len(decided)))
-        earlier = same_day_previous_months(np.asarray(timestamps), months)[decided]
-        needed = np.unique(earlier[earlier >= 0])
+        stamps = np.asarray(timestamps)
+        by_day = same_day_previous_months(stamps, months)[decided]
+        by_month_end = month_ends_previous_months(stamps, months)[decided]
+        needed = np.unique(np.concatenate([by_day[by_day >= 0], by_month_end[by_month_end >= 0]]))
         if len(needed) == 0:
             return np.zeros((n_series, len(decided)))
         past = forecast(panel, needed.astype(np.int64), self._spec, rebase, self._recent)
         past_decision = decide(panel[:, needed], past, np.zeros((n_series, len(needed))), self._thresholds)
         lookup = np.full(panel.shape[1], -1, dtype=np.int64)
         lookup[needed] = np.arange(len(needed))
-        slot = np.where(earlier >= 0, lookup[np.maximum(earlier, 0)], -1)
-        ratio = _recurring_from_history(past_decision.log_ratio, past_decision.is_anomaly, slot)
-        dollars = _recurring_from_history(past_decision.excess, past_decision.is_anomaly, slot)
-        as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
-        return np.nan_to_num(np.fmax(ratio, as_fixed_amount), nan=0.0)
+        learnt = [
+            _learnt_charge(past_decision, np.where(earlier >= 0, lookup[np.maximum(earlier, 0)], -1), log_expected)
+            for earlier in (by_day, by_month_end)
+        ]
+        return np.fmax(*learnt)
+
+
+def _learnt_charge(past: Decision, slot: IntArray, log_expected: FloatArray) -> FloatArray:
+    """Log ratio of the larger of "fixed amount" and "share of usage" readings of past charges."""
+    ratio = _recurring_from_history(past.log_ratio, past.is_anomaly, slot)
+    dollars = _recurring_from_history(past.excess, past.is_anomaly, slot)
+    as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
+    return np.nan_to_num(np.fmax(ratio, as_fixed_amount), nan=0.0)
 
 
 def _recurring_from_history(amounts: FloatArray, alerted: BoolArray, slot: IntArray) -> FloatArray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -108,19 +110,37 @@ def test_spike_is_flagged_on_the_day_and_nothing_else() -> None:
     assert result.score[0, 100] > 5
 
 
-def test_first_of_month_fee_is_learnt_and_a_bigger_fee_still_alerts() -> None:
+def month_end(stamps: np.ndarray) -> np.ndarray:
+    return np.asarray((stamps + DAY).astype("datetime64[M]") != stamps.astype("datetime64[M]"), dtype=bool)
+
+
+def day_of_month(stamps: np.ndarray) -> np.ndarray:
+    return np.asarray((stamps.astype("datetime64[D]") - stamps.astype("datetime64[M]")).astype(int) + 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "charged"),
+    [
+        ("first of month", lambda s: day_of_month(s) == 1),
+        ("mid month", lambda s: day_of_month(s) == 15),
+        ("month end", month_end),
+    ],
+)
+def test_recurring_monthly_charge_is_learnt_and_a_bigger_one_still_alerts(
+    name: str, charged: Callable[[np.ndarray], np.ndarray]
+) -> None:
     stamps = daily_stamps(400)
     values = weekly_series(400, level=1000)
-    first_of_month = (stamps.astype("datetime64[D]") - stamps.astype("datetime64[M]")).astype(int) == 0
-    values[first_of_month] += 20000
-    big_fee_day = int(np.flatnonzero(first_of_month)[10])
-    values[big_fee_day] += 60000
+    days = charged(stamps)
+    values[days] += 20000
+    big_charge_day = int(np.flatnonzero(days)[10])
+    values[big_charge_day] += 60000
     result = Detector(ModelParams.for_granularity("daily")).fit(values[None, :], stamps)
     flags = flagged_steps(result)
-    fee_days = [int(i) for i in np.flatnonzero(first_of_month) if i >= 62]
-    assert big_fee_day in flags
-    assert [d for d in flags if d != big_fee_day and d >= 62] == []
-    assert all(result.expected[0, d] > 15000 for d in fee_days if d != big_fee_day)
+    learnt = [int(i) for i in np.flatnonzero(days) if i >= 93 and i != big_charge_day]
+    assert big_charge_day in flags, name
+    assert [d for d in flags if d != big_charge_day and d >= 93] == [], name
+    assert all(result.expected[0, d] > 15000 for d in learnt), name
 
 
 def test_intermittent_batch_job_zeros_are_idle_not_drops_and_a_big_run_alerts() -> None:
