@@ -16,6 +16,7 @@ Everything is a pure function of the seed and the end time, so tests can assert 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -567,7 +568,7 @@ class SimulatedEstate:
 
 
 def _text(value: object) -> str | None:
-    return None if value is None or value != value else str(value)  # NaN is the only value unequal to itself
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _cost_table(lines: pd.DataFrame) -> pa.Table:
