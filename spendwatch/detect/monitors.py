@@ -44,10 +44,10 @@ class MonitorConfig(StrictModel):
     )
     granularity: list[Granularity] = Field(default_factory=lambda: list[Granularity](["daily"]), min_length=1)
     min_impact: float | None = Field(
-        default=None, ge=0, description="minimum $ over expected per step to alert (default: daily 50, hourly 10)"
+        default=None, ge=0, description="minimum $ over expected per step to alert (default: daily 10, hourly 2)"
     )
     min_impact_pct: float | None = Field(
-        default=None, ge=0, description="minimum excess as a fraction of expected, e.g. 0.2 for 20%"
+        default=None, ge=0, description="minimum excess as a fraction of expected (default 0.3 = 30%)"
     )
     sensitivity: float = Field(
         default=1.0, gt=0, le=10, description="scales the statistical threshold: >1 alerts more, <1 less"
