@@ -5,10 +5,13 @@ The listers in ``spendwatch.collectors`` call their APIs through clients they ar
 hands them these wrappers, so without changing a line of the listers:
 
 * every request first takes a token from its API's bucket (``ratelimit.RateLimiter``);
-* what does not change while a job runs — a SageMaker job's instance type, count and limit, an EMR
-  cluster's groups, a Glue job's definition and tags, a Batch job's resources — is described once and
-  reused for ``describe_ttl`` (the kill switch re-reads the cloud before it acts, so a stale tag can
-  never cause an action);
+* what cannot change while a job runs — a started SageMaker job's instance type, count and limit, a
+  Batch job's resources (described again when its status changes), the caller's account — is
+  described once per job (kept up to a day);
+* what changes rarely — an EMR cluster's instance groups, a Glue job's definition, tags, Athena
+  workgroups — is reused for ``describe_ttl``, each entry for a slightly different share of it (so a
+  fleet's descriptions do not all expire in the same poll). The kill switch re-reads the cloud
+  before it acts, so a stale tag can never cause an action;
 * BigQuery job resources seen on ``jobs.list`` pages are kept, so the guard reads their statistics
   (bytes processed, timeline, slot-ms) without a second call.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,6 +52,21 @@ _STATIC: dict[tuple[str, str], tuple[str, ...]] = {
     ("athena", "ListTagsForResource"): ("ResourceARN",),
 }
 _EMR_SETTLED = {"RUNNING", "WAITING"}
+# Answers that cannot change for the life of the job (or the process): kept this long.
+_IMMUTABLE = {
+    "GetCallerIdentity",
+    "DescribeTrainingJob",
+    "DescribeProcessingJob",
+    "DescribeTransformJob",
+    "DescribeJobs",
+}
+LIFETIME = timedelta(days=1)
+
+
+def spread(ttl: timedelta, key: tuple[Any, ...]) -> timedelta:
+    """``ttl`` scaled into [0.5, 1.0) by the key, so entries cached in one poll expire over several."""
+    share = 0.5 + (zlib.crc32(repr(key).encode()) % 1000) / 2000
+    return ttl * share
 
 
 @dataclass
@@ -65,7 +84,7 @@ class DescribeCache:
             if found is None:
                 return None
             at, value = found
-            limit = self.ttl if ttl is None else ttl
+            limit = spread(self.ttl, key) if ttl is None else ttl
             if now - at > limit:
                 del self.entries[key]
                 return None
@@ -125,7 +144,7 @@ class AwsClientProxy:
         key = None
         if names is not None:
             key = (self._scope, self._service, operation, tuple(str(params.get(n)) for n in names))
-            ttl = timedelta(days=365) if operation == "GetCallerIdentity" else None
+            ttl = LIFETIME if operation in _IMMUTABLE else None
             cached = self._cache.get(key, self._now(), ttl)
             if cached is not None:
                 return cached
@@ -148,7 +167,7 @@ class AwsClientProxy:
         found: dict[str, Any] = {}
         missing = []
         for job_id in wanted:
-            cached = self._cache.get((self._scope, "batch", "DescribeJobs", job_id), now)
+            cached = self._cache.get((self._scope, "batch", "DescribeJobs", job_id), now, LIFETIME)
             if cached is not None and str(cached.get("status")) == self._batch_status.get(job_id):
                 found[job_id] = cached
             else:

@@ -103,9 +103,6 @@ def run_guard_pass(
     with state.lock:
         run.poll = poll(guard, list(sources), state, clients=clients, now=now, store=store)
         running = {e.key for e in run.poll.estimates}
-        if guard.record_jobs:
-            _record_jobs(store, run.poll.estimates)
-            run.ended = _mark_ended(store, running, run.poll.ok_scopes, now)
         day = _day_start(now, guard.day_timezone)
         wanted = bool(guard.aggregate_scopes("user_daily_cost"))
         rows = day_rows(store, run.poll.estimates, day, now) if wanted else []
@@ -119,14 +116,21 @@ def run_guard_pass(
             complete=not run.poll.problems,
             reopen_within=guard.reopen_within,
         )
+        # Only breaches need the kill switch now (approvals and expiries are the regular pass's work),
+        # and it goes first: recording the jobs can wait, a runaway cannot.
+        if run.breaches and guard.killswitch and killswitch is not None and killswitch.enabled and killswitch.rules:
+            run.killswitch = act(killswitch, store, clock, clients.get("killswitch"))
+        if guard.record_jobs:
+            _record_jobs(store, run.poll.estimates)
+            # Only look when something may have ended (or a failed listing left some unconfirmed).
+            if state.recorded is None or state.recorded - running or state.unsettled:
+                run.ended = _mark_ended(store, running, run.poll.ok_scopes, now)
+            state.recorded, state.unsettled = running, bool(run.poll.problems)
         forget_ended(state, running)
     for breach in run.breaches:
         log.info("guard breach: %s", breach.summary, extra={"event": "guard-breach", "limit": breach.limit})
     for problem in run.problems:
         log.warning("guard: %s", problem)
-    # Only breaches need the kill switch now; approvals and expiries are the regular pass's work.
-    if run.breaches and guard.killswitch and killswitch is not None and killswitch.enabled and killswitch.rules:
-        run.killswitch = act(killswitch, store, clock, clients.get("killswitch"))
     run.seconds = time.monotonic() - began
     return run
 

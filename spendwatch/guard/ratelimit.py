@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 _BQ = "BigQuery: 100 API requests/s per user per method (cloud.google.com/bigquery/quotas)"
-_EMR = "EMR: token buckets per API; the guide's example default is burst 5, refill 0.5/s (EMR Service Quotas)"
+_EMR = "EMR: a token bucket per API, e.g. AddInstanceFleet burst 5, refill 0.5/s (EMR guide, Service Quotas)"
 _AWS = "AWS control-plane reads are throttled per account and Region (no fixed figure published)"
 _VERTEX = "Vertex AI: per-region resource-management request quota (see the project's Quotas page)"
 _DATAPROC = "Dataproc: DefaultRequestsPerMinutePerProjectPerRegion 7,500 (cloud.google.com/dataproc/quotas)"
@@ -53,10 +53,10 @@ DEFAULT_LIMITS: dict[str, ApiLimit] = {
     "sagemaker:DescribeProcessingJob": ApiLimit(2.0, 5, 10.0, _AWS),
     "sagemaker:DescribeTransformJob": ApiLimit(2.0, 5, 10.0, _AWS),
     "sagemaker:ListTags": ApiLimit(2.0, 5, 10.0, _AWS),
-    "emr:ListClusters": ApiLimit(0.5, 5, 0.5, _EMR),
-    "emr:DescribeCluster": ApiLimit(0.5, 5, 0.5, _EMR),
-    "emr:ListInstanceGroups": ApiLimit(0.5, 5, 0.5, _EMR),
-    "emr:ListInstanceFleets": ApiLimit(0.5, 5, 0.5, _EMR),
+    "emr:ListClusters": ApiLimit(1.0, 5, 5.0, _EMR),
+    "emr:DescribeCluster": ApiLimit(1.0, 5, 5.0, _EMR),
+    "emr:ListInstanceGroups": ApiLimit(1.0, 5, 5.0, _EMR),
+    "emr:ListInstanceFleets": ApiLimit(1.0, 5, 5.0, _EMR),
     "glue:GetJobs": ApiLimit(1.0, 3, 5.0, _AWS),
     "glue:GetJobRuns": ApiLimit(2.0, 5, 10.0, _AWS),
     "glue:GetTags": ApiLimit(1.0, 3, 5.0, _AWS),

@@ -63,6 +63,8 @@ class WatchState:
     batch_status: dict[str, dict[str, str]] = field(default_factory=dict)
     sessions: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     prices: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+    recorded: set[str] | None = None  # running jobs written to the store at the last poll (None: unknown)
+    unsettled: bool = False  # the last poll had a failed listing: some recorded jobs are unconfirmed
     polls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 

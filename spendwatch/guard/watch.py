@@ -10,6 +10,7 @@ through the state's token buckets, so hundreds of running jobs never push the gu
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ from spendwatch.store import Store
 
 log = logging.getLogger("spendwatch.guard")
 JobSource = AwsJobsConfig | GcpJobsConfig
+MAX_PARALLEL = 8
 
 
 @dataclass
@@ -84,29 +86,35 @@ def poll(
     """List, price and remember every watched platform that is due; reuse the others' last sighting."""
     before = state.limiter.snapshot()
     result = Poll(at=now)
+    tasks: list[tuple[JobSource, str]] = []
     for source in sources:
-        platforms = platforms_of(source, guard)
-        due = [p for p in platforms if state.due(source.name, p, now, guard)]
-        for platform in platforms:
-            if platform not in due:
+        for platform in platforms_of(source, guard):
+            if state.due(source.name, platform, now, guard):
+                tasks.append((source, platform))
+            else:
                 _reuse(state, source.name, platform, now, result)
-        if not due:
-            continue
-        listing = _list(source, guard, state, clients.get(source.name) or {}, now, store, due)
+    # Platforms are listed side by side: a slow first description of one (hundreds of new jobs
+    # paced by its token bucket) must not delay another platform's runaway.
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(tasks))), thread_name_prefix="guard") as pool:
+        futures = [
+            pool.submit(_list, source, guard, state, clients.get(source.name) or {}, now, store, [platform])
+            for source, platform in tasks
+        ]
+        listings = [future.result() for future in futures]
+    for (source, platform), listing in zip(tasks, listings, strict=True):
         result.problems += listing.problems
         result.describes += listing.describes
-        for platform in due:
-            part = _part(listing, platform)
-            if platform in listing.failed and not part.ok_scopes:
-                _reuse(state, source.name, platform, now, result)  # keep watching what we last saw
-                continue
-            fresh = [_estimate(state, source.name, record, now) for record in part.records]
-            state.last_listing[(source.name, platform)] = Listing(part.records, set(part.ok_scopes))
-            state.last_polled[(source.name, platform)] = now
-            state.estimates[(source.name, platform)] = fresh
-            result.estimates += fresh
-            result.ok_scopes |= part.ok_scopes
-            result.polled.append(f"{source.name}/{platform}")
+        part = _part(listing, platform)
+        if platform in listing.failed and not part.ok_scopes:
+            _reuse(state, source.name, platform, now, result)  # keep watching what we last saw
+            continue
+        fresh = [_estimate(state, source.name, record, now) for record in part.records]
+        state.last_listing[(source.name, platform)] = Listing(part.records, set(part.ok_scopes))
+        state.last_polled[(source.name, platform)] = now
+        state.estimates[(source.name, platform)] = fresh
+        result.estimates += fresh
+        result.ok_scopes |= part.ok_scopes
+        result.polled.append(f"{source.name}/{platform}")
     after = state.limiter.snapshot()
     result.api_calls = {api: n - before.get(api, 0) for api, n in after.items() if n - before.get(api, 0)}
     state.polls += 1

@@ -100,7 +100,7 @@ def test_aggregates_are_not_inherited() -> None:
         ({"guards": [{"name": "x", "match": {"platforms": ["ec2"]}}]}, "Input should be"),
         ({"guards": [{"name": "x", "jobcost": 1}]}, "Extra inputs are not permitted"),
         ({"rate_limits": {"bigquery:jobs.lst": 1}}, "unknown API 'bigquery:jobs.lst'"),
-        ({"rate_limits": {"emr:DescribeCluster": 5}}, "outside (0, 0.5]"),
+        ({"rate_limits": {"emr:DescribeCluster": 6}}, "outside (0, 5]"),
         ({"rate_limits": {"bigquery:jobs.list": 0}}, "outside"),
         ({"day_timezone": "Mars/Olympus"}, "not an IANA time zone"),
         ({"describe_threshold": 0}, "greater than 0"),
