@@ -26,12 +26,13 @@ import pyarrow as pa
 
 from spendwatch.collectors.aws_api import AwsApi
 from spendwatch.collectors.aws_cur_sql import (
+    Columns,
     CurSql,
     Grain,
+    SqlParams,
     detect_columns,
     grouped_sql,
     quote,
-    resource_totals_sql,
 )
 from spendwatch.collectors.base import SourceContext
 from spendwatch.errors import InputError, SourceError
@@ -54,44 +55,67 @@ class AthenaPushdown:
     # -- the query ------------------------------------------------------------------------------
 
     def query(self, period_start: datetime, tag_keys: list[str], grain: Grain) -> tuple[str, list[str]]:
-        """The SQL and its execution parameters for one billing period."""
-        columns = self._columns()
+        """The SQL and its execution parameters for one billing period.
+
+        Identifiers (catalog, database, table — validated by the config — and the table's own
+        column names) are quoted into the text; every value (the period, tag keys, the top-N limit)
+        is an execution parameter.
+        """
+        columns, names = self._columns()
         if columns.missing:
             raise InputError(
-                f"source {self.source}: Athena table {self.config.database}.{self.config.table} is not an AWS cost "
-                f"export: missing column(s) {', '.join(columns.missing)}"
+                f"source {self.source}: Athena table {self._name} is not an AWS cost export: "
+                f"missing column(s) {', '.join(columns.missing)}"
             )
         table = ".".join(quote(p) for p in (self.config.catalog, self.config.database, self.config.table))
-        where, params = self._partition(period_start, columns)
-        normalised = CurSql(columns, tag_keys, grain, "trino").normalised(table, where)
+        params = SqlParams()
+        cur = CurSql(columns, tag_keys, grain, "trino", params=params)
+        where = self._partition(period_start, columns, names, params)
+        normalised = cur.normalised(table, where)
+        tags = cur.tag_indices()
         if grain.resources == "top":
+            limit = params.mark(str(int(grain.top_resources)))
             top = (
-                f"SELECT resource_id FROM ({resource_totals_sql('SELECT * FROM n')}) AS r "
-                f"ORDER BY total DESC, resource_id LIMIT {int(grain.top_resources)}"
+                f"SELECT resource_id FROM ({cur.resource_totals(table, where)}) AS r "
+                f"ORDER BY total DESC, resource_id LIMIT {limit}"
             )
-            body = grouped_sql("SELECT * FROM n", grain, len(tag_keys), top="top_resources", count=True)
-            return f"WITH n AS ({normalised}), top_resources AS ({top}) {body}", params
-        return grouped_sql(normalised, grain, len(tag_keys), count=True), params
+            body = grouped_sql("SELECT * FROM n", grain, tags, top="top_resources", count=True)
+            return params.bind(f"WITH n AS ({normalised}), top_resources AS ({top}) {body}")
+        return params.bind(grouped_sql(normalised, grain, tags, count=True))
 
-    def _partition(self, period_start: datetime, columns: Any) -> tuple[str | None, list[str]]:
+    @property
+    def _name(self) -> str:
+        return f"{self.config.database}.{self.config.table}"
+
+    def _partition(self, period_start: datetime, columns: Columns, names: list[str], params: SqlParams) -> str | None:
+        """The WHERE clause that limits the scan to the period's partition (or, unpartitioned, its rows)."""
+        lowered = {n.lower() for n in names}
+        wanted = {"billing_period": ["billing_period"], "year_month": ["year", "month"]}.get(self.config.partition, [])
+        absent = [n for n in wanted if n not in lowered]
+        if absent:
+            raise InputError(
+                f"source {self.source}: athena.partition is {self.config.partition} but table {self._name} has no "
+                f"{' or '.join(absent)} column; set athena.partition to the table's partitioning (or none)"
+            )
         if self.config.partition == "billing_period":
-            return "billing_period = ?", [f"'{period_start:%Y-%m}'"]
+            return f'"billing_period" = {params.text(f"{period_start:%Y-%m}")}'
         if self.config.partition == "year_month":
-            return "year = ? AND month = ?", [f"'{period_start.year}'", f"'{period_start.month}'"]
+            year, month = params.text(str(period_start.year)), params.text(str(period_start.month))
+            return f'"year" = {year} AND "month" = {month}'
         start = columns.names.get("line_item_usage_start_date") or columns.names.get("chargeperiodstart")
+        if start is None:
+            raise InputError(f"source {self.source}: Athena table {self._name} has no usage start column")
         nxt = datetime(period_start.year + (period_start.month == 12), period_start.month % 12 + 1, 1)
-        return (
-            f"{quote(start)} >= CAST(? AS TIMESTAMP) AND {quote(start)} < CAST(? AS TIMESTAMP)",
-            [f"'{period_start:%Y-%m-%d %H:%M:%S}'", f"'{nxt:%Y-%m-%d %H:%M:%S}'"],
-        )
+        first, after = params.text(f"{period_start:%Y-%m-%d %H:%M:%S}"), params.text(f"{nxt:%Y-%m-%d %H:%M:%S}")
+        return f"{quote(start)} >= CAST({first} AS TIMESTAMP) AND {quote(start)} < CAST({after} AS TIMESTAMP)"
 
-    def _columns(self) -> Any:
+    def _columns(self) -> tuple[Columns, list[str]]:
         answer = self.api.call(self.glue, "GetTable", DatabaseName=self.config.database, Name=self.config.table)
         table = answer.get("Table", {})
         listed = list(table.get("StorageDescriptor", {}).get("Columns", [])) + list(table.get("PartitionKeys", []))
         names = [str(c["Name"]) for c in listed]
         maps = [str(c["Name"]) for c in listed if str(c.get("Type", "")).lower().startswith("map<")]
-        return detect_columns(names, map_columns=maps)
+        return detect_columns(names, map_columns=maps), names
 
     # -- running it -----------------------------------------------------------------------------
 

@@ -1,13 +1,20 @@
 """Reduce one billing period of AWS export files to cost lines, with bounded memory.
 
 DuckDB does the reading and grouping: it streams Parquet row groups and CSV blocks, spills its hash
-tables to ``work_dir`` past ``memory_limit``, and uses every core. Each file is reduced on its own
-(so an error names the file), into a ``partials`` table; the finish stage merges the partials into the
-period's cost lines, which are then handed out one day at a time, so the Arrow side never holds more
-than a day of a month either.
+tables to ``work_dir`` past ``memory_limit``, and uses every core. The files of a period are read as
+few *scans* as possible — every Parquet file with the same columns in one ``read_parquet([...])``,
+each CSV on its own — and each scan is read twice at most:
 
-Nothing is handed out before every file of the period has been read: a bad file means the period
-yields nothing and keeps its previous data.
+1. with ``resources: top``, a ranking pass that reads only the resource id and cost columns;
+2. one grouping pass straight to the storage grain, into a ``partials`` table.
+
+Which tag keys a Parquet tag map holds is read from the map's key column alone (its dictionary pages,
+through pyarrow), so only those spellings are looked up per line. The finish stage merges the
+partials into the period's cost lines (tags map, owner, job, clamped periods), which are handed out in
+runs of whole days, so the Arrow side never holds a whole 20M-line month either.
+
+An error names the S3 object it came from. Nothing is handed out before every file of the period has
+been read: a bad file means the period yields nothing and keeps its previous data.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from spendwatch.collectors.aws_cur_sql import (
     CUR_COLUMNS,
@@ -34,7 +42,6 @@ from spendwatch.collectors.aws_cur_sql import (
     finish_sql,
     grouped_sql,
     quote,
-    resource_totals_sql,
 )
 from spendwatch.errors import InputError
 from spendwatch.schema import COST_LINE_SCHEMA, conform
@@ -60,6 +67,81 @@ def reader_sql(file: ExportFile) -> str:
         f"read_csv('{path}', header = true, all_varchar = true, compression = 'auto', "
         "quote = '\"', escape = '\"', max_line_size = 8388608)"
     )
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Export files read together by one DuckDB reader: Parquet files with the same columns, or one CSV."""
+
+    files: tuple[ExportFile, ...]
+    columns: Columns
+    types: dict[str, str]
+
+    @property
+    def reader(self) -> str:
+        if len(self.files) == 1:
+            return reader_sql(self.files[0])
+        paths = ", ".join("'" + str(f.path).replace("'", "''") + "'" for f in self.files)
+        return f"read_parquet([{paths}])"
+
+    def label_error(self, exc: BaseException) -> str | None:
+        """The error as one line naming the S3 object, if DuckDB's message says which file failed."""
+        text = _first_line(exc)
+        for file in self.files:
+            if str(file.path) in text:
+                return f"{file.label}: {text.replace(str(file.path), file.label)}"
+        if len(self.files) == 1:
+            return f"{self.files[0].label}: {text}"
+        return None
+
+
+def map_keys_of(files: Sequence[ExportFile], column: str) -> set[str] | None:
+    """Every key of the MAP ``column`` in these Parquet files, from the key column alone.
+
+    Reading the keys as a dictionary costs a fraction of a DuckDB pass over the whole map (values
+    included). ``None`` when the layout is unexpected — every spelling is then looked up, which is
+    slower but gives the same result — or a file cannot be read (the scan then names it).
+    """
+    import pyarrow.parquet as pq
+
+    keys: set[str] = set()
+    try:
+        for file in files:
+            layout = pq.ParquetFile(file.path)
+            leaves = [
+                layout.schema.column(i).path
+                for i in range(len(layout.schema))
+                if layout.schema.column(i).path.split(".")[0] == column
+            ]
+            if len(leaves) != 2 or not leaves[0].endswith(".key"):
+                return None
+            parquet = pq.ParquetFile(file.path, read_dictionary=[leaves[0]])
+            for group in range(parquet.num_row_groups):
+                chunked = parquet.read_row_group(group, columns=[leaves[0]]).column(0)
+                for chunk in chunked.chunks:
+                    found = _leaf_values(chunk)
+                    if found is None:
+                        return None
+                    keys.update(found)
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    return keys
+
+
+def _leaf_values(array: pa.Array) -> list[str] | None:
+    """The distinct strings at the bottom of a (list of struct of) dictionary/string array."""
+    while True:
+        if isinstance(array, pa.DictionaryArray):
+            # The whole dictionary: a key it holds but no line uses only costs a lookup, never a value.
+            return [str(v) for v in array.dictionary.to_pylist()]
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            return [str(v) for v in pc.unique(array.drop_null()).to_pylist()]
+        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_map(array.type):
+            array = array.flatten()
+        elif pa.types.is_struct(array.type) and array.type.num_fields == 1:
+            array = array.field(0)
+        else:
+            return None
 
 
 def typed_relation(columns: Columns, source: str, types: dict[str, str] | None = None) -> tuple[str, Columns]:
@@ -129,6 +211,7 @@ class CurLoader:
         self._exec("SET preserve_insertion_order = false")
         self._create_tables()
         self.line_items = 0
+        self._sources = 0  # how many separately grouped inputs went into partials
 
     def _exec(self, sql: str, params: Any = None) -> list[Any]:
         """Run one statement to completion (DuckDB wants every result consumed before the next)."""
@@ -176,41 +259,58 @@ class CurLoader:
             raise InputError(f"{file.label}: not an AWS cost export: missing column(s) {', '.join(columns.missing)}")
         return columns, types
 
-    def _normalised(self, file: ExportFile) -> str:
-        columns, types = self._describe(file)
-        relation, renamed = typed_relation(columns, reader_sql(file), types)
+    def scans(self, files: Sequence[ExportFile]) -> list[Scan]:
+        """The files as scans: Parquet files with identical columns together, each CSV alone."""
+        groups: dict[tuple[Any, ...], list[tuple[ExportFile, Columns, dict[str, str]]]] = {}
+        for number, file in enumerate(files):
+            columns, types = self._describe(file)
+            key: tuple[Any, ...] = ("parquet", tuple(types.items())) if file.is_parquet else ("csv", number)
+            groups.setdefault(key, []).append((file, columns, types))
+        return [Scan(tuple(f for f, _, _ in group), group[0][1], group[0][2]) for group in groups.values()]
+
+    def _sql(self, scan: Scan) -> tuple[CurSql, str]:
+        """The SQL builder for ``scan`` and the relation of its typed, canonically named columns."""
+        columns = scan.columns
+        relation, renamed = typed_relation(columns, scan.reader, scan.types)
         keys = None
         if columns.tag_map is not None and not columns.tag_map_is_json and self.tag_keys:
-            # One cheap pass for the keys present saves a lookup per spelling per line.
-            found = self._run_fetch(
-                file, f"SELECT DISTINCT unnest(map_keys({quote(columns.tag_map)})) FROM {reader_sql(file)}"
-            )
-            keys = {str(row[0]) for row in found}
-        return CurSql(renamed, self.tag_keys, self.grain, "duckdb", map_keys=keys).normalised(relation)
+            keys = map_keys_of(scan.files, columns.tag_map) if scan.files[0].is_parquet else None
+        return CurSql(renamed, self.tag_keys, self.grain, "duckdb", map_keys=keys), relation
 
-    def _run_fetch(self, file: ExportFile, sql: str) -> list[Any]:
-        try:
-            return self._exec(sql)
-        except duckdb.Error as exc:
-            raise InputError(f"{file.label}: {_first_line(exc)}") from None
-
-    def _run(self, file: ExportFile, sql: str) -> None:
+    def _run(self, scan: Scan, sql: str) -> None:
         try:
             self._exec(sql)
         except duckdb.Error as exc:
-            raise InputError(f"{file.label}: {_first_line(exc)}") from None
+            raise InputError(self._explain(scan, exc)) from None
+
+    def _explain(self, scan: Scan, exc: duckdb.Error) -> str:
+        """One line naming the file that failed; when DuckDB does not say, find it file by file."""
+        named = scan.label_error(exc)
+        if named is not None:
+            return named
+        for file in scan.files:
+            alone = Scan((file,), scan.columns, scan.types)
+            cur, relation = self._sql(alone)
+            try:
+                self._exec(f"SELECT count(*) FROM ({cur.normalised(relation)}) AS probe")
+            except duckdb.Error as single:
+                return alone.label_error(single) or f"{file.label}: {_first_line(single)}"
+        labels = ", ".join(f.label for f in scan.files)
+        return f"{labels}: cannot be read together: {_first_line(exc)}"
 
     def load(self, files: Sequence[ExportFile]) -> None:
         """Reduce ``files`` into ``partials``; raises ``InputError`` naming the first bad file."""
-        normalised = {file: self._normalised(file) for file in files}
+        prepared = [(scan, *self._sql(scan)) for scan in self.scans(files)]
         if self.grain.resources == "top":
-            for file, sql in normalised.items():
-                self._run(file, f"INSERT INTO resource_totals {resource_totals_sql(sql)}")
+            for scan, cur, relation in prepared:
+                self._run(scan, f"INSERT INTO resource_totals {cur.resource_totals(relation)}")
             self.select_top_resources()
-        tags = len(self.tag_keys)
-        for file, sql in normalised.items():
-            grouped = grouped_sql(sql, self.grain, tags, top="top_resources", count=True)
-            self._run(file, f"INSERT INTO partials BY NAME {grouped}")
+        for scan, cur, relation in prepared:
+            grouped = grouped_sql(
+                cur.normalised(relation), self.grain, cur.tag_indices(), top="top_resources", count=True
+            )
+            self._run(scan, f"INSERT INTO partials BY NAME {grouped}")
+            self._sources += 1
 
     def select_top_resources(self) -> None:
         self._exec(
@@ -224,27 +324,39 @@ class CurLoader:
         self.con.register("incoming_partials", table)
         self._exec("INSERT INTO partials BY NAME SELECT * FROM incoming_partials")
         self.con.unregister("incoming_partials")
+        self._sources += 1
 
     # -- output --------------------------------------------------------------------------------
 
     def finish(self, period_start: datetime, period_end: datetime) -> int:
-        """Merge the partials into cost lines clamped to the period; returns the number of lines."""
+        """Merge the partials into cost lines clamped to the period; returns the number of lines.
+
+        The last step: the partials are dropped, nothing more can be loaded into this loader.
+        """
         unit = "HOUR" if self.grain.period == "hourly" else "DAY"
-        present: set[int] = set()
-        if self.tag_keys:
-            counts = self._exec(
-                "SELECT " + ", ".join(f"count(tag_{i})" for i in range(len(self.tag_keys))) + " FROM partials"
-            )[0]
-            present = {i for i, n in enumerate(counts) if n}
-        sql = finish_sql("partials", self.tag_keys, self.owner_tags, self.job_tags, unit, present)
         start, end = _naive_utc(period_start), _naive_utc(period_end)
+        present: set[int] = set()
+        checks = [
+            "count(*) FILTER (WHERE period_start < $start OR period_start > $end - INTERVAL 1 " + unit + ")",
+            "sum(line_items)",
+            *(f"count(tag_{i})" for i in range(len(self.tag_keys))),
+        ]
+        row = self._exec(f"SELECT {', '.join(checks)} FROM partials", {"start": start, "end": end})[0]
+        outside, self.line_items = int(row[0] or 0), int(row[1] or 0)
+        present = {i for i, n in enumerate(row[2:]) if n}
+        # One scan groups each key once; only rows from several scans, or clamped into the period,
+        # can share a key and need merging.
+        merge = self._sources > 1 or outside > 0
+        sql = finish_sql("partials", self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge)
         self._exec(f"CREATE OR REPLACE TABLE lines AS {sql}", {"start": start, "end": end})
-        row = self._exec("SELECT count(*), (SELECT sum(line_items) FROM partials) FROM lines")[0]
-        self.line_items = int(row[1] or 0)
-        return int(row[0])
+        # The grouped rows are spent: freeing them now keeps them out of the peak while the lines
+        # are handed to the store (~200 MB for a 20M-line month).
+        for table in ("partials", "resource_totals", "top_resources"):
+            self._exec(f"DROP TABLE {table}")
+        return int(self._exec("SELECT count(*) FROM lines")[0][0])
 
     def batches(
-        self, period_start: datetime, period_end: datetime, max_rows: int = 500_000
+        self, period_start: datetime, period_end: datetime, max_rows: int = 250_000
     ) -> Iterator[tuple[datetime, datetime, pa.Table]]:
         """The finished lines in runs of whole UTC days of at most ~``max_rows`` lines each.
 
