@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from spendwatch.detect.monitors import NONE_VALUE, MonitorConfig, dimension_value_sql
+from spendwatch.detect.monitors import NONE_VALUE, MonitorConfig, dimension_value_sql, monitor_clauses
 from spendwatch.records import Contributor, JobLink
 from spendwatch.store import Connection
 
@@ -79,13 +79,8 @@ def series_filter(monitor: MonitorConfig, dimensions: dict[str, str], currency: 
     for dimension, value in dimensions.items():
         clauses.append(f"{dimension_value_sql(dimension)} = ?")
         params.append(value)
-    categories = list(monitor.charge_categories)
-    clauses.append(f"charge_category IN ({', '.join('?' * len(categories))})")
-    params.extend(categories)
-    for dimension, allowed in monitor.filters.items():
-        clauses.append(f"{dimension_value_sql(dimension)} IN ({', '.join('?' * len(allowed))})")
-        params.extend(allowed)
-    return clauses, params
+    scored, scored_params = monitor_clauses(monitor)
+    return clauses + scored, params + scored_params
 
 
 def contributors(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -87,6 +87,17 @@ def default_monitors() -> list[MonitorConfig]:
 
 
 NONE_VALUE = "(none)"
+
+
+def monitor_clauses(monitor: MonitorConfig) -> tuple[list[str], list[Any]]:
+    """SQL clauses (and their parameters) selecting the cost lines a monitor scores."""
+    categories = list(monitor.charge_categories)
+    clauses = [f"charge_category IN ({', '.join('?' * len(categories))})"]
+    params: list[Any] = list(categories)
+    for dimension, allowed in monitor.filters.items():
+        clauses.append(f"{dimension_value_sql(dimension)} IN ({', '.join('?' * len(allowed))})")
+        params.extend(allowed)
+    return clauses, params
 
 
 def dimension_sql(dimension: str) -> str:

@@ -34,7 +34,7 @@ from spendwatch.detect.incidents import (
     segments,
 )
 from spendwatch.detect.model import Detector, ModelParams
-from spendwatch.detect.monitors import MonitorConfig, dimension_value_sql
+from spendwatch.detect.monitors import MonitorConfig, dimension_value_sql, monitor_clauses
 from spendwatch.errors import UserError
 from spendwatch.store import Store
 
@@ -255,14 +255,9 @@ def load_panel(
     unit = "hour" if granularity == "hourly" else "day"
     dims = [dimension_value_sql(d) for d in monitor.dimensions]
     select = ", ".join(f"{expr} AS d{i}" for i, expr in enumerate(dims))
-    clauses = ["charge_period_start >= ?", "charge_period_start < ?"]
-    params: list[Any] = [start, end]
-    categories = list(monitor.charge_categories)
-    clauses.append(f"charge_category IN ({', '.join('?' * len(categories))})")
-    params.extend(categories)
-    for dimension, allowed in monitor.filters.items():
-        clauses.append(f"{dimension_value_sql(dimension)} IN ({', '.join('?' * len(allowed))})")
-        params.extend(allowed)
+    scored, scored_params = monitor_clauses(monitor)
+    clauses = ["charge_period_start >= ?", "charge_period_start < ?", *scored]
+    params: list[Any] = [start, end, *scored_params]
     sql = (
         f"SELECT {select}, billing_currency AS currency, date_trunc('{unit}', charge_period_start) AS ts, "
         f"sum({cost_column}) AS cost FROM cost_lines WHERE {' AND '.join(clauses)} GROUP BY ALL"
