@@ -119,7 +119,7 @@ def run_guard_pass(
         # Only breaches need the kill switch now (approvals and expiries are the regular pass's work),
         # and it goes first: recording the jobs can wait, a runaway cannot.
         if run.breaches and guard.killswitch and killswitch is not None and killswitch.enabled and killswitch.rules:
-            run.killswitch = act(killswitch, store, clock, clients.get("killswitch"))
+            run.killswitch = act(killswitch, store, clock, clients.get("killswitch"), state)
         if guard.record_jobs:
             _record_jobs(store, run.poll.estimates)
             # Only look when something may have ended (or a failed listing left some unconfirmed).
@@ -135,13 +135,46 @@ def run_guard_pass(
     return run
 
 
-def act(killswitch: Any, store: Store, clock: Clock, clients: Mapping[str, Any] | None) -> Any:
-    """The kill switch over the open guard incidents (and nothing else: the regular pass covers the rest)."""
+def act(
+    killswitch: Any,
+    store: Store,
+    clock: Clock,
+    clients: Mapping[str, Any] | None,
+    state: WatchState | None = None,
+) -> Any:
+    """The kill switch over the open guard incidents (and nothing else: the regular pass covers the rest).
+
+    It runs when something a rule could match on changed since it last ran on these incidents — a new or
+    reopened incident, a status or severity change, an impact crossing a rule's ``min_impact`` /
+    ``min_impact_pct`` — so a long breach (say a protected job) costs one store read a poll, not a
+    kill-switch pass. Returns ``None`` when it had nothing new to look at.
+    """
     from spendwatch.detect.incidents import load_incidents
     from spendwatch.killswitch.engine import run_killswitch
 
     incidents = load_incidents(store, kinds=["guard"], statuses=["open", "ongoing"])
-    return run_killswitch(killswitch, store, clock, clients=clients, incidents=incidents, jobs=[])
+    signatures = {i.id: _signature(i, killswitch) for i in incidents}
+    if state is not None and signatures and all(state.acted.get(k) == v for k, v in signatures.items()):
+        return None
+    run = run_killswitch(killswitch, store, clock, clients=clients, incidents=incidents, jobs=[])
+    if state is not None:
+        state.acted = signatures
+    return run
+
+
+def _signature(incident: Any, killswitch: Any) -> tuple[Any, ...]:
+    impacts = sorted(
+        {r.when.incident.min_impact for r in killswitch.rules if r.when.incident and r.when.incident.min_impact}
+    )
+    shares = sorted(
+        {r.when.incident.min_impact_pct for r in killswitch.rules if r.when.incident and r.when.incident.min_impact_pct}
+    )
+    return (
+        incident.status,
+        incident.severity,
+        sum(incident.impact >= t for t in impacts),
+        sum(incident.impact_pct >= t for t in shares),
+    )
 
 
 # -- the jobs table ----------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class WatchState:
     sessions: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     prices: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     recorded: set[str] | None = None  # running jobs written to the store at the last poll (None: unknown)
+    acted: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # incident id → what the kill switch saw
     unsettled: bool = False  # the last poll had a failed listing: some recorded jobs are unconfirmed
     polls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)

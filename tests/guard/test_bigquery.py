@@ -130,7 +130,8 @@ def test_dry_run_journals_the_cancel_and_changes_nothing(
     [action] = list_actions(store)
     assert action.mode == "dry-run" and action.state == "skipped" and action.result is not None
     assert action.result["dry_run"] is True and "would cancel" in action.result["summary"]
-    assert [len(r.killswitch.dry_run) for r in runs if r.killswitch is not None] == [1, 0, 0]
+    # The kill switch looks again only when something a rule could match on changed (open → ongoing).
+    assert [None if r.killswitch is None else len(r.killswitch.dry_run) for r in runs if r.breaches] == [1, 0, None]
 
 
 def test_a_job_under_its_cap_is_never_cancelled(
@@ -328,3 +329,17 @@ def test_running_jobs_are_recorded_and_marked_ended_when_they_finish(
 
     assert [r.ended for r in runs] == [0, 1, 0]
     assert store.query("SELECT state, end_time IS NOT NULL FROM jobs") == [("ENDED", True)]
+
+
+def test_a_rule_with_a_higher_threshold_acts_once_the_breach_grows_past_it(
+    google_api: GoogleApiServer, store: Store, clock: FixedClock, tmp_path: Path
+) -> None:
+    fake = FakeRunningBigQuery(google_api, now=clock.now)
+    fake.add(runaway(start=NOW - timedelta(minutes=3), bytes_per_second=PER_MINUTE * 4 / 60))  # $125/min
+    config = gcp_config(tmp_path, google_api.endpoint, guard=CAP, rules=[cancel_rule("enforce", min_impact=300)])
+
+    runs = polls(config, store, clock, 8, WatchState.new(config.guard))
+
+    # Over the cap from +2 ($625, impact 125); over the rule's $300 impact from +4 ($875): cancelled then.
+    assert [c.at for c in fake.cancels] == [NOW + timedelta(minutes=4)]
+    assert [len(r.killswitch.executed) if r.killswitch else None for r in runs[:5]] == [None, None, 0, 0, 1]
