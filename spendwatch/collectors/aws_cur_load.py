@@ -20,7 +20,7 @@ been read: a bad file means the period yields nothing and keeps its previous dat
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -212,6 +212,7 @@ class CurLoader:
         self._create_tables()
         self.line_items = 0
         self._sources = 0  # how many separately grouped inputs went into partials
+        self._map_keys: dict[tuple[Path, ...], set[str] | None] = {}
 
     def _exec(self, sql: str, params: Any = None) -> list[Any]:
         """Run one statement to completion (DuckDB wants every result consumed before the next)."""
@@ -273,44 +274,55 @@ class CurLoader:
         columns = scan.columns
         relation, renamed = typed_relation(columns, scan.reader, scan.types)
         keys = None
-        if columns.tag_map is not None and not columns.tag_map_is_json and self.tag_keys:
-            keys = map_keys_of(scan.files, columns.tag_map) if scan.files[0].is_parquet else None
+        if columns.tag_map is not None and not columns.tag_map_is_json and self.tag_keys and scan.files[0].is_parquet:
+            paths = tuple(f.path for f in scan.files)
+            if paths not in self._map_keys:
+                self._map_keys[paths] = map_keys_of(scan.files, columns.tag_map)
+            keys = self._map_keys[paths]
         return CurSql(renamed, self.tag_keys, self.grain, "duckdb", map_keys=keys), relation
 
-    def _run(self, scan: Scan, sql: str) -> None:
+    def _insert(self, scan: Scan, table: str, select: Callable[[Scan], str]) -> None:
+        """``INSERT INTO table BY NAME`` the rows ``select`` makes of ``scan``; errors name the file."""
         try:
-            self._exec(sql)
+            self._exec(f"INSERT INTO {table} BY NAME {select(scan)}")
         except duckdb.Error as exc:
-            raise InputError(self._explain(scan, exc)) from None
+            raise InputError(self._explain(scan, exc, select)) from None
 
-    def _explain(self, scan: Scan, exc: duckdb.Error) -> str:
+    def _explain(self, scan: Scan, exc: duckdb.Error, select: Callable[[Scan], str]) -> str:
         """One line naming the file that failed; when DuckDB does not say, find it file by file."""
         named = scan.label_error(exc)
         if named is not None:
             return named
         for file in scan.files:
             alone = Scan((file,), scan.columns, scan.types)
-            cur, relation = self._sql(alone)
             try:
-                self._exec(f"SELECT count(*) FROM ({cur.normalised(relation)}) AS probe")
+                # The same statement, so the same columns and pages are read as in the failed scan.
+                self._exec(f"CREATE OR REPLACE TEMP TABLE probe AS {select(alone)}")
             except duckdb.Error as single:
                 return alone.label_error(single) or f"{file.label}: {_first_line(single)}"
+            finally:
+                self._exec("DROP TABLE IF EXISTS probe")
         labels = ", ".join(f.label for f in scan.files)
         return f"{labels}: cannot be read together: {_first_line(exc)}"
 
     def load(self, files: Sequence[ExportFile]) -> None:
         """Reduce ``files`` into ``partials``; raises ``InputError`` naming the first bad file."""
-        prepared = [(scan, *self._sql(scan)) for scan in self.scans(files)]
+        scans = self.scans(files)
         if self.grain.resources == "top":
-            for scan, cur, relation in prepared:
-                self._run(scan, f"INSERT INTO resource_totals {cur.resource_totals(relation)}")
+            for scan in scans:
+                self._insert(scan, "resource_totals", self._totals_sql)
             self.select_top_resources()
-        for scan, cur, relation in prepared:
-            grouped = grouped_sql(
-                cur.normalised(relation), self.grain, cur.tag_indices(), top="top_resources", count=True
-            )
-            self._run(scan, f"INSERT INTO partials BY NAME {grouped}")
+        for scan in scans:
+            self._insert(scan, "partials", self._grouped_sql)
             self._sources += 1
+
+    def _totals_sql(self, scan: Scan) -> str:
+        cur, relation = self._sql(scan)
+        return cur.resource_totals(relation)
+
+    def _grouped_sql(self, scan: Scan) -> str:
+        cur, relation = self._sql(scan)
+        return grouped_sql(cur.normalised(relation), self.grain, cur.tag_indices(), top="top_resources", count=True)
 
     def select_top_resources(self) -> None:
         self._exec(
