@@ -126,10 +126,12 @@ class AthenaPushdown:
             "QueryString": sql,
             "QueryExecutionContext": {"Database": self.config.database, "Catalog": self.config.catalog},
             "WorkGroup": self.config.workgroup,
-            "ExecutionParameters": params,
         }
-        if self.config.output_location:
-            request["ResultConfiguration"] = {"OutputLocation": output}
+        if params:
+            request["ExecutionParameters"] = params
+        # Always said explicitly (the workgroup's own location when none is configured): where the
+        # result CSV is read from is then never in doubt.
+        request["ResultConfiguration"] = {"OutputLocation": output}
         execution_id = str(self.api.call(self.athena, "StartQueryExecution", **request)["QueryExecutionId"])
         execution = self._wait(execution_id)
         scanned = int(execution.get("Statistics", {}).get("DataScannedInBytes") or 0)
@@ -137,7 +139,7 @@ class AthenaPushdown:
         self.context.progress(f"{self.source}: Athena query {execution_id} scanned {scanned / 1e9:.2f} GB")
         return self._results(execution_id, execution)
 
-    def _check_workgroup(self) -> str | None:
+    def _check_workgroup(self) -> str:
         answer = self.api.call(self.athena, "GetWorkGroup", WorkGroup=self.config.workgroup)
         configuration = answer.get("WorkGroup", {}).get("Configuration", {})
         cutoff = configuration.get("BytesScannedCutoffPerQuery")

@@ -45,6 +45,7 @@ from spendwatch.plugins import StrictModel
 _DATA_EXPORTS = re.compile(r"(?:^|/)metadata/BILLING_PERIOD=(\d{4})-(\d{2})/(?:[^/]+/)?[^/]+-Manifest\.json$")
 _LEGACY = re.compile(r"(?:^|/)(\d{8})-(\d{8})/[^/]+-Manifest\.json$")
 _DATA_SUFFIXES = (".parquet", ".snappy.parquet", ".csv.gz", ".csv", ".gz", ".csv.zip")
+_ATHENA_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$"  # Glue database / table names
 
 
 class GrainConfig(StrictModel):
@@ -63,10 +64,16 @@ class GrainConfig(StrictModel):
 class AthenaConfig(StrictModel):
     """Run the reduction in Athena over the CUR table instead of downloading the files."""
 
-    database: str = Field(min_length=1, description="Glue database holding the CUR table")
-    table: str = Field(min_length=1, description="the CUR 2.0 / FOCUS / legacy CUR table (Parquet)")
-    workgroup: str = Field(default="primary", description="set a bytes-scanned cutoff on it (see max_bytes_scanned)")
-    catalog: str = "AwsDataCatalog"
+    # Identifiers cannot be execution parameters, so they are checked here and quoted into the SQL;
+    # every value (period, tag keys, limits) goes to Athena as an execution parameter.
+    database: str = Field(pattern=_ATHENA_NAME, description="Glue database holding the CUR table")
+    table: str = Field(pattern=_ATHENA_NAME, description="the CUR 2.0 / FOCUS / legacy CUR table (Parquet)")
+    workgroup: str = Field(
+        default="primary",
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description="set a bytes-scanned cutoff on it (see max_bytes_scanned)",
+    )
+    catalog: str = Field(default="AwsDataCatalog", pattern=r"^[A-Za-z0-9_@-]{1,127}$")
     output_location: str | None = Field(
         default=None, pattern=r"^s3://", description="s3:// URI for results (else the workgroup's setting)"
     )
