@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from spendwatch.collectors.aws_charges import category_sql, charge_of, frequency_sql, service_category_sql, squash
+from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES
 
 Dialect = Literal["duckdb", "trino"]
 Layout = Literal["cur", "cur1-csv", "focus"]
@@ -414,14 +415,9 @@ class CurSql:
             "sku_id": f"coalesce({self._col('xusagetype')}, {self._col('skuid')})",
             "region_id": self._col("regionid"),
             "resource_id": self._col("resourceid"),
-            "charge_category": (
-                f"(CASE lower({category}) WHEN 'usage' THEN 'Usage' WHEN 'purchase' THEN 'Purchase' "
-                "WHEN 'tax' THEN 'Tax' WHEN 'credit' THEN 'Credit' ELSE 'Adjustment' END)"
-            ),
-            "charge_frequency": (
-                f"(CASE lower({self._col('chargefrequency')}) WHEN 'one-time' THEN 'One-Time' "
-                "WHEN 'recurring' THEN 'Recurring' WHEN 'usage-based' THEN 'Usage-Based' ELSE NULL END)"
-            ),
+            # The FOCUS values the focus source accepts (spendwatch.schema), matched case-insensitively.
+            "charge_category": _choice_sql(category, CHARGE_CATEGORIES, "'Adjustment'"),
+            "charge_frequency": _choice_sql(self._col("chargefrequency"), CHARGE_FREQUENCIES, "NULL"),
             "charge_description": self._col("chargedescription"),
             "billed_cost": billed,
             "effective_cost": f"coalesce({self._col('effectivecost', 'num')}, {billed})",
@@ -455,12 +451,9 @@ class CurSql:
         )
 
 
-def resource_totals_sql(normalised: str) -> str:
-    """Per-resource absolute cost: what ``resources: top`` ranks by."""
-    return (
-        f"SELECT resource_id, sum(abs(billed_cost)) AS total FROM ({normalised}) AS n "
-        "WHERE resource_id IS NOT NULL GROUP BY resource_id"
-    )
+def _choice_sql(column: str, allowed: Sequence[str], otherwise: str) -> str:
+    arms = " ".join(f"WHEN {literal(value.lower())} THEN {literal(value)}" for value in allowed)
+    return f"(CASE lower({column}) {arms} ELSE {otherwise} END)"
 
 
 def grouped_sql(

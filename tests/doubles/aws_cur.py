@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import uuid
+import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -109,15 +110,15 @@ def csv_gz_bytes(rows: list[dict[str, Any]], *, broken_cost_at: int | None = Non
     return gzip.compress(text.getvalue().encode())
 
 
-def data_exports_manifest(bucket: str, keys: list[str], month: str) -> bytes:
+def data_exports_manifest(bucket: str, keys: list[str], month: str, export: str = "cur2") -> bytes:
     """A Data Exports ``Manifest.json`` (the fields spendwatch reads, plus the usual others)."""
     year, mon = int(month[:4]), int(month[5:])
     end = f"{year + (mon == 12)}-{mon % 12 + 1:02d}-01T00:00:00.000Z"
     return json.dumps(
         {
             "version": "2023-11-26",
-            "exportArn": "arn:aws:bcm-data-exports:us-east-1:999999999999:export/cur2-0001",
-            "exportName": "cur2",
+            "exportArn": f"arn:aws:bcm-data-exports:us-east-1:999999999999:export/{export}-0001",
+            "exportName": export,
             "executionId": str(uuid.uuid4()),
             "billingPeriod": {"start": f"{month}-01T00:00:00.000Z", "end": end},
             "dataFiles": [f"s3://{bucket}/{k}" for k in keys],
@@ -126,7 +127,14 @@ def data_exports_manifest(bucket: str, keys: list[str], month: str) -> bytes:
 
 
 def put_data_export(
-    s3: Any, bucket: str, prefix: str, month: str, files: dict[str, bytes], *, manifest: bytes | None = None
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    month: str,
+    files: dict[str, bytes],
+    *,
+    manifest: bytes | None = None,
+    export: str = "cur2",
 ) -> str:
     """Upload ``files`` as one period of a Data Export; returns the manifest key."""
     keys = []
@@ -134,8 +142,9 @@ def put_data_export(
         key = f"{prefix}/data/BILLING_PERIOD={month}/{name}"
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         keys.append(key)
-    manifest_key = f"{prefix}/metadata/BILLING_PERIOD={month}/cur2-Manifest.json"
-    s3.put_object(Bucket=bucket, Key=manifest_key, Body=manifest or data_exports_manifest(bucket, keys, month))
+    manifest_key = f"{prefix}/metadata/BILLING_PERIOD={month}/{export}-Manifest.json"
+    body = manifest or data_exports_manifest(bucket, keys, month, export)
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=body)
     return manifest_key
 
 
@@ -217,3 +226,113 @@ def bulk_cur2_table(
     columns["pricing_public_on_demand_cost"] = pa.array(cost * 2)
     columns["resource_tags"] = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
     return pa.table(columns)
+
+
+# FOCUS 1.0 as AWS Data Exports writes it: costs as decimals, timestamps in UTC, Tags a map (Parquet)
+# or JSON text (CSV), AWS extension columns prefixed x_.
+FOCUS_STRING_COLUMNS = (
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ProviderName",
+    "PublisherName",
+    "InvoiceIssuerName",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ServiceCategory",
+    "ServiceName",
+    "SkuId",
+    "SubAccountId",
+    "SubAccountName",
+    "x_ServiceCode",
+    "x_UsageType",
+)
+FOCUS_COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
+FOCUS_TIME_COLUMNS = ("BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd")
+
+
+def focus_line(
+    start: datetime,
+    cost: float,
+    *,
+    account: str = "111111111111",
+    category: str = "Usage",
+    frequency: str = "Usage-Based",
+    service: tuple[str, str, str] = ("AmazonEC2", "Amazon Elastic Compute Cloud", "Compute"),
+    usage_type: str = "USE1-BoxUsage:m5.large",
+    resource: str | None = "i-0aaa",
+    tags: dict[str, str] | None = None,
+    hours: int = 1,
+    effective: float | None = None,
+    currency: str = "USD",
+) -> dict[str, Any]:
+    code, name, category_of_service = service
+    month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return {
+        "BillingAccountId": "999999999999",
+        "BillingAccountName": "payer",
+        "BillingCurrency": currency,
+        "ChargeCategory": category,
+        "ChargeClass": None,
+        "ChargeDescription": f"{category} of {name}",
+        "ChargeFrequency": frequency,
+        "ProviderName": "AWS",
+        "PublisherName": "AWS",
+        "InvoiceIssuerName": "AWS",
+        "RegionId": "us-east-1",
+        "RegionName": "US East (N. Virginia)",
+        "ResourceId": resource,
+        "ServiceCategory": category_of_service,
+        "ServiceName": name,
+        "SkuId": f"SKU{zlib.crc32(usage_type.encode()):08X}",
+        "SubAccountId": account,
+        "SubAccountName": f"acct-{account[-4:]}",
+        "x_ServiceCode": code,
+        "x_UsageType": usage_type,
+        "BilledCost": cost,
+        "EffectiveCost": cost if effective is None else effective,
+        "ListCost": abs(cost) * 1.25,
+        "ContractedCost": cost,
+        "BillingPeriodStart": month,
+        "BillingPeriodEnd": datetime(month.year + (month.month == 12), month.month % 12 + 1, 1, tzinfo=month.tzinfo),
+        "ChargePeriodStart": start,
+        "ChargePeriodEnd": start + timedelta(hours=hours),
+        "Tags": tags or {},
+    }
+
+
+def focus_table(rows: list[dict[str, Any]]) -> pa.Table:
+    from decimal import Decimal
+
+    columns: dict[str, pa.Array] = {}
+    for name in FOCUS_STRING_COLUMNS:
+        columns[name] = pa.array([r[name] for r in rows], type=pa.string())
+    for name in FOCUS_COST_COLUMNS:
+        values = [None if r[name] is None else Decimal(repr(r[name])) for r in rows]
+        columns[name] = pa.array(values, type=pa.decimal128(38, 18))
+    for name in FOCUS_TIME_COLUMNS:
+        columns[name] = pa.array([r[name] for r in rows], type=pa.timestamp("ms", tz="UTC"))
+    columns["Tags"] = pa.array([list(r["Tags"].items()) for r in rows], type=pa.map_(pa.string(), pa.string()))
+    return pa.table(columns)
+
+
+def focus_csv_gz(rows: list[dict[str, Any]]) -> bytes:
+    """FOCUS as gzip CSV: ISO 8601 timestamps, Tags as a JSON object."""
+    names = [*FOCUS_STRING_COLUMNS, *FOCUS_COST_COLUMNS, *FOCUS_TIME_COLUMNS]
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow([*names, "Tags"])
+    for row in rows:
+        values = []
+        for name in names:
+            value = row[name]
+            if isinstance(value, datetime):
+                value = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+            values.append("" if value is None else value)
+        writer.writerow([*values, json.dumps(row["Tags"])])
+    return gzip.compress(text.getvalue().encode())
