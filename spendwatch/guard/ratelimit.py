@@ -4,8 +4,9 @@ Every call the guard makes takes a token from the bucket of its API (``service:O
 scope (an AWS region, a GCP project); a caller that finds the bucket empty sleeps until a token is
 due. ``DEFAULT_LIMITS`` holds the rate and burst we allow ourselves and the documented quota each is
 kept under (``ceiling`` is the highest rate ``guard.rate_limits`` may set). Where a provider publishes
-no fixed per-operation figure (AWS control-plane reads are "throttled per account and Region"), the
-budget is the slowest example the provider documents for that service, so it is safe by construction.
+a figure (BigQuery, Dataproc) the budget is a small fraction of it; where it publishes none (AWS
+control-plane reads are "throttled per account and Region"), the budget is 1–2 requests/s — in steady
+state the guard uses a tenth of that (see ``benchmarks/README.md``), and a tighter account lowers it.
 The limiter also counts calls per API: ``guard status`` and the benchmark report them.
 """
 
