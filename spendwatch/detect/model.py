@@ -58,6 +58,7 @@ class ModelParams:
     recurrence_months: int = 3  # months of day-of-month history for recurring charges (daily)
     intermittent_zero_share: float = 0.2  # above this share of zeros a zero is "job idle", not a drop
     scale_floor_pct: float = 0.02  # floor on the robust sigma as a fraction of the expected cost
+    additive_gate: float = 0.5  # sigmas an offset must out-explain a ratio by to forecast additively
 
     def __post_init__(self) -> None:
         if self.granularity not in _DEFAULTS:
@@ -67,6 +68,8 @@ class ModelParams:
         negative = [f for f in ("min_impact_abs", "min_impact_pct") if (getattr(self, f) or 0) < 0]
         if negative:
             raise ValueError(f"{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
+        if not self.additive_gate >= 0:
+            raise ValueError(f"additive_gate must be >= 0 (inf = never additive), got {self.additive_gate}")
 
     @classmethod
     def for_granularity(cls, granularity: Granularity, **overrides: float | int | None) -> ModelParams:
@@ -92,6 +95,8 @@ class ModelParams:
             weekly_cycles=7 if hourly else 0,
             level_points=int(full.level_points or 0),
             min_points=int(full.min_history or 0),
+            additive_gate=self.additive_gate,
+            scale_floor=self.scale_floor_pct,
         )
 
     def thresholds(self) -> Thresholds:

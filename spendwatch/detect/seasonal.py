@@ -52,6 +52,8 @@ class WindowSpec:
     weekly_cycles: int  # cycles per week for a second, weekly season (0 = none)
     level_points: int  # observed points the short level is the median of
     min_points: int  # observed points needed before deciding at all
+    additive_gate: float = 0.5  # noise sigmas an offset must beat a ratio by (inf = never additive)
+    scale_floor: float = 0.02  # floor on the noise sigma the gate is measured in
 
     @property
     def length(self) -> int:
@@ -103,38 +105,127 @@ def _forecast_chunk(
 ) -> Forecast:
     observed = ~np.isnan(window)
     zeros = observed & (window <= 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_cost = np.where(window > 0, np.log(window), np.nan)
+    running = np.where(window > 0, window, np.nan)
+    log_cost = np.log(running)
+    keep = _after_rebase_mask(columns, rebase_at, window.shape[-1])
     season, season_held_out = _season(log_cost, spec)
-    deseasonalised = log_cost - season
-    level_input = _after_rebase(deseasonalised, columns, rebase_at)
-    level_valid = ~np.isnan(level_input)
-    short_mask = keep_last_valid(level_valid, spec.level_points)
-    level = nanmedian_last(np.where(short_mask, level_input, np.nan))
-    level_long = nanmedian_last(level_input)
+    fit = _level_fit(log_cost, season, keep, spec, recent, additive=False)
     changes = _successive_changes(log_cost - season_held_out)
     scale = mad_sigma_last(changes - nanmedian_last(changes)[..., None]) / np.sqrt(2.0)
-    season_now = season[..., 0]
     n_running = np.count_nonzero(~np.isnan(log_cost), axis=-1)
-    decidable = (n_running >= spec.min_points) & np.any(level_valid, axis=-1)
+    decidable = (n_running >= spec.min_points) & ~np.isnan(fit.log_expected)
+    fit = _additive_where_it_explains_better(fit, running, log_cost, keep, scale, spec)
     return Forecast(
-        log_expected=level + season_now,
-        log_expected_long=level_long + season_now,
+        log_expected=fit.log_expected,
+        log_expected_long=fit.log_expected_long,
         log_scale=scale,
         zero_share=np.count_nonzero(zeros, axis=-1) / np.maximum(np.count_nonzero(observed, axis=-1), 1),
-        recent=level_input[..., -recent:] - level_long[..., None],
+        recent=fit.recent,
         decidable=decidable,
     )
 
 
-def _after_rebase(window: FloatArray, columns: IntArray, rebase_at: IntArray) -> FloatArray:
-    """The window with steps before each series' rebase column masked out (for the levels)."""
-    length = window.shape[-1]
+@dataclass(frozen=True)
+class _LevelFit:
+    """What the decision needs from one decomposition, in log dollars."""
+
+    log_expected: FloatArray  # (...,) short level + season at the decided column
+    log_expected_long: FloatArray  # (...,) long level + season at the decided column
+    recent: FloatArray  # (..., k) log of the last k deseasonalised values over the long level
+
+
+def _level_fit(
+    series: FloatArray, season: FloatArray, keep: BoolArray, spec: WindowSpec, recent: int, *, additive: bool
+) -> _LevelFit:
+    """Short and long level of ``series - season``: log dollars, or dollars if ``additive``."""
+    deseasonalised = np.where(keep, series - season, np.nan)
+    short_mask = keep_last_valid(~np.isnan(deseasonalised), spec.level_points)
+    level = nanmedian_last(np.where(short_mask, deseasonalised, np.nan))
+    level_long = nanmedian_last(deseasonalised)
+    season_now = season[..., 0]
+    last = deseasonalised[..., -recent:]
+    if not additive:
+        return _LevelFit(level + season_now, level_long + season_now, last - level_long[..., None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = last / level_long[..., None]
+    return _LevelFit(_log_positive(level + season_now), _log_positive(level_long + season_now), _log_positive(relative))
+
+
+def _log_positive(values: FloatArray) -> FloatArray:
+    """log of the positive entries, NaN elsewhere (a dollar forecast at or below zero is unusable)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log(values), np.nan)
+
+
+def _additive_where_it_explains_better(
+    fit: _LevelFit, running: FloatArray, log_cost: FloatArray, keep: BoolArray, scale: FloatArray, spec: WindowSpec
+) -> _LevelFit:
+    """``fit`` with the additive decomposition's level and season where an offset explains the
+    last cycle better than a ratio does (see :func:`offset_advantage`).
+
+    Only those windows are decomposed a second time, in dollars, so the usual case costs one
+    cheap test. An additive forecast at or below $0 is not used.
+    """
+    noise = np.fmax(scale, spec.scale_floor)
+    chosen = np.nonzero(offset_advantage(running, log_cost, spec) > spec.additive_gate * noise)
+    if len(chosen[0]) == 0:
+        return fit
+    dollars = running[chosen]
+    season, _ = _season(dollars, spec, held_out=False)
+    additive = _level_fit(dollars, season, keep[chosen], spec, fit.recent.shape[-1], additive=True)
+    usable = ~np.isnan(additive.log_expected) & ~np.isnan(additive.log_expected_long)
+    where = tuple(axis[usable] for axis in chosen)
+    merged = _LevelFit(fit.log_expected.copy(), fit.log_expected_long.copy(), fit.recent.copy())
+    merged.log_expected[where] = additive.log_expected[usable]
+    merged.log_expected_long[where] = additive.log_expected_long[usable]
+    merged.recent[where] = additive.recent[usable]
+    return merged
+
+
+def offset_advantage(running: FloatArray, log_cost: FloatArray, spec: WindowSpec) -> FloatArray:
+    """How much better an offset than a ratio explains the last cycle, in mean absolute log error.
+
+    Each of the last ``level_points`` steps is paired with the step of the same phase one, two,
+    ... seasonal periods (a week) earlier in the window. Per lag, one ratio (the median log
+    change: the multiplicative reading) and one offset (the median dollar change: the additive
+    reading) are fitted robustly, and each pair's absolute log error under both is compared. A
+    pair's error is capped at ``log 2``: a pair that straddles a change neither reading can
+    explain, and a negative additive prediction, count as one plain miss rather than dominating.
+    Positive = the additive reading explains better. NaN where nothing pairs up.
+    """
+    length = running.shape[-1]
+    span = spec.level_points
+    period = spec.cycle * (spec.weekly_cycles or 1)
+    now, now_log = running[..., length - span :], log_cost[..., length - span :]
+    advantage = np.zeros(running.shape[:-1])
+    pairs = np.zeros(running.shape[:-1])
+    for lag in range(period, length - span + 1, period):
+        then = running[..., length - span - lag : length - lag]
+        log_change = now_log - log_cost[..., length - span - lag : length - lag]
+        by_ratio = np.fmin(np.abs(log_change - nanmedian_last(log_change)[..., None]), PAIR_ERROR_CAP)
+        predicted = then + nanmedian_last(now - then)[..., None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            by_offset = np.where(
+                predicted > 0, np.fmin(np.abs(now_log - np.log(predicted)), PAIR_ERROR_CAP), PAIR_ERROR_CAP
+            )
+        paired = ~np.isnan(log_change)
+        advantage += np.sum(np.where(paired, by_ratio - by_offset, 0.0), axis=-1)
+        pairs += np.count_nonzero(paired, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(advantage / pairs, dtype=np.float64)
+
+
+PAIR_ERROR_CAP = float(np.log(2.0))
+"""Largest absolute log error one pair can contribute to :func:`offset_advantage`."""
+
+
+def _after_rebase_mask(columns: IntArray, rebase_at: IntArray, length: int) -> BoolArray:
+    """Window positions at or after each series' rebase column (the only ones the levels use)."""
     positions = columns[None, :, None] - length + np.arange(length)[None, None, :]
-    return np.where(positions >= rebase_at[:, None, None], window, np.nan)
+    return np.asarray(positions >= rebase_at[:, None, None], dtype=bool)
 
 
-def _season(running: FloatArray, spec: WindowSpec) -> tuple[FloatArray, FloatArray]:
+def _season(running: FloatArray, spec: WindowSpec, *, held_out: bool = True) -> tuple[FloatArray, FloatArray]:
     """Additive seasonal component at every window position (0 where unknown).
 
     Returns the component and an out-of-sample version for the noise scale: a phase
@@ -148,11 +239,11 @@ def _season(running: FloatArray, spec: WindowSpec) -> tuple[FloatArray, FloatArr
     season = np.broadcast_to(short[..., None, :], cycles.shape).reshape(running.shape)
     if not spec.weekly_cycles:
         return season, season
-    weekly, weekly_held_out = _weekly(running - season, spec.cycle * spec.weekly_cycles)
+    weekly, weekly_held_out = _weekly(running - season, spec.cycle * spec.weekly_cycles, held_out=held_out)
     return season + weekly, season + weekly_held_out
 
 
-def _weekly(without_short: FloatArray, period: int) -> tuple[FloatArray, FloatArray]:
+def _weekly(without_short: FloatArray, period: int, *, held_out: bool = True) -> tuple[FloatArray, FloatArray]:
     """Hour-of-week offsets left after the daily season (weekends, Friday evenings).
 
     Also returns, for each week, the offsets estimated from the other weeks only.
@@ -163,11 +254,13 @@ def _weekly(without_short: FloatArray, period: int) -> tuple[FloatArray, FloatAr
     deviations = np.swapaxes(weeks - week_level[..., None], -1, -2)
     offsets = _centred(nanmedian_last(deviations))
     fitted = np.broadcast_to(offsets[..., None, :], weeks.shape)
-    held_out = np.empty_like(weeks)
+    if not held_out:
+        return fitted.reshape(without_short.shape), fitted.reshape(without_short.shape)
+    held_out_offsets = np.empty_like(weeks)
     for week in range(weeks.shape[-2]):
         others = np.delete(deviations, week, axis=-1)
-        held_out[..., week, :] = _centred(nanmedian_last(others))
-    return fitted.reshape(without_short.shape), held_out.reshape(without_short.shape)
+        held_out_offsets[..., week, :] = _centred(nanmedian_last(others))
+    return fitted.reshape(without_short.shape), held_out_offsets.reshape(without_short.shape)
 
 
 def _centred(profile: FloatArray) -> FloatArray:

@@ -300,7 +300,16 @@ def test_every_alert_has_an_upward_kind_and_every_drop_the_drop_kind() -> None:
     assert not (result.is_anomaly & result.is_drop).any()
 
 
-@pytest.mark.parametrize("bad", [{"sensitivity": 0.0}, {"min_impact_abs": -1.0}, {"min_impact_pct": -0.1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sensitivity": 0.0},
+        {"min_impact_abs": -1.0},
+        {"min_impact_pct": -0.1},
+        {"additive_gate": -0.5},
+        {"additive_gate": float("nan")},
+    ],
+)
 def test_invalid_knobs_are_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         ModelParams.for_granularity("daily", **bad)
@@ -336,3 +345,141 @@ def test_truncation_invariance_on_random_panels(seed: int, cut: int, zero_share:
     np.testing.assert_array_equal(cut_result.score[:, 0], full.score[:, cut])
     np.testing.assert_array_equal(cut_result.is_anomaly[:, 0], full.is_anomaly[:, cut])
     np.testing.assert_array_equal(cut_result.is_drop[:, 0], full.is_drop[:, cut])
+
+
+# --- additive level changes on seasonal series (a constant load added to or removed from a pattern) ---
+
+ONSET_DAY = 42  # a Monday, six weeks in: the 21-day hourly window is full of pre-onset history
+ONSET_HOUR = ONSET_DAY * 24 + 9
+
+
+def business_hours(n_days: int, seed: int) -> np.ndarray:
+    """Notebook-like hourly cost: ~$5/h at night, ~$30/h at midday on weekdays, 40% of that at weekends."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(n_days * 24)
+    hour, weekday = hours % 24, (hours // 24) % 7
+    day_shape = 5.0 + 25.0 * np.clip(np.sin(np.pi * (hour - 7) / 12), 0.0, None)
+    weekend = np.where(weekday >= 5, 0.4, 1.0)
+    return np.asarray(day_shape * weekend * np.exp(0.06 * rng.standard_normal(hours.size)))
+
+
+def fit_hourly(values: np.ndarray, **overrides: float) -> DetectionResult:
+    stamps = hourly_stamps(values.size)  # 2026-01-05 is a Monday
+    return Detector(ModelParams.for_granularity("hourly", **overrides)).fit(values[None, :], stamps)
+
+
+def flags_after(mask: np.ndarray, start: int, stop: int) -> list[int]:
+    return [int(i) for i in np.flatnonzero(mask[start:stop]) + start]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hourly_constant_load_alerts_at_onset_then_adapts_instead_of_flapping_every_night(seed: int) -> None:
+    values = business_hours(ONSET_DAY + 17, seed)
+    values[ONSET_HOUR:] += 75.38  # a forgotten training job: a flat $75/h on top of the day's pattern
+    result = fit_hourly(values)
+    assert result.is_anomaly[0, ONSET_HOUR : ONSET_HOUR + 3].any(), "the onset must alert within 3 hours"
+    assert result.kind[0, ONSET_HOUR] in (Kind.SPIKE, Kind.BURST)
+    settled, end = ONSET_HOUR + 48, ONSET_HOUR + 48 + 14 * 24
+    assert end <= values.size
+    assert flags_after(result.is_anomaly[0], settled, end) == []
+    assert flags_after(result.is_drop[0], settled, end) == []
+    relative_error = np.abs(result.expected[0, settled:end] / values[settled:end] - 1.0)
+    assert np.median(relative_error) < 0.05, "the forecast follows pattern + constant, not a scaled pattern"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hourly_constant_load_removed_reports_drops_at_onset_then_is_quiet(seed: int) -> None:
+    values = business_hours(ONSET_DAY + 17, seed)
+    values[:ONSET_HOUR] += 75.38  # the job ran for weeks, then someone stopped it
+    result = fit_hourly(values)
+    assert result.is_drop[0, ONSET_HOUR : ONSET_HOUR + 3].any(), "the onset must be reported as a drop"
+    assert not result.is_anomaly[0, ONSET_HOUR:].any(), "a drop never alerts"
+    settled, end = ONSET_HOUR + 48, ONSET_HOUR + 48 + 14 * 24
+    assert flags_after(result.is_drop[0], settled, end) == []
+
+
+def test_hourly_constant_load_flaps_with_the_purely_multiplicative_model() -> None:
+    """The defect the additive reading fixes: without it, nights alert and working hours drop for weeks."""
+    values = business_hours(ONSET_DAY + 17, 0)
+    values[ONSET_HOUR:] += 75.38
+    result = fit_hourly(values, additive_gate=float("inf"))
+    settled, end = ONSET_HOUR + 48, ONSET_HOUR + 48 + 14 * 24
+    assert len(flags_after(result.is_anomaly[0], settled, end)) > 24
+    assert len(flags_after(result.is_drop[0], settled, end)) > 24
+
+
+def test_hourly_multiplicative_shift_still_adapts() -> None:
+    values = business_hours(ONSET_DAY + 17, 3)
+    values[ONSET_HOUR:] *= 2.5  # twice as many notebooks: the whole pattern scales
+    result = fit_hourly(values)
+    assert result.is_anomaly[0, ONSET_HOUR : ONSET_HOUR + 3].any()
+    settled, end = ONSET_HOUR + 48, ONSET_HOUR + 48 + 14 * 24
+    assert flags_after(result.is_anomaly[0], settled, end) == []
+    assert flags_after(result.is_drop[0], settled, end) == []
+
+
+def weekday_weekend(n_steps: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    weekend = np.arange(n_steps) % 7 >= 5  # daily_stamps starts on a Wednesday; any fixed weekly pattern will do
+    return np.asarray(1000.0 * np.where(weekend, 0.4, 1.0) * np.exp(0.05 * rng.standard_normal(n_steps)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_daily_constant_load_alerts_at_onset_then_adapts_within_a_week(seed: int) -> None:
+    onset = 120 + seed
+    values = weekday_weekend(onset + 30, seed)
+    values[onset:] += 2000.0
+    result = detect_daily(values)
+    assert result.is_anomaly[0, onset : onset + 3].any()
+    settled, end = onset + 7, onset + 7 + 21
+    assert flags_after(result.is_anomaly[0], settled, end) == []
+    assert flags_after(result.is_drop[0], settled, end) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_daily_constant_load_removed_reports_drops_at_onset_then_is_quiet(seed: int) -> None:
+    onset = 120 + seed
+    values = weekday_weekend(onset + 30, seed)
+    values[:onset] += 2000.0
+    result = detect_daily(values)
+    assert result.is_drop[0, onset : onset + 3].any()
+    assert not result.is_anomaly[0, onset:].any()
+    settled, end = onset + 7, onset + 7 + 21
+    assert flags_after(result.is_drop[0], settled, end) == []
+
+
+def test_daily_constant_load_keeps_alerting_at_weekends_with_the_purely_multiplicative_model() -> None:
+    values = weekday_weekend(150, 0)
+    values[120:] += 2000.0
+    result = detect_daily(values, additive_gate=float("inf"))
+    assert len(flags_after(result.is_anomaly[0], 127, 150)) >= 4
+
+
+def test_additive_reading_keeps_truncation_invariance() -> None:
+    hourly = np.vstack([business_hours(ONSET_DAY + 10, s) for s in range(3)])
+    hourly[0, ONSET_HOUR:] += 75.38
+    hourly[1, :ONSET_HOUR] += 40.0
+    hourly[2, ONSET_HOUR + 30 : ONSET_HOUR + 40] = np.nan
+    stamps = hourly_stamps(hourly.shape[1])
+    detector = Detector(ModelParams.for_granularity("hourly"))
+    full = detector.fit(hourly, stamps, decide_from=ONSET_HOUR - 5)
+    offset = full.start
+    for t in (ONSET_HOUR, ONSET_HOUR + 13, ONSET_HOUR + 60, ONSET_HOUR + 24 * 8 + 3, hourly.shape[1] - 1):
+        cut = detector.fit(hourly[:, : t + 1], stamps[: t + 1], decide_from=t)
+        for name in ("score", "expected", "upper", "lower", "is_anomaly", "is_drop", "kind"):
+            np.testing.assert_array_equal(getattr(cut, name)[:, 0], getattr(full, name)[:, t - offset], err_msg=name)
+
+
+def test_offset_advantage_tells_an_added_constant_from_a_scaled_pattern() -> None:
+    from spendwatch.detect.seasonal import offset_advantage
+
+    spec = ModelParams.for_granularity("daily").window_spec()
+    pattern = np.tile([1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 400.0, 400.0], spec.n_cycles)
+    added, scaled = pattern.copy(), pattern.copy()
+    added[-10:] += 2000.0
+    scaled[-10:] *= 3.0
+    windows = np.stack([pattern, added, scaled])
+    advantage = offset_advantage(windows, np.log(windows), spec)
+    assert advantage[0] == 0.0  # nothing changed: a tie, the multiplicative reading stays
+    assert advantage[1] > 0.1
+    assert advantage[2] < -0.1
