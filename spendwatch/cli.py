@@ -130,7 +130,10 @@ def demo(env: Env, output: str, seed: int, days: int) -> None:
     click.echo("What spendwatch found in the simulated estate:")
     for line in summary_lines(findings):
         click.echo(f"  {line}")
-    if not all(f.correct for f in findings):
+    click.echo("")
+    for line in result.guard.lines():
+        click.echo(f"  {line}")
+    if not all(f.correct for f in findings) or not result.guard.caught_within_a_minute:
         click.echo("some injected incidents were not found as expected", err=True)
         sys.exit(1)
 

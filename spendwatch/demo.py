@@ -1,7 +1,8 @@
 """``spendwatch demo``: the whole pipeline on a simulated estate, no cloud account, no network.
 
-simulated estate → store → detection → attribution → kill-switch plan (dry-run) → digest files,
-then a summary naming each injected incident, the user or job it was attributed to and the $ impact.
+simulated estate → store → detection → attribution → kill-switch plan (dry-run) → the runaway-job
+guard replayed poll by poll (dry-run, and enforce against a local stand-in) → digest files, then a
+summary naming each injected incident, the user or job it was attributed to and the $ impact.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from spendwatch.collectors.simulated import SimulatedEstate, SimulatedSourceConf
 from spendwatch.config import Config, parse_config
 from spendwatch.detect.incidents import load_incidents
 from spendwatch.detect.runner import run_detection
+from spendwatch.guard.demo import GuardDemoResult, replay_runaway
 from spendwatch.killswitch.engine import KillSwitchRun, run_killswitch
 from spendwatch.notify.cli import render_to_dir
 from spendwatch.records import Incident
@@ -63,6 +65,7 @@ class DemoResult:
     findings: list[Finding]
     plan: KillSwitchRun
     digest: list[Path]
+    guard: GuardDemoResult
 
 
 def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say: Say = print) -> DemoResult:
@@ -72,25 +75,27 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     assert isinstance(source, SimulatedSourceConfig)
     source = source.model_copy(update={"seed": seed, "days": days})
     store = Store(config.store.path, clock=clock)
-    say(f"1/4 simulating {days} days of an ML/data estate on AWS and GCP (seed {seed}) …")
+    say(f"1/5 simulating {days} days of an ML/data estate on AWS and GCP (seed {seed}) …")
     run = collect_source(source, store, clock)
     if run.error:
         raise RuntimeError(f"the simulated source failed: {run.error}")
     say(f"    {run.cost_rows:,} cost lines and {run.jobs:,} job records in {store.path}")
-    say("2/4 detecting anomalies and attributing them …")
+    say("2/5 detecting anomalies and attributing them …")
     detection = run_detection(config, store, clock)
     say(f"    {detection.series_scored} series scored, {detection.opened} incident(s) found")
-    say("3/4 planning the kill switch (dry-run: nothing is touched) …")
+    say("3/5 planning the kill switch (dry-run: nothing is touched) …")
     plan = run_killswitch(config, store, clock)
     for action in plan.dry_run:
         say(f"    would {action.summary}")
-    say("4/4 writing the daily digest …")
+    say("4/5 replaying the runaway query poll by poll through the runaway-job guard …")
+    guard = replay_runaway(store, clock, config)
+    say("5/5 writing the daily digest …")
     report_day = (clock.now() - timedelta(days=1)).date()
     digest = render_to_dir(config, store, clock, report_day, output / "digest", charts=True)
     for path in digest:
         say(f"    {path}")
     estate = SimulatedEstate(seed, days, clock.now())
-    return DemoResult(match_injected(estate.scenario, load_incidents(store)), plan, digest)
+    return DemoResult(match_injected(estate.scenario, load_incidents(store)), plan, digest, guard)
 
 
 def match_injected(scenario: list[Injected], incidents: list[Incident]) -> list[Finding]:
