@@ -108,6 +108,15 @@ class Config(StrictModel):
                 seen.add(name)
         return self
 
+    @model_validator(mode="after")
+    def _guard_watches_job_sources(self) -> Config:
+        job_sources = {s.name: s.type for s in self.sources if s.type in ("aws-jobs", "gcp-jobs")}
+        for name in self.guard.sources:
+            if name not in job_sources:
+                known = ", ".join(sorted(job_sources)) or "none configured"
+                raise ValueError(f"guard.sources: {name!r} is not an aws-jobs or gcp-jobs source (those are: {known})")
+        return self
+
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:
             if source.name == name:

@@ -105,6 +105,10 @@ def test_environment_variables_are_interpolated_with_defaults(tmp_path: Path) ->
             ":4: sources[0].path: environment variable NOPE is not set",
         ),
         ("store: [\n", ":2: YAML syntax error"),
+        (
+            "sources:\n  - {name: f, type: focus, path: x}\nguard:\n  sources: [f]\n",
+            "guard.sources: 'f' is not an aws-jobs or gcp-jobs source (those are: none configured)",
+        ),
         ("- just\n- a list\n", "the top level must be a mapping"),
     ],
 )
