@@ -77,7 +77,9 @@ def incident_alert(incident: Incident, notify: NotifyConfig, recipients: tuple[s
     title = f"{incident.severity.upper()} {incident.kind}: {incident.title}"
     culprit = incident.culprit_sentence()
     when = f"{incident.first_seen:%d %b %H:%M} – {incident.last_seen:%d %b %H:%M} UTC"
-    summary = f"{impact} over expected ({incident.impact_pct:+.0%}), {when}"
+    # A guard incident's "expected" is the cap the job crossed, not a forecast.
+    baseline = "over its cap" if incident.kind == "guard" else "over expected"
+    summary = f"{impact} {baseline} ({incident.impact_pct:+.0%}), {when}"
     icon = _SEVERITY_ICON.get(incident.severity, ":warning:")
     payload = {
         "text": f"{icon} spendwatch: {slack_escape(title)} — {summary}. Culprit: {slack_escape(culprit)}",
