@@ -148,6 +148,61 @@ def synthetic_fleet(n_series: int, n_steps: int, seed: int = 1) -> tuple[np.ndar
     return values, stamps
 
 
+def additive_case(granularity: str, seed: int, size: float, removed: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """A strongly seasonal series that gains (or loses) a constant load at ``onset``.
+
+    Hourly: business hours (~$5/h at night, ~$30/h at midday, 40% at weekends, 6% noise), onset at
+    09:00 between day 42 and 48. Daily: $1000 weekdays, $400 weekend days, 5-8% noise, onset
+    between day 120 and 126. ``size`` is the constant in $ per step.
+    """
+    rng = np.random.default_rng(seed)
+    if granularity == "hourly":
+        n_steps, onset = 24 * 80, 24 * (42 + seed % 7) + 9
+        hours = np.arange(n_steps)
+        shape = 5.0 + 25.0 * np.clip(np.sin(np.pi * ((hours + 3 * seed) % 24 - 7) / 12), 0.0, None)
+        base = shape * np.where((hours // 24) % 7 >= 5, 0.4, 1.0) * np.exp(0.06 * rng.standard_normal(n_steps))
+        stamps = np.datetime64("2026-01-05T00", "h") + np.arange(n_steps) * np.timedelta64(1, "h")
+    else:
+        n_steps, onset = 220, 120 + seed % 7
+        noise = 0.05 + 0.03 * (seed % 2)
+        base = 1000.0 * np.where(np.arange(n_steps) % 7 >= 5, 0.4, 1.0) * np.exp(noise * rng.standard_normal(n_steps))
+        stamps = np.datetime64("2025-01-06", "D") + np.arange(n_steps) * np.timedelta64(1, "D")
+    load = np.where(np.arange(n_steps) >= onset, size, 0.0)
+    return base + (size - load if removed else load), stamps, onset
+
+
+def run_additive(n_seeds: int) -> None:
+    """Constant loads added to / removed from seasonal series: the onset must be reported within 3
+    steps, then nothing for three weeks after adaptation (48 h hourly, 7 days daily). Compared with
+    the purely multiplicative model (``additive_gate=inf``) in the same run."""
+    print("\nadditive level changes (generated; onset within 3 steps, then flags after adaptation for 3 weeks):")
+    sizes = {"hourly": (30.0, 75.38, 200.0), "daily": (500.0, 2000.0, 6000.0)}
+    settle = {"hourly": (48, 48 + 24 * 21), "daily": (7, 7 + 21)}
+    for granularity in ("hourly", "daily"):
+        cases = [(seed, size, removed) for seed in range(n_seeds) for size in sizes[granularity] for removed in (0, 1)]
+        built = [additive_case(granularity, seed, size, bool(removed)) for seed, size, removed in cases]
+        panel, stamps = np.vstack([values for values, _, _ in built]), built[0][1]
+        onsets = np.array([onset for _, _, onset in built])
+        removed_rows = np.array([bool(removed) for _, _, removed in cases])
+        steps = np.arange(panel.shape[1])[None, :] - onsets[:, None]
+        first, last = settle[granularity]
+        later = (steps >= first) & (steps < last)
+        for label, gate in (("additive reading", 0.5), ("multiplicative only", float("inf"))):
+            detector = Detector(ModelParams.for_granularity(granularity, additive_gate=gate))
+            started = time.perf_counter()
+            result = detector.fit(panel, stamps, decide_from=int(onsets.min()))
+            seconds = time.perf_counter() - started
+            window = slice(result.start, None)
+            onset_flags = np.where(removed_rows[:, None], result.is_drop, result.is_anomaly)
+            reported = (onset_flags & (steps[:, window] >= 0) & (steps[:, window] < 3)).any(axis=1).sum()
+            alerts = (result.is_anomaly & later[:, window]).sum()
+            drops = (result.is_drop & later[:, window]).sum()
+            print(
+                f"  {granularity:6s} {label:20s} {len(cases)} series: onset reported {reported}, "
+                f"later alerts {alerts}, later drops {drops} ({seconds:.1f} s)"
+            )
+
+
 def fleet_worker(n_series: int, n_steps: int) -> None:
     values, stamps = synthetic_fleet(n_series, n_steps)
     detector = Detector(ModelParams.for_granularity("daily"))
@@ -179,6 +234,9 @@ def main() -> None:
     parser.add_argument("--naive-series", type=int, default=3)
     parser.add_argument("--naive-steps", type=int, default=10)
     parser.add_argument("--skip-fleet", action="store_true")
+    parser.add_argument(
+        "--additive-seeds", type=int, default=10, help="seeds per case of the additive check (0 = skip)"
+    )
     parser.add_argument("--fleet-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fleet_worker:
@@ -199,6 +257,8 @@ def main() -> None:
         f"{per_point['hourly'] * 1e3:.1f} ms/point hourly (MSTL) -> {naive_backtest:.0f} s extrapolated; "
         f"ratio {naive_backtest / backtest_seconds:.0f}x"
     )
+    if args.additive_seeds:
+        run_additive(args.additive_seeds)
     if args.skip_fleet:
         return
     fleet = run_fleet(args.fleet_series, args.fleet_steps)

@@ -17,6 +17,15 @@ number of seasonal cycles, so window position 0 has the same phase as ``t``), in
    values - a ramp or a shift inside the window barely moves it, unlike a spread around a
    level. The weekly season used here is estimated from the *other* weeks (held out): a
    phase seen once fits its own noise, and the scale would collapse to zero.
+7. additive or multiplicative: in log dollars a level change *scales* the season. A constant
+   load added to (or removed from) a strongly seasonal series does not: it shrinks (or widens)
+   the pattern's relative amplitude, and a scaled season would flag every night as a burst and
+   every working hour as a drop until the season has re-learnt, weeks later. So each window
+   also asks whether the last cycle is better explained from the same phases one, two, ...
+   weeks earlier by one dollar offset or by one ratio (:func:`offset_advantage`); where the
+   offset wins by more than ``additive_gate`` noise sigmas, the level and season (steps 1-5)
+   are re-estimated in dollars and the forecast is their sum. Only those windows pay for the
+   second decomposition; the noise scale stays the log-space one.
 
 Zeros (and credits) are treated as "did not run" rather than as cost observations: batch
 jobs and late-starting series would otherwise drag the level to zero and make every run look
