@@ -130,7 +130,8 @@ class Incident:
             return (
                 f"{top.dimension} {top.value} accounts for {top.share:.0%} (+{top.delta:,.2f} {self.billing_currency})"
             )
-        return f"{self.title} is {self.impact:,.2f} {self.billing_currency} over expected"
+        baseline = "over its cap" if self.kind == "guard" else "over expected"
+        return f"{self.title} is {self.impact:,.2f} {self.billing_currency} {baseline}"
 
     def top_contributor(self) -> Contributor | None:
         """The most telling contributor: a named value (not ``(none)``) holding most of the excess, by

@@ -156,3 +156,22 @@ def test_kill_switch_actions_alert_once_per_state_and_are_marked_notified(
         con.execute("UPDATE actions SET state = 'done', updated_at = ?", [NOW])
     assert run_alerts(config, store, clock).sent == 2
     assert "done" in hook.posts[-1]["text"]
+
+
+def test_a_guard_incident_reads_over_its_cap_and_others_over_expected() -> None:
+    from dataclasses import replace
+
+    from spendwatch.notify.alerts import incident_alert
+    from spendwatch.notify.config import NotifyConfig
+    from spendwatch.records import Incident
+
+    base = Incident(
+        id=1, monitor="guard:default", granularity="realtime", series_key="k", dimensions={"job": "q1"},
+        billing_currency="USD", kind="guard", status="open", severity="high", first_seen=NOW, last_seen=NOW,
+        resolved_at=None, peak_at=NOW, peak_actual=700.0, peak_expected=500.0, peak_score=0.0,
+        actual_total=700.0, expected_total=500.0, impact=200.0, impact_pct=0.4,
+    )  # fmt: skip
+    guard = incident_alert(base, NotifyConfig(), ("ops@example.com",))
+    spike = incident_alert(replace(base, kind="spike", monitor="svc"), NotifyConfig(), ("ops@example.com",))
+    assert "over its cap" in guard.payload["text"] and "over expected" not in guard.payload["text"]
+    assert "over expected" in spike.payload["text"]
