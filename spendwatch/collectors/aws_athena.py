@@ -79,9 +79,10 @@ class AthenaPushdown:
                 f"SELECT resource_id FROM ({cur.resource_totals(table, where)}) AS r "
                 f"ORDER BY total DESC, resource_id LIMIT {limit}"
             )
-            body = grouped_sql("SELECT * FROM n", grain, tags, top="top_resources", count=True)
+            absent = cur.absent()
+            body = grouped_sql("SELECT * FROM n", grain, tags, top="top_resources", count=True, absent=absent)
             return params.bind(f"WITH n AS ({normalised}), top_resources AS ({top}) {body}")
-        return params.bind(grouped_sql(normalised, grain, tags, count=True))
+        return params.bind(grouped_sql(normalised, grain, tags, count=True, absent=cur.absent()))
 
     @property
     def _name(self) -> str:

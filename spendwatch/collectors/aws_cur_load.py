@@ -322,7 +322,14 @@ class CurLoader:
 
     def _grouped_sql(self, scan: Scan) -> str:
         cur, relation = self._sql(scan)
-        return grouped_sql(cur.normalised(relation), self.grain, cur.tag_indices(), top="top_resources", count=True)
+        return grouped_sql(
+            cur.normalised(relation),
+            self.grain,
+            cur.tag_indices(),
+            top="top_resources",
+            count=True,
+            absent=cur.absent(),
+        )
 
     def select_top_resources(self) -> None:
         self._exec(

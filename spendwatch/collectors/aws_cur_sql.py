@@ -28,7 +28,7 @@ what keeps a 20M-line month to a few hundred thousand stored rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -440,6 +440,10 @@ class CurSql:
         clause = f" WHERE {where}" if where else ""
         return f"SELECT {', '.join(select)} FROM {source}{clause}"
 
+    def absent(self) -> set[str]:
+        """Canonical columns this source does not have at all (a NULL constant on every line)."""
+        return {name for name, expr in self.canonical().items() if expr.startswith("CAST(NULL AS ")}
+
     def resource_totals(self, source: str, where: str | None = None) -> str:
         """Per-resource absolute cost straight from ``source``: reads two columns, not the whole line."""
         exprs = self.canonical()
@@ -457,13 +461,20 @@ def _choice_sql(column: str, allowed: Sequence[str], otherwise: str) -> str:
 
 
 def grouped_sql(
-    normalised: str, grain: Grain, tags: Sequence[int], *, top: str | None = None, count: bool = False
+    normalised: str,
+    grain: Grain,
+    tags: Sequence[int],
+    *,
+    top: str | None = None,
+    count: bool = False,
+    absent: Collection[str] = (),
 ) -> str:
     """The group stage over ``normalised``; ``top`` is a relation of kept resource ids (``resources: top``).
 
     ``tags`` are the indices of the ``tag_<i>`` columns ``normalised`` has (``CurSql.tag_indices``).
-
-    ``count`` adds ``line_items`` (how many export lines each group holds).
+    ``absent`` names value columns the source does not have (``CurSql.absent``): they come out as
+    NULL instead of being aggregated line by line. ``count`` adds ``line_items`` (how many export
+    lines each group holds).
     """
     unit = "hour" if grain.period == "hourly" else "day"
     if grain.resources == "none":
@@ -501,14 +512,24 @@ def grouped_sql(
         *tag_cols,
     ]
     group_cols = [*keys, *tag_cols]
+    aggregates = {
+        "sub_account_name": ("arbitrary", "VARCHAR"),
+        "service_category": ("arbitrary", "VARCHAR"),
+        "charge_description": ("arbitrary", "VARCHAR"),
+        "list_cost": ("sum", "DOUBLE"),
+    }
+    optional = {
+        name: f"CAST(NULL AS {kind}) AS {name}" if name in absent else f"{function}({name}) AS {name}"
+        for name, (function, kind) in aggregates.items()
+    }
     values = [
         "max(usage_end) AS period_end",
-        "arbitrary(sub_account_name) AS sub_account_name",
-        "arbitrary(service_category) AS service_category",
-        "arbitrary(charge_description) AS charge_description",
+        optional["sub_account_name"],
+        optional["service_category"],
+        optional["charge_description"],
         "sum(billed_cost) AS billed_cost",
         "sum(effective_cost) AS effective_cost",
-        "sum(list_cost) AS list_cost",
+        optional["list_cost"],
         "bool_or(is_estimated) AS is_estimated",
     ]
     if count:
