@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -221,6 +222,7 @@ def main() -> None:
         folder = Path(tmp)
         began = time.perf_counter()
         files = generate(folder, args.lines)
+        os.sync()  # the generator's writes are flushed now, not during the first measured round
         size = sum(p.stat().st_size for p in files) / 1e6
         print(f"generated {args.lines:,} CUR 2.0 line items in {len(files)} Parquet files ({size:,.0f} MB) "
               f"in {time.perf_counter() - began:.1f}s")  # fmt: skip
@@ -244,7 +246,7 @@ def report(label: str, run: dict[str, float], what: str) -> None:
     print(
         f"{label}: {run['line_items']:,.0f} lines {what} in {run['seconds']:.2f}s{extra} "
         f"= {rate(run) / 1e6:.2f}M lines/s, {run['line_items'] / run['cpu_seconds'] / 1e6:.2f}M lines per CPU-s, "
-        f"peak RSS {run['peak_mb']:,.0f} MB"
+        f"peak RSS {run['peak_mb']:,.0f} MB (load average {os.getloadavg()[0]:.1f})"
     )
 
 
