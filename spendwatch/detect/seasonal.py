@@ -54,7 +54,7 @@ _CHUNK_ELEMENTS = 3_000_000
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """Shape of the trailing window for one granularity."""
+    """Shape of the trailing window for one granularity, and when it is decomposed additively."""
 
     cycle: int  # short period in steps (7 for daily, 24 for hourly)
     n_cycles: int  # window length in cycles
