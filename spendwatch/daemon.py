@@ -42,7 +42,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from spendwatch._locks import LockTimeout, SingletonLock
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.config_types import Duration
-from spendwatch.errors import UserError
+from spendwatch.errors import StoreError, UserError
 from spendwatch.plugins import StrictModel
 
 if TYPE_CHECKING:
@@ -239,6 +239,10 @@ def lock_path(store_path: Path) -> Path:
 
 def acquire_singleton(store_path: Path) -> SingletonLock:
     lock = SingletonLock(lock_path(store_path))
+    try:
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store's folder {store_path.parent}: {exc.strerror}") from None
     try:
         lock.acquire()
     except LockTimeout as exc:
