@@ -128,6 +128,48 @@ def map_keys_of(files: Sequence[ExportFile], column: str) -> set[str] | None:
     return keys
 
 
+def constant_columns(files: Sequence[ExportFile], names: Sequence[str]) -> dict[str, str | None]:
+    """The string columns among ``names`` that hold one value (or only NULLs) in every row group.
+
+    Read from the Parquet footers' statistics (what every engine trusts for pruning): a column whose
+    every row group has ``min == max`` and no NULL, the same value throughout — the payer, the
+    currency — or only NULLs — the invoice id of an open month. Truncated statistics of long values
+    never have ``min == max``, so they are never taken for constants.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        footers = [pq.ParquetFile(f.path).metadata for f in files]
+    except (OSError, ValueError, pa.ArrowException):
+        return {}  # the scan itself names the unreadable file
+    groups = [meta.row_group(i) for meta in footers for i in range(meta.num_row_groups)]
+    found: dict[str, str | None] = {}
+    for name in names:
+        values = {_row_group_constant(group, name) for group in groups}
+        if len(values) == 1:
+            known, value = values.pop()
+            if known:
+                found[name] = value
+    return found
+
+
+def _row_group_constant(group: Any, name: str) -> tuple[bool, str | None]:
+    """(True, the value) when string column ``name`` holds one value, or only NULLs (None), in a row group."""
+    for index in range(group.num_columns):
+        column = group.column(index)
+        if column.path_in_schema != name:
+            continue
+        stats = column.statistics
+        if column.physical_type != "BYTE_ARRAY" or stats is None or not stats.has_null_count:
+            return False, None
+        if stats.null_count == group.num_rows:
+            return True, None
+        if stats.null_count == 0 and stats.has_min_max and isinstance(stats.min, str) and stats.min == stats.max:
+            return True, stats.min
+        return False, None
+    return False, None
+
+
 def _leaf_values(array: pa.Array) -> list[str] | None:
     """The distinct strings at the bottom of a (list of struct of) dictionary/string array."""
     while True:
@@ -213,6 +255,7 @@ class CurLoader:
         self.line_items = 0
         self._sources = 0  # how many separately grouped inputs went into partials
         self._map_keys: dict[tuple[Path, ...], set[str] | None] = {}
+        self._constant_cache: dict[tuple[Path, ...], dict[str, str | None]] = {}
 
     def _exec(self, sql: str, params: Any = None) -> list[Any]:
         """Run one statement to completion (DuckDB wants every result consumed before the next)."""
@@ -279,7 +322,22 @@ class CurLoader:
             if paths not in self._map_keys:
                 self._map_keys[paths] = map_keys_of(scan.files, columns.tag_map)
             keys = self._map_keys[paths]
-        return CurSql(renamed, self.tag_keys, self.grain, "duckdb", map_keys=keys), relation
+        constants = self._constants(scan) if scan.files[0].is_parquet else {}
+        return CurSql(renamed, self.tag_keys, self.grain, "duckdb", map_keys=keys, constants=constants), relation
+
+    def _constants(self, scan: Scan) -> dict[str, str | None]:
+        """Constant text columns of a Parquet scan, by canonical name (as ``typed_relation`` names them)."""
+        paths = tuple(f.path for f in scan.files)
+        if paths not in self._constant_cache:
+            kinds = FOCUS_COLUMNS if scan.columns.layout == "focus" else CUR_COLUMNS
+            text = {
+                source: key
+                for key, source in scan.columns.names.items()
+                if kinds[key] == "text" and scan.types.get(source, "").upper() == "VARCHAR"
+            }
+            found = constant_columns(scan.files, list(text))
+            self._constant_cache[paths] = {text[source]: value for source, value in found.items()}
+        return self._constant_cache[paths]
 
     def _insert(self, scan: Scan, table: str, select: Callable[[Scan], str]) -> None:
         """``INSERT INTO table BY NAME`` the rows ``select`` makes of ``scan``; errors name the file."""

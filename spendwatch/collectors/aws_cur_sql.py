@@ -275,6 +275,7 @@ class CurSql:
         *,
         map_keys: set[str] | None = None,
         params: SqlParams | None = None,
+        constants: dict[str, str | None] | None = None,
     ) -> None:
         self.columns = columns
         self.tag_keys = list(tag_keys)
@@ -282,6 +283,9 @@ class CurSql:
         self.dialect = dialect
         # The keys the tag map actually holds (when known): spellings it lacks are not looked up.
         self.map_keys = map_keys
+        # Text columns known (from Parquet statistics) to hold one value, or only NULLs, on every line
+        # of the source: a constant costs nothing per line, in the grouping least of all.
+        self.constants = constants or {}
         # Trino (Athena): every value that comes from configuration is an execution parameter.
         self.params = params if params is not None else (SqlParams() if dialect == "trino" else None)
 
@@ -296,6 +300,9 @@ class CurSql:
         if source is None:
             return {"num": "CAST(NULL AS DOUBLE)", "ts": "CAST(NULL AS TIMESTAMP)"}.get(kind, "CAST(NULL AS VARCHAR)")
         if kind == "text":
+            if source in self.constants:
+                value = self.constants[source]
+                return "CAST(NULL AS VARCHAR)" if value is None else f"NULLIF({literal(value)}, '')"
             if self.dialect == "trino":
                 # No TRIM (nor in DuckDB): both paths must give the same store result on the same data.
                 return f"NULLIF(CAST({quote(source)} AS VARCHAR), '')"

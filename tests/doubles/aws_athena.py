@@ -110,6 +110,8 @@ def glue_columns(schema: pa.Schema) -> list[dict[str, str]]:
             kind = "timestamp"
         elif pa.types.is_floating(field.type):
             kind = "double"
+        elif pa.types.is_decimal(field.type):
+            kind = f"decimal({field.type.precision},{field.type.scale})"
         elif pa.types.is_integer(field.type):
             kind = "bigint"
         elif pa.types.is_boolean(field.type):

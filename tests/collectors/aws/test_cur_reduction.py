@@ -19,7 +19,7 @@ import pytest
 from spendwatch.collect import collect_source
 from spendwatch.collectors import aws_cur_load
 from spendwatch.collectors.aws_cur import DataExportConfig
-from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile, map_keys_of
+from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile, constant_columns, map_keys_of
 from spendwatch.collectors.aws_cur_sql import Grain, SqlParams
 from spendwatch.errors import InputError
 from spendwatch.store import Store
@@ -160,6 +160,43 @@ def test_lines_are_the_same_whether_or_not_the_tag_keys_were_found_first(
     assert reduce(files, tmp_path) == found
     owners = {row[-3] for row in found}  # owner
     assert owners == {"p0@example.com", "p1@example.com", "p2@example.com", None}
+
+
+def test_constant_columns_are_read_from_parquet_statistics(tmp_path: Path) -> None:
+    rows = mixed_rows()
+    for row in rows:
+        row["product_region_code"] = ""  # constant, but empty: a NULL region
+    table = cur2_table(rows)
+    a = write(tmp_path, "a.parquet", table)
+    found = constant_columns([a], ["bill_payer_account_id", "bill_invoice_id", "product_region_code"])
+    assert found == {"bill_payer_account_id": "999999999999", "bill_invoice_id": None, "product_region_code": ""}
+    assert "line_item_usage_account_id" not in constant_columns([a], ["line_item_usage_account_id"])
+
+    other = cur2_table(rows).set_column(0, "bill_payer_account_id", pa.array(["888888888888"] * len(rows)))
+    b = write(tmp_path, "b.parquet", other)
+    assert constant_columns([a, b], ["bill_payer_account_id", "bill_invoice_id"]) == {"bill_invoice_id": None}
+
+
+def test_lines_are_the_same_whether_or_not_constant_columns_were_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = mixed_rows()
+    for index, row in enumerate(rows):
+        row["product_region_code"] = ""
+        row["bill_invoice_id"] = "INV-1" if index % 2 else None
+    parts = split(rows, 3)
+    files = [write(tmp_path, f"p{i}.parquet", cur2_table(part)) for i, part in enumerate(parts)]
+    payer = cur2_table(parts[0]).set_column(0, "bill_payer_account_id", pa.array(["888888888888"] * len(parts[0])))
+    files.append(write(tmp_path, "other-payer.parquet", payer))
+    found = reduce(files, tmp_path)
+    one_payer = reduce(files[:3], tmp_path)  # the payer is a constant of this scan
+
+    monkeypatch.setattr(aws_cur_load, "constant_columns", lambda *_: {})
+    assert reduce(files, tmp_path) == found
+    assert reduce(files[:3], tmp_path) == one_payer
+    assert {row[1] for row in found} == {"999999999999", "888888888888"}  # billing_account_id
+    assert {row[7] for row in found} == {None}  # region_id: '' is no region
+    assert {row[-1] for row in found} == {True, False}  # is_estimated: lines with and without an invoice
 
 
 def test_lines_starting_before_the_period_are_clamped_into_it_and_merged(tmp_path: Path) -> None:
