@@ -90,6 +90,8 @@ def athena_text(value: Any) -> str | None:
         return java_double(value)
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")  # plain notation with the column's scale, as Athena writes decimals
     if isinstance(value, datetime):
         return f"{value:%Y-%m-%d %H:%M:%S}.{value.microsecond // 1000:03d}"
     if isinstance(value, str):
@@ -98,6 +100,15 @@ def athena_text(value: Any) -> str | None:
             raise ValueError(f"moto's result CSV cannot carry a double quote: {value!r}")
         return value
     raise TypeError(f"no Athena text for {type(value).__name__}")
+
+
+def _athena_type(duckdb_type: str) -> str:
+    kind = duckdb_type.upper()
+    if kind.startswith("DECIMAL"):
+        return kind.lower()
+    if kind.startswith("TIMESTAMP"):
+        return "timestamp"
+    return _ATHENA_TYPES.get(kind, "varchar")
 
 
 def glue_columns(schema: pa.Schema) -> list[dict[str, str]]:
@@ -159,7 +170,7 @@ class DuckAthena:
         description = result.description or []
         rows = result.fetchall()
         columns = [str(d[0]) for d in description]
-        types = [_ATHENA_TYPES.get(str(d[1]).upper(), "varchar") for d in description]
+        types = [_athena_type(str(d[1])) for d in description]
         self.executed.append(Executed(query, parameters, bound, duck, columns, rows))
         self.seed(columns, types, rows)
 

@@ -29,7 +29,7 @@ from spendwatch.errors import ConfigError
 from spendwatch.store import Store
 from tests.doubles.aws_athena import DuckAthena, bind_parameters, glue_columns, java_double, set_athena_progression
 from tests.doubles.aws_calls import CallLog
-from tests.doubles.aws_cur import cur2_table, line, put_data_export
+from tests.doubles.aws_cur import cur2_table, focus_line, focus_table, line, put_data_export
 from tests.doubles.clock import FixedClock
 
 BUCKET, PREFIX, RESULTS = "billing-exports", "cur/cur2", "athena-results"
@@ -410,3 +410,61 @@ def test_parameters_bind_like_athena_and_doubles_print_like_java() -> None:
         "1.2345678E7",
         "-1.0E-5",
     ]
+
+
+def test_athena_pushdown_of_a_focus_table_stores_what_the_direct_path_stores(
+    moto_server: Any, tmp_path: Path, clock: FixedClock, clients: dict[str, Any], aws_session: Any
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    for bucket in (BUCKET, RESULTS):
+        s3.create_bucket(Bucket=bucket)
+    rows = []
+    for h in range(40):
+        tags = {"user:owner": f"p{h % 3}@example.com", "user:team": "data, science"} if h % 4 else {}
+        rows.append(focus_line(NOV + timedelta(hours=h), (h + 1) / 128, resource=f"i-{h % 6}", tags=tags))
+    rows.append(focus_line(NOV, 9.5, category="Tax", frequency="One-Time", resource=None, hours=24 * 30))
+    rows.append(focus_line(NOV + timedelta(days=2), -2.25, category="Credit", frequency="One-Time", resource=None))
+    folder = tmp_path / "export" / "data" / "BILLING_PERIOD=2026-11"
+    folder.mkdir(parents=True)
+    bodies = {}
+    for number, part in enumerate([rows[0::2], rows[1::2]]):
+        sink = io.BytesIO()
+        pq.write_table(focus_table(part), sink)
+        bodies[f"focus1-{number:05d}.snappy.parquet"] = sink.getvalue()
+        (folder / f"focus1-{number:05d}.snappy.parquet").write_bytes(sink.getvalue())
+    put_data_export(s3, BUCKET, "focus/focus1", "2026-11", bodies, export="focus1")
+    glue = boto3.client("glue", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    glue.create_database(DatabaseInput={"Name": "cur"})
+    glue.create_table(
+        DatabaseName="cur",
+        TableInput={
+            "Name": "focus1",
+            "StorageDescriptor": {"Columns": glue_columns(focus_table(rows).schema)},
+            "PartitionKeys": [{"Name": "billing_period", "Type": "string"}],
+        },
+    )
+    engine = DuckAthena(moto_server.endpoint_url)
+    engine.add_table("AwsDataCatalog", "cur", "focus1", tmp_path / "export" / "data", partition="BILLING_PERIOD")
+    engine.attach(aws_session)
+    athena = boto3.client("athena", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    athena.create_work_group(
+        Name="spendwatch",
+        Configuration={
+            "ResultConfiguration": {"OutputLocation": f"s3://{RESULTS}/spendwatch/"},
+            "BytesScannedCutoffPerQuery": 50_000_000_000,
+        },
+    )
+
+    stores = []
+    for pushdown in (None, {**ATHENA, "table": "focus1"}):
+        config = source(moto_server, pushdown).model_copy(update={"prefix": "focus/focus1"})
+        store = Store(tmp_path / f"{'athena' if pushdown else 'direct'}.duckdb", clock=clock)
+        run = collect_source(config, store, clock, clients=clients)
+        assert run.ok, run.error or run.problems
+        stores.append(stored(store))
+
+    assert len(engine.executed) == 1
+    assert stores[0] == stores[1]
+    assert sum(row[16] for row in stores[1]) == sum(r["BilledCost"] for r in rows)  # billed_cost
