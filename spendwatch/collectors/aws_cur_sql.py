@@ -11,7 +11,7 @@ and Athena (Trino) over the CUR table (the pushdown path). It has two stages:
    to the billing period. Because the finish stage is shared, the direct and the pushdown paths give
    the same store result on the same data.
 
-Three layouts are understood, detected from the column names:
+Three layouts are understood, detected from the column names (``aws_cur_columns``):
 
 * ``cur`` — CUR 2.0 (``line_item_usage_start_date`` …, ``resource_tags`` map) and legacy CUR in
   Parquet (same snake_case names, one ``resource_tags_user_<key>`` column per tag);
@@ -28,76 +28,56 @@ what keeps a 20M-line month to a few hundred thousand stored rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from spendwatch.collectors.aws_charges import category_sql, charge_of, frequency_sql, service_category_sql, squash
+from spendwatch.collectors.aws_cur_columns import (
+    CUR_COLUMNS,
+    CUR_REQUIRED,
+    FOCUS_COLUMNS,
+    FOCUS_REQUIRED,
+    Columns,
+    Layout,
+    detect_columns,
+    literal,
+    quote,
+    snake,
+    tag_candidates,
+)
 from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES
 
+# Re-exported: the column detection used to live here and is still imported from here.
+__all__ = [
+    "CUR_COLUMNS",
+    "CUR_REQUIRED",
+    "FOCUS_COLUMNS",
+    "FOCUS_REQUIRED",
+    "GROUP_KEYS",
+    "GROUP_VALUES",
+    "Columns",
+    "CurSql",
+    "Dialect",
+    "Grain",
+    "Layout",
+    "Period",
+    "Resources",
+    "SqlParams",
+    "charge_sql",
+    "detect_columns",
+    "finish_sql",
+    "grouped_sql",
+    "kept_tag_keys",
+    "literal",
+    "quote",
+    "snake",
+    "tag_candidates",
+]
+
 Dialect = Literal["duckdb", "trino"]
-Layout = Literal["cur", "cur1-csv", "focus"]
 Period = Literal["hourly", "daily"]
 Resources = Literal["all", "top", "none"]
-
-# snake_case CUR column → kind. "ts" and "num" are cast when read from CSV.
-CUR_COLUMNS: dict[str, str] = {
-    "line_item_usage_start_date": "ts",
-    "line_item_usage_end_date": "ts",
-    "line_item_line_item_type": "text",
-    "line_item_unblended_cost": "num",
-    "line_item_currency_code": "text",
-    "bill_payer_account_id": "text",
-    "bill_invoice_id": "text",
-    "line_item_usage_account_id": "text",
-    "line_item_usage_account_name": "text",
-    "line_item_product_code": "text",
-    "product_product_name": "text",
-    "product_servicecode": "text",
-    "line_item_usage_type": "text",
-    "product_region_code": "text",
-    "product_region": "text",
-    "line_item_resource_id": "text",
-    "line_item_line_item_description": "text",
-    "pricing_public_on_demand_cost": "num",
-    "savings_plan_savings_plan_effective_cost": "num",
-    "savings_plan_total_commitment_to_date": "num",
-    "savings_plan_used_commitment": "num",
-    "reservation_effective_cost": "num",
-    "reservation_unused_amortized_upfront_fee_for_billing_period": "num",
-    "reservation_unused_recurring_fee": "num",
-    "reservation_reservation_a_r_n": "text",
-}
-CUR_REQUIRED = (
-    "line_item_usage_start_date",
-    "line_item_usage_end_date",
-    "line_item_line_item_type",
-    "line_item_unblended_cost",
-    "line_item_currency_code",
-)
-# squashed FOCUS column name → canonical role.
-FOCUS_COLUMNS: dict[str, str] = {
-    "chargeperiodstart": "ts",
-    "chargeperiodend": "ts",
-    "billedcost": "num",
-    "effectivecost": "num",
-    "listcost": "num",
-    "billingcurrency": "text",
-    "chargecategory": "text",
-    "chargefrequency": "text",
-    "billingaccountid": "text",
-    "subaccountid": "text",
-    "subaccountname": "text",
-    "servicename": "text",
-    "servicecategory": "text",
-    "skuid": "text",
-    "xusagetype": "text",
-    "regionid": "text",
-    "resourceid": "text",
-    "chargedescription": "text",
-    "invoiceid": "text",
-}
-FOCUS_REQUIRED = ("chargeperiodstart", "chargeperiodend", "billedcost", "billingcurrency", "chargecategory")
 
 # Columns of the grouped stage, in order (tag_0 … tag_n follow).
 GROUP_KEYS = (
@@ -123,23 +103,6 @@ GROUP_VALUES = (
     "list_cost",
     "is_estimated",
 )
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-def snake(name: str) -> str:
-    """``lineItem/UsageStartDate`` → ``line_item_usage_start_date`` (how CUR 2.0 names CUR 1 columns)."""
-    parts = [_CAMEL.sub("_", part) for part in re.split(r"[/:\-\s]+", name.strip())]
-    return "_".join(p for p in parts if p).lower()
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
 
 _MARK = re.compile("\x1f(\\d+)\x1f")
 
@@ -194,66 +157,6 @@ def charge_sql(column: str, index: int) -> str:
     arms = " ".join(f"WHEN {literal(t)} THEN {literal(charge_of(t)[index])}" for t in _COMMON_LINE_ITEM_TYPES)
     fallback = category_sql(column) if index == 0 else frequency_sql(column)
     return f"(CASE {column} {arms} ELSE {fallback} END)"
-
-
-def tag_candidates(key: str) -> list[str]:
-    """Spellings of a tag key across exports: ``owner`` → ``owner``, ``user:owner``, ``user_owner``."""
-    bases = [key] if ":" in key else [key, f"user:{key}"]
-    out: list[str] = []
-    for base in bases:
-        for spelling in (base, base.replace(":", "_"), snake(base.replace(":", "/"))):
-            if spelling not in out:
-                out.append(spelling)
-    return out
-
-
-@dataclass(frozen=True)
-class Columns:
-    """The columns one export file (or Athena table) has, and how to read them."""
-
-    layout: Layout
-    names: dict[str, str]  # canonical (snake or squashed FOCUS) name → column as named in the source
-    tag_map: str | None  # a MAP(VARCHAR,VARCHAR) (or JSON text) column holding every tag
-    tag_map_is_json: bool
-    tag_columns: dict[str, str]  # tag key → column holding it (legacy CUR: one column per tag)
-    product_map: str | None  # CUR 2.0's ``product`` column (a MAP, or JSON text in CSV exports)
-    product_map_is_json: bool = False
-
-    @property
-    def missing(self) -> list[str]:
-        required = FOCUS_REQUIRED if self.layout == "focus" else CUR_REQUIRED
-        return [name for name in required if name not in self.names]
-
-
-def detect_columns(names: Sequence[str], *, map_columns: Iterable[str] = ()) -> Columns:
-    """Work out the layout of a file from its column names (``map_columns``: those of MAP type)."""
-    maps = set(map_columns)
-    squashed = {squash(n): n for n in names}
-    if "billedcost" in squashed and "chargeperiodstart" in squashed:
-        known = {key: squashed[key] for key in FOCUS_COLUMNS if key in squashed}
-        tags = squashed.get("tags")
-        return Columns("focus", known, tags, tags is not None and tags not in maps, {}, None)
-    if any("/" in n for n in names):
-        renamed = {snake(n): n for n in names if not n.lower().startswith("resourcetags/")}
-        tag_columns = {n.split("/", 1)[1]: n for n in names if n.lower().startswith("resourcetags/")}
-        known = {key: renamed[key] for key in CUR_COLUMNS if key in renamed}
-        return Columns("cur1-csv", known, None, False, tag_columns, None)
-    lowered = {n.lower(): n for n in names}
-    known = {key: lowered[key] for key in CUR_COLUMNS if key in lowered}
-    tag_map = lowered.get("resource_tags")
-    tag_columns = {
-        n[len("resource_tags_") :]: n for n in names if n.lower().startswith("resource_tags_") and n != tag_map
-    }
-    product = lowered.get("product")
-    return Columns(
-        "cur",
-        known,
-        tag_map,
-        tag_map is not None and tag_map not in maps,
-        tag_columns,
-        product,
-        product is not None and product not in maps,
-    )
 
 
 @dataclass(frozen=True)
