@@ -244,8 +244,23 @@ def _describe(exc: ValidationError, path: Path, data: Any, root: yaml.Node | Non
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         loc = (*loc, "type")
     message = _message(first, loc)
+    named = _KEY_PATH.match(message)
+    if named:  # a whole-model check naming its own key path ("guard.sources: …") points at that key
+        loc = (*loc, *_parse_loc(named.group(1)))
+        message = named.group(2)
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{_where(path, root, loc)}: {format_loc(loc)}: {message}{more}"
+
+
+_KEY_PATH = re.compile(r"^([a-z_]+(?:\[\d+\]|\.[a-z_]+)*): (.+)$", re.S)
+
+
+def _parse_loc(text: str) -> tuple[str | int, ...]:
+    """``sources[1].path`` → ``("sources", 1, "path")``."""
+    parts: list[str | int] = []
+    for name, index in re.findall(r"([a-z_]+)|\[(\d+)\]", text):
+        parts.append(int(index) if index else name)
+    return tuple(parts)
 
 
 def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:

@@ -29,7 +29,9 @@ class AwsConnection(StrictModel):
     external_id: str | None = None
     role_session_name: str = "spendwatch"
     endpoint_url: str | None = Field(default=None, description="override every service endpoint (tests, VPC)")
-    max_attempts: int = Field(default=8, ge=1, le=20, description="botocore adaptive-retry attempts")
+    max_attempts: int = Field(
+        default=8, ge=1, le=20, description="tries per call, the first included (botocore adaptive retries)"
+    )
 
 
 def aws_session(connection: AwsConnection, base: Any | None = None) -> Any:
@@ -57,7 +59,7 @@ def aws_client(connection: AwsConnection, service: str, *, session: Any, region:
     from botocore.config import Config as BotoConfig
 
     config = BotoConfig(
-        retries={"mode": "adaptive", "max_attempts": connection.max_attempts},
+        retries={"mode": "adaptive", "total_max_attempts": connection.max_attempts},
         user_agent_extra="spendwatch",
     )
     return session.client(

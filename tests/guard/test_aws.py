@@ -29,8 +29,8 @@ ACCOUNT = "111111111111"
 REGION = "us-east-1"
 ONLY = {"athena": False, "sagemaker": False, "emr": False, "glue": False, "batch": False}
 OFF = {"job_cost": None, "job_projected_cost": None, "user_daily_cost": None, "project_burn_rate": None}
-# What the guard calls beyond deploy/aws/collector-policy.json (workgroup tags, for protection): asked for.
-GUARD_EXTRA_ACTIONS = {"athena:ListTagsForResource"}
+# What the guard calls beyond deploy/aws/collector-policy.json: nothing (workgroup tags are in its JobUsageRead).
+GUARD_EXTRA_ACTIONS: set[str] = set()
 
 
 def aws_config(

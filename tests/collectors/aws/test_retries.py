@@ -3,8 +3,7 @@
 botocore's adaptive retry mode retries inside one call (its ``amz-sdk-request`` header counts the
 attempts); when it gives up, spendwatch's own backoff calls again; when that gives up too, the run
 reports one line. botocore really sleeps (and, adaptive, slows its send rate) between attempts, so
-the fault counts stay small. Note: botocore's ``max_attempts`` — what ``aws.max_attempts`` sets —
-counts *retries*: ``max_attempts: 1`` is two attempts per call.
+the fault counts stay small. ``aws.max_attempts`` counts tries per call, the first included.
 """
 
 from __future__ import annotations
@@ -78,7 +77,7 @@ def test_botocore_retries_a_slow_down_within_one_call(
 ) -> None:
     proxy.fail(is_data_file, S3_SLOW_DOWN, times=2)
 
-    run = collect_source(data_export(proxy, max_attempts=2), store, clock, clients=clients)
+    run = collect_source(data_export(proxy, max_attempts=3), store, clock, clients=clients)
 
     assert run.ok, run.error or run.problems
     assert proxy.attempts(is_data_file) == [(1, 503), (2, 503), (3, 200)]  # botocore's attempts 1-3
@@ -102,7 +101,7 @@ def test_spendwatch_backs_off_and_calls_again_when_botocore_gives_up(
         {
             "name": "ce",
             "backfill": "1d",
-            "aws": {"region": "us-east-1", "endpoint_url": proxy.endpoint_url, "max_attempts": 1},
+            "aws": {"region": "us-east-1", "endpoint_url": proxy.endpoint_url, "max_attempts": 2},
         }
     )
 
@@ -126,7 +125,7 @@ def test_throttling_that_never_ends_is_one_line_and_nothing_is_stored(
     paused: list[float] = []
     patient = {**clients, "aws_backoff": Backoff(attempts=2, sleep=paused.append)}
 
-    run = collect_source(data_export(proxy, max_attempts=1), store, clock, clients=patient)
+    run = collect_source(data_export(proxy, max_attempts=2), store, clock, clients=patient)
 
     assert run.error == (
         "source cur: s3 ListObjectsV2 still failing after 2 attempts: SlowDown: Please reduce your request rate."
