@@ -246,7 +246,9 @@ def _describe(exc: ValidationError, path: Path, data: Any, root: yaml.Node | Non
     message = _message(first, loc)
     named = _KEY_PATH.match(message)
     if named:  # a whole-model check naming its own key path ("guard.sources: …") points at that key
-        loc = (*loc, *_parse_loc(named.group(1)))
+        path_named = _parse_loc(named.group(1))
+        # The path may be absolute ("killswitch.rules" from the killswitch section) or relative.
+        loc = path_named if loc and path_named[: 1] == loc[: 1] else (*loc, *path_named)
         message = named.group(2)
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{_where(path, root, loc)}: {format_loc(loc)}: {message}{more}"
