@@ -352,30 +352,8 @@ class SimulatedEstate:
         for day in pd.date_range(self.start, self.today, freq="D", tz=UTC):
             start = day + timedelta(hours=hour, minutes=float(rng.uniform(0, 10)))
             seconds = hours * 3600 * float(rng.uniform(0.9, 1.15))
-            cost = price * count * seconds / 3600
             run = f"{name}-{day:%Y%m%d}"
-            rows.append(
-                {
-                    "platform": platform,
-                    "job_id": run,
-                    "provider": account.provider,
-                    "sub_account_id": account.account_id,
-                    "region_id": account.region,
-                    "name": name,
-                    "user": f"{user}@example.com",
-                    "owner": f"{user}@example.com",
-                    "owner_source": "tag:owner",
-                    "state": "SUCCEEDED",
-                    "start_time": start,
-                    "end_time": start + timedelta(seconds=seconds),
-                    "instance_type": instance,
-                    "instance_count": count,
-                    "estimated_cost": round(cost, 4),
-                    "cost_method": f"{count} x {instance} x elapsed at ${price}/h",
-                    "resource_id": run,
-                    "labels": [("owner", f"{user}@example.com"), ("job", name)],
-                }
-            )
+            rows.append(_compute_job(platform, account, run, name, user, start, seconds, instance, count, price))
         return self._job_rows(rows)
 
     def _trainings(self) -> pd.DataFrame:
@@ -392,29 +370,8 @@ class SimulatedEstate:
                 seconds = float(rng.uniform(5, 9)) * 3600
                 count = 2
                 name = f"train-{user.split('.')[0]}-{week:%m%d}"
-                rows.append(
-                    {
-                        "platform": platform,
-                        "job_id": name,
-                        "provider": account.provider,
-                        "sub_account_id": account.account_id,
-                        "region_id": account.region,
-                        "name": name,
-                        "user": f"{user}@example.com",
-                        "owner": f"{user}@example.com",
-                        "owner_source": "tag:owner",
-                        "state": "SUCCEEDED",
-                        "start_time": start,
-                        "end_time": start + timedelta(seconds=seconds),
-                        "instance_type": instance,
-                        "instance_count": count,
-                        "max_runtime_seconds": 86400,
-                        "estimated_cost": round(price * count * seconds / 3600, 4),
-                        "cost_method": f"{count} x {instance} x elapsed at ${price}/h",
-                        "resource_id": name,
-                        "labels": [("owner", f"{user}@example.com"), ("job", name)],
-                    }
-                )
+                row = _compute_job(platform, account, name, name, user, start, seconds, instance, count, price)
+                rows.append({**row, "max_runtime_seconds": 86400})
         return self._job_rows(rows)
 
     def _incident_jobs(self) -> pd.DataFrame:
@@ -565,6 +522,41 @@ class SimulatedEstate:
             )
         )
         return pd.concat(frames, ignore_index=True)
+
+
+def _compute_job(
+    platform: str,
+    account: Account,
+    job_id: str,
+    name: str,
+    user: str,
+    start: datetime,
+    seconds: float,
+    instance: str,
+    count: int,
+    price: float,
+) -> dict[str, Any]:
+    """A finished, tagged compute job (ETL run, cluster, training) priced as count x instance x elapsed."""
+    return {
+        "platform": platform,
+        "job_id": job_id,
+        "provider": account.provider,
+        "sub_account_id": account.account_id,
+        "region_id": account.region,
+        "name": name,
+        "user": f"{user}@example.com",
+        "owner": f"{user}@example.com",
+        "owner_source": "tag:owner",
+        "state": "SUCCEEDED",
+        "start_time": start,
+        "end_time": start + timedelta(seconds=seconds),
+        "instance_type": instance,
+        "instance_count": count,
+        "estimated_cost": round(price * count * seconds / 3600, 4),
+        "cost_method": f"{count} x {instance} x elapsed at ${price}/h",
+        "resource_id": job_id,
+        "labels": [("owner", f"{user}@example.com"), ("job", name)],
+    }
 
 
 def _text(value: object) -> str | None:
