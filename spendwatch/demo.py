@@ -74,6 +74,7 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     source = config.sources[0]
     assert isinstance(source, SimulatedSourceConfig)
     source = source.model_copy(update={"seed": seed, "days": days})
+    _start_afresh(config.store.path, say)
     store = Store(config.store.path, clock=clock)
     say(f"1/5 simulating {days} days of an ML/data estate on AWS and GCP (seed {seed}) …")
     run = collect_source(source, store, clock)
@@ -96,6 +97,15 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
         say(f"    {path}")
     estate = SimulatedEstate(seed, days, clock.now())
     return DemoResult(match_injected(estate.scenario, load_incidents(store)), plan, digest, guard)
+
+
+def _start_afresh(store_path: Path, say: Say) -> None:
+    """The demo's store is its own: a second run replaces it, so every run tells the same story."""
+    leftovers = [store_path.with_name(store_path.name + suffix) for suffix in ("", ".wal")]
+    if any(path.exists() for path in leftovers):
+        say(f"    replacing the previous demo store {store_path}")
+    for path in leftovers:
+        path.unlink(missing_ok=True)
 
 
 def match_injected(scenario: list[Injected], incidents: list[Incident]) -> list[Finding]:
