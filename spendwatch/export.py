@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from spendwatch.errors import InputError
-from spendwatch.store import Store
+from spendwatch.store import Store, Where
 
 PROVIDER_NAMES = {"aws": "AWS", "gcp": "Google Cloud", "azure": "Microsoft", "oci": "Oracle"}
 
@@ -63,7 +62,9 @@ def export_focus(
     provider_case = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROVIDER_NAMES.items())
     csv = fmt.startswith("FORMAT csv")
     select = ", ".join(f'{_column(column, csv)} AS "{name}"' for name, column in FOCUS_COLUMNS)
-    where, params = _filters(since, until, provider)
+    filters = Where().at_least("charge_period_start", since).before("charge_period_start", until)
+    filters.equal("provider", provider)
+    where, params = filters.sql, filters.params
     sql = (
         f'SELECT CASE provider {provider_case} ELSE provider END AS "ProviderName", {select}, '
         f'CASE WHEN tags IS NULL THEN NULL ELSE to_json(tags) END AS "Tags" '
@@ -86,18 +87,3 @@ def _column(column: str, csv: bool) -> str:
     if csv and column.startswith("charge_period_"):
         return f"strftime({column}, '%Y-%m-%dT%H:%M:%SZ')"
     return column
-
-
-def _filters(since: datetime | None, until: datetime | None, provider: str | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        clauses.append("charge_period_start >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("charge_period_start < ?")
-        params.append(until)
-    if provider is not None:
-        clauses.append("provider = ?")
-        params.append(provider)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params

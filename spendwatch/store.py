@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -306,6 +306,42 @@ class Store:
         with self.read() as con:
             table: pa.Table = con.sql(sql, params=params or None).to_arrow_table()
             return table
+
+
+@dataclass
+class Where:
+    """A WHERE clause built from optional filters; a filter given ``None`` is left out.
+
+    ``Where().any_of("status", ["open"]).at_least("last_seen", since).sql`` → ``WHERE status IN (?) AND
+    last_seen >= ?`` with ``.params`` to pass alongside. An empty ``any_of`` list matches nothing.
+    """
+
+    clauses: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def _add(self, clause: str, *values: Any) -> Where:
+        self.clauses.append(clause)
+        self.params.extend(values)
+        return self
+
+    def equal(self, column: str, value: Any) -> Where:
+        return self if value is None else self._add(f"{column} = ?", value)
+
+    def any_of(self, column: str, values: Iterable[Any] | None) -> Where:
+        if values is None:
+            return self
+        wanted = list(values)
+        return self._add(f"{column} IN ({', '.join('?' * len(wanted))})", *wanted) if wanted else self._add("FALSE")
+
+    def at_least(self, column: str, value: Any) -> Where:
+        return self if value is None else self._add(f"{column} >= ?", value)
+
+    def before(self, column: str, value: Any) -> Where:
+        return self if value is None else self._add(f"{column} < ?", value)
+
+    @property
+    def sql(self) -> str:
+        return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
 
 
 def _count(con: Connection, sql: str, params: list[Any]) -> int:

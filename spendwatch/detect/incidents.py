@@ -34,7 +34,7 @@ from spendwatch.records import (
     points_from_json,
     to_json,
 )
-from spendwatch.store import Connection, Store
+from spendwatch.store import Connection, Store, Where
 
 FEEDBACK_STATUSES = frozenset({"acknowledged", "expected"})
 _KIND_NAMES = {1: "spike", 2: "shift", 3: "leak", 4: "burst", 5: "drop"}
@@ -379,22 +379,12 @@ def load_incidents(
     limit: int | None = None,
 ) -> list[Incident]:
     """Stored incidents, the most recent first. ``since`` keeps those seen (last_seen) at or after it."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, values in (("status", statuses), ("kind", kinds)):
-        if values is not None:
-            wanted = list(values)
-            clauses.append(f"{column} IN ({', '.join('?' * len(wanted))})" if wanted else "FALSE")
-            params.extend(wanted)
-    if since is not None:
-        clauses.append("last_seen >= ?")
-        params.append(since)
-    if monitor is not None:
-        clauses.append("monitor = ?")
-        params.append(monitor)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    where = (
+        Where().any_of("status", statuses).any_of("kind", kinds).at_least("last_seen", since).equal("monitor", monitor)
+    )
     tail = f" LIMIT {int(limit)}" if limit else ""
-    rows = store.query(f"SELECT {_COLUMNS} FROM anomalies {where} ORDER BY last_seen DESC, impact DESC{tail}", params)
+    sql = f"SELECT {_COLUMNS} FROM anomalies {where.sql} ORDER BY last_seen DESC, impact DESC{tail}"
+    rows = store.query(sql, where.params)
     return [_incident(row) for row in rows]
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from spendwatch.errors import NotFoundError, SpendwatchError
 from spendwatch.killswitch.base import Target
-from spendwatch.store import Connection, Store
+from spendwatch.store import Connection, Store, Where
 
 STATES: tuple[str, ...] = (
     "planned",
@@ -328,21 +328,9 @@ def list_actions(
     limit: int | None = None,
 ) -> list[ActionRecord]:
     """Journaled actions, newest first; ``since`` keeps those updated at or after it."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if states is not None:
-        wanted = list(states)
-        clauses.append(f"state IN ({', '.join('?' * len(wanted))})" if wanted else "FALSE")
-        params.extend(wanted)
-    if since is not None:
-        clauses.append("updated_at >= ?")
-        params.append(since)
-    if rule is not None:
-        clauses.append("rule = ?")
-        params.append(rule)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    where = Where().any_of("state", states).at_least("updated_at", since).equal("rule", rule)
     tail = f" LIMIT {int(limit)}" if limit else ""
-    rows = store.query(f"SELECT {_COLUMNS} FROM actions {where} ORDER BY id DESC{tail}", params)
+    rows = store.query(f"SELECT {_COLUMNS} FROM actions {where.sql} ORDER BY id DESC{tail}", where.params)
     return [_record(row) for row in rows]
 
 
