@@ -121,7 +121,7 @@ class GcpBillingExportConfig(SourceConfig):
     )
     kubernetes: KubernetesLabels | None = Field(
         default=None,
-        description="GKE cost allocation: cluster, namespace, workload and owner from the k8s labels (docs/kubernetes.md)",
+        description="GKE cost allocation: cluster, namespace, workload, owner from k8s labels (docs/kubernetes.md)",
     )
     include_resources: bool = Field(default=True, description="group by resource (detailed and FOCUS exports)")
     restatement: Duration = Field(default=timedelta(days=3), description="re-aggregated and replaced every run")
