@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
@@ -73,7 +73,7 @@ class SimulatedSource(Source):
         end = self.config.end or window.until
         estate = SimulatedEstate(self.config.seed, self.config.days, end, self.config.incidents, self.config.scale)
         self.context.progress(f"{self.name}: simulating {self.config.days} days of an ML/data estate")
-        lines, jobs = estate.generate()
+        lines, jobs = estate.generate(self.context.checkpoint)
         yield from split_by_month(lines, label=self.name)
         yield JobBatch(jobs, label=f"{self.name} jobs")
 
@@ -171,13 +171,19 @@ class SimulatedEstate:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self) -> tuple[pa.Table, pa.Table]:
+    def generate(self, checkpoint: Callable[[], None] = lambda: None) -> tuple[pa.Table, pa.Table]:
+        """``checkpoint`` runs between streams: a stopping daemon gives up there (nothing is written yet)."""
         jobs = self._jobs()
-        frames = [self._background(stream) for stream in streams()]
+        frames = []
+        for stream in streams():
+            checkpoint()
+            frames.append(self._background(stream))
         frames.append(self._job_costs(jobs[jobs["platform"] != "kubernetes"]))
         frames.append(self._charges())
         # The clusters come last: the streams before them draw the same random numbers as without them.
-        frames += [self._background(stream) for stream in k8s_streams()]
+        for stream in k8s_streams():
+            checkpoint()
+            frames.append(self._background(stream))
         if self.incidents:
             frames.append(self._gpu_job_costs())
         lines = pd.concat(frames, ignore_index=True)
