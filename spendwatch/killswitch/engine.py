@@ -43,6 +43,7 @@ from spendwatch.killswitch.journal import (
 )
 from spendwatch.killswitch.rules import JobRecord, Match, load_running_jobs, match_rule
 from spendwatch.killswitch.safety import Breaker, is_paused, owner_from_labels, protection_reason, reread_problem
+from spendwatch.killswitch.scope import scope_problem
 from spendwatch.records import Incident
 from spendwatch.store import Store
 
@@ -189,6 +190,12 @@ class KillSwitch:
 
     def _handle_match(self, match: Match, run: KillSwitchRun, breaker: Breaker) -> None:
         rule, target = match.rule, match.target
+        outside = scope_problem(rule, target, match.context)
+        if outside is not None:
+            # Not planned at all: the incident or job record pointed outside what the rule covers.
+            log.warning("rule %s: refused %s: %s", rule.name, target.describe(), outside)
+            run.skipped.append(SkipNote(rule.name, target.describe(), outside))
+            return
         impl_cls = self._action_class(rule, target.resource_type)
         if impl_cls is None:
             run.skipped.append(
@@ -325,6 +332,9 @@ class KillSwitch:
             return f"rule {record.rule} is now dry-run; nothing done"
         if rule.do != record.verb:
             return f"rule {record.rule} now says {rule.do!r}, not {record.verb!r}; nothing done"
+        outside = scope_problem(rule, record.target, record.plan.get("context"))
+        if outside is not None:
+            return f"{outside}; nothing done"
         return None
 
     def _describe_unverified(self, record: ActionRecord, exc: Exception, run: KillSwitchRun) -> None:
