@@ -212,7 +212,8 @@ class Protection(StrictModel):
 
     tags: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROTECT_TAGS.items()},
-        description="tag/label key → values (case-insensitive) that protect a resource; [] means any value",
+        description="tag/label key → values that protect a resource (any spelling of the key, case-insensitive "
+        "values; conflicting spellings protect); [] means any value",
     )
     accounts: list[str] = Field(default_factory=list, description="AWS accounts never acted on (globs)")
     projects: list[str] = Field(default_factory=list, description="GCP projects never acted on (globs)")
