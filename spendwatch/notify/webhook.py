@@ -1,7 +1,9 @@
-"""``webhook``: immediate alerts as Slack-compatible JSON (``text`` + ``blocks``) over HTTPS POST.
+"""``webhook``: immediate alerts as chat messages over HTTPS POST, in the chat's own format.
 
-Works with Slack incoming webhooks and with the many tools that accept the same shape (Mattermost,
-Rocket.Chat, Google Chat's ``text``, Teams via a workflow). It cannot carry the digest email.
+``format: slack`` (default) posts Slack's ``text`` + ``blocks``; ``mattermost`` and ``rocketchat``
+post Markdown ``text``; ``teams`` posts an Adaptive Card message, as a Teams Workflows webhook takes.
+Each format escapes every field its own way (``notify.chat``): data never becomes a mention or a
+link. It cannot carry the digest email.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from pydantic import Field, SecretStr, field_validator
 
 from spendwatch.config_types import Duration
 from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelConfig, ChannelError, Delivery
+from spendwatch.notify.chat import ChatFormat, render_chat
 
 
 class WebhookChannelConfig(ChannelConfig):
     type: Literal["webhook"] = "webhook"
     url: SecretStr = Field(description="the webhook URL; it is a secret: use ${SLACK_WEBHOOK_URL}")
+    format: ChatFormat = Field(
+        default="slack",
+        description="the chat's message format (and its escaping): slack, mattermost, rocketchat or teams",
+    )
     timeout: Duration = Field(default=timedelta(seconds=10))
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (e.g. an auth token)")
 
@@ -38,7 +45,8 @@ class WebhookChannel(Channel):
     config: WebhookChannelConfig
 
     def send_alert(self, alert: AlertMessage) -> Delivery:
-        body = json.dumps(alert.payload).encode()
+        payload = alert.payload if alert.chat is None else render_chat(alert.chat, self.config.format)
+        body = json.dumps(payload).encode()
         request = urllib.request.Request(
             self.config.url.get_secret_value(),
             data=body,
