@@ -183,8 +183,12 @@ def manifest_period(key: str) -> tuple[datetime, datetime] | None:
     return None
 
 
-def data_keys(manifest: bytes, bucket: str, key: str) -> list[tuple[str, str]]:
-    """(bucket, key) of every data file a manifest lists; ``InputError`` naming the manifest if malformed."""
+def data_keys(manifest: bytes, bucket: str, key: str, *, prefix: str = "") -> list[tuple[str, str]]:
+    """(bucket, key) of every data file a manifest lists; ``InputError`` naming the manifest if malformed.
+
+    A manifest is data that whoever can write under the prefix controls, so every file it lists must
+    be in the export's own ``bucket`` under ``prefix``; one that is not is refused, naming it.
+    """
     where = f"s3://{bucket}/{key}"
     try:
         document = json.loads(manifest)
@@ -208,10 +212,30 @@ def data_keys(manifest: bytes, bucket: str, key: str) -> list[tuple[str, str]]:
         files.extend((target_bucket, k) for k in listed)
     else:
         raise InputError(f"{where}: malformed manifest: it lists neither dataFiles nor reportKeys")
+    for file_bucket, file_key in files:
+        outside = _outside(file_bucket, file_key, bucket, prefix)
+        if outside is not None:
+            raise InputError(
+                f"{where}: manifest lists s3://{file_bucket}/{file_key}: {outside}; refused (only files under the "
+                "export's bucket and prefix are read, and the prefix must be writable only by AWS: docs/security.md)"
+            )
     bad = [k for _, k in files if not k.lower().endswith(_DATA_SUFFIXES)]
     if bad:
         raise InputError(f"{where}: malformed manifest: {bad[0]} is not a Parquet or CSV file")
     return files
+
+
+def _outside(file_bucket: str, file_key: str, bucket: str, prefix: str) -> str | None:
+    """Why a listed file is outside the export's bucket and prefix, or ``None``."""
+    if file_bucket != bucket:
+        return f"not in the export bucket {bucket}"
+    if prefix and not file_key.startswith(f"{prefix}/"):
+        return f"not under s3://{bucket}/{prefix}/"
+    if any(part in (".", "..") for part in file_key.split("/")):
+        return "a '.' or '..' path segment"
+    if any(not ch.isprintable() for ch in file_key):
+        return "a control character in the key"
+    return None
 
 
 @SOURCES.register("aws-data-export")
@@ -275,7 +299,7 @@ class DataExportSource(Source):
             if saved == fingerprint:
                 self.context.progress(f"{label}: manifest unchanged")
                 return
-            files = data_keys(body, self.config.bucket, manifest.key)
+            files = data_keys(body, self.config.bucket, manifest.key, prefix=self.config.prefix)
             batches = self._reduce(api, s3, manifest, files)
             # Every file is downloaded and reduced before the first batch comes out, so a bad file
             # fails here, before anything of this period is written.
