@@ -6,6 +6,12 @@ line naming the extra, when it is missing (``require_kubernetes``). Credentials 
 own: the pod's service-account token in-cluster, else a kubeconfig context (which may run an exec
 plugin such as ``aws eks get-token`` or ``gke-gcloud-auth-plugin``); never a token in the config.
 ``server`` exists for tests (the local API server double) and for clusters reached through a proxy.
+
+A connection also says where its cluster runs (``provider``, ``account``, ``region``): job records
+of the cluster's workloads carry it, and the kill switch acts on a workload only inside the account
+or project an incident names when the cluster's connection places it there (``host``). ``auth:
+none`` without a ``server`` names a cluster without reaching it (the demo's): its workloads can be
+planned in dry-run, never acted on.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ class KubernetesConnection(StrictModel):
 
     auth: Literal["auto", "in-cluster", "kubeconfig", "none"] = Field(
         default="auto",
-        description="auto: in-cluster when running in a pod, else the kubeconfig; none: no credentials (tests)",
+        description="auto: in-cluster when running in a pod, else the kubeconfig; none: no credentials "
+        "(with server: tests, a proxy; without: the cluster is only named, never reached)",
     )
     kubeconfig: ConfigPath | None = Field(default=None, description="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
     context: str | None = Field(default=None, description="the kubeconfig context of this cluster")
@@ -52,9 +59,27 @@ class KubernetesConnection(StrictModel):
     account: str | None = Field(default=None, description="its AWS account / GCP project (for job records)")
     region: str | None = Field(default=None, description="its region (for job records)")
 
+    @property
+    def reachable(self) -> bool:
+        """Whether this names a way to reach the API server (``auth: none`` without a server does not)."""
+        return self.auth != "none" or self.server is not None
+
+    def host(self, cluster: str) -> tuple[str, str | None, str | None]:
+        """(provider, account, region) the cluster's workloads are recorded under.
+
+        ``provider`` is ``aws``, ``gcp`` or ``kubernetes`` (a cluster elsewhere: on-premises …); the
+        account is the AWS account / GCP project, or for a cluster elsewhere its own name when none
+        is given, so per-account caps and scopes still have one value per cluster.
+        """
+        provider = "kubernetes" if self.provider == "other" else self.provider
+        account = self.account or (cluster if provider == "kubernetes" else None)
+        return provider, account, self.region
+
 
 def api_client(connection: KubernetesConnection) -> Any:
     """A ``kubernetes.client.ApiClient`` for ``connection``; ``ActionError`` (one line) when it cannot be built."""
+    if not connection.reachable:
+        raise ActionError("the cluster is only named (auth: none without a server): it cannot be reached")
     if not kubernetes_installed():
         raise ActionError(EXTRA_HINT)
     from kubernetes import client, config
@@ -62,8 +87,7 @@ def api_client(connection: KubernetesConnection) -> Any:
     configuration = client.Configuration()
     try:
         if connection.auth == "none":
-            if connection.server is None:
-                raise ActionError("kubernetes connection with auth: none needs a server URL")
+            pass  # a plain server URL (tests, a proxy): no credentials
         elif connection.auth == "in-cluster" or (connection.auth == "auto" and _in_cluster()):
             config.load_incluster_config(client_configuration=configuration)
         else:

@@ -262,7 +262,9 @@ class KubernetesClusters(StrictModel):
     """The clusters Kubernetes actions reach, by the name job records and cost lines give them."""
 
     clusters: dict[str, KubernetesConnection] = Field(
-        default_factory=dict, description="cluster name → connection (kubeconfig context, in-cluster …)"
+        default_factory=dict,
+        description="cluster name → connection (kubeconfig context, in-cluster …) and where it runs "
+        "(provider, account, region: the scope its workloads are acted on in)",
     )
 
 
@@ -294,7 +296,8 @@ class KillSwitchConfig(StrictModel):
 
     @model_validator(mode="after")
     def _checks(self) -> KillSwitchConfig:
-        if self.kubernetes.clusters and not kubernetes_installed():
+        # A cluster that is only named (auth: none, no server) is never reached: it needs no client.
+        if any(c.reachable for c in self.kubernetes.clusters.values()) and not kubernetes_installed():
             raise ValueError(f"kubernetes.clusters: {EXTRA_HINT}")
         seen: set[str] = set()
         for rule in self.rules:

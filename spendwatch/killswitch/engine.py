@@ -190,7 +190,7 @@ class KillSwitch:
 
     def _handle_match(self, match: Match, run: KillSwitchRun, breaker: Breaker) -> None:
         rule, target = match.rule, match.target
-        outside = scope_problem(rule, target, match.context)
+        outside = scope_problem(rule, target, match.context, clusters=self.settings.kubernetes.clusters)
         if outside is not None:
             # Not planned at all: the incident or job record pointed outside what the rule covers.
             log.warning("rule %s: refused %s: %s", rule.name, target.describe(), outside)
@@ -332,7 +332,9 @@ class KillSwitch:
             return f"rule {record.rule} is now dry-run; nothing done"
         if rule.do != record.verb:
             return f"rule {record.rule} now says {rule.do!r}, not {record.verb!r}; nothing done"
-        outside = scope_problem(rule, record.target, record.plan.get("context"))
+        outside = scope_problem(
+            rule, record.target, record.plan.get("context"), clusters=self.settings.kubernetes.clusters
+        )
         if outside is not None:
             return f"{outside}; nothing done"
         return None

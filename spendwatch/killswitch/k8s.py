@@ -78,11 +78,12 @@ class K8sAction(Action):
 
     def read(self, target: Target) -> dict[str, Any] | None:
         """The object as the API serves it (a JSON dict), or ``None`` when it is gone."""
+        namespace, name = self._names(target)
+        api = self._api(target)  # first: a missing extra or an unreachable cluster is a one-line ActionError
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
-        namespace, name = self._names(target)
-        api = self._api(target)
         kind = self.kind
         try:
             if kind.group in ("apps", "batch", ""):
@@ -104,12 +105,14 @@ class K8sAction(Action):
             if exc.status == 404:
                 return None
             raise ActionError(api_error_line(exc, "get", self._where(target))) from None
+        except HTTPError as exc:
+            raise ActionError(f"get on {self._where(target)} failed: {exc}") from None
 
     def patch(self, target: Target, body: dict[str, Any], *, dry_run: bool = False, subresource: str = "") -> Any:
-        from kubernetes import client
-
         namespace, name = self._names(target)
         api = self._api(target)
+        from kubernetes import client
+
         kind = self.kind
         extra = {"dry_run": "All"} if dry_run else {}
         if kind.group in ("apps", "batch"):
@@ -367,9 +370,10 @@ class PodDelete(K8sAction):
         return str((obj.get("status") or {}).get("phase") or "UNKNOWN").upper()
 
     def _delete(self, target: Target, observed: Observed, *, dry_run: bool) -> Any:
+        namespace, name = self._names(target)
+        api = self._api(target)
         from kubernetes import client
 
-        namespace, name = self._names(target)
         options = self.options
         assert isinstance(options, PodDeleteOptions)
         body = client.V1DeleteOptions(
@@ -379,7 +383,7 @@ class PodDelete(K8sAction):
             grace_period_seconds=options.grace_period_seconds,
             dry_run=["All"] if dry_run else None,
         )
-        core = client.CoreV1Api(self._api(target))
+        core = client.CoreV1Api(api)
         return self._call("delete", target, core.delete_namespaced_pod, name, namespace, body=body)
 
     def dry_run(self, target: Target, observed: Observed) -> str:

@@ -11,6 +11,13 @@ provider, account/project and region are checked against
 * its source: the incident's own ``provider``/``sub_account_id`` dimensions, or the job record's
   provider and account (a job whose resource ARN names another account is refused).
 
+A Kubernetes workload (``k8s://<cluster>/<namespace>/<Kind>/<name>``) is a target in a cluster, and
+where that cluster runs — its AWS account or GCP project and region — is never taken from the
+record: it is what ``killswitch.kubernetes.clusters.<cluster>`` says (``provider``, ``account``,
+``region``). A cluster not listed there has no known place, so a rule or an incident that names an
+account, project or region cannot reach it. An incident's or a rule's ``cluster`` and ``namespace``
+dimensions bind the target's cluster and namespace too.
+
 A target outside either is refused with one line naming what did not fit.
 """
 
@@ -19,8 +26,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from spendwatch.k8s_client import KubernetesConnection
 from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import Rule
 
@@ -31,59 +40,98 @@ _WHERE: tuple[tuple[str, str, str], ...] = (
     ("sub_account_id", "account", "account/project"),
     ("region_id", "region", "region"),
 )
+# A Kubernetes target's cluster and namespace, bound by these dimensions of an incident or a rule.
+_K8S_WHERE: tuple[tuple[str, str, str], ...] = (
+    ("cluster", "cluster", "cluster"),
+    ("namespace", "namespace", "namespace"),
+)
 _ZONE = re.compile(r"^(?P<region>.+)-[a-z]$")
 
 
-def scope_problem(rule: Rule, target: Target, context: Mapping[str, Any] | None) -> str | None:
-    """Why ``target`` is outside ``rule`` or its source (``context``: a match's incident/job), or ``None``."""
-    problem = _rule_problem(rule, target)
+@dataclass(frozen=True)
+class _Place:
+    """Where a target runs, as the scope checks compare it."""
+
+    provider: str | None
+    account: str | None
+    region: str | None
+    cluster: str | None = None
+    namespace: str | None = None
+    note: str = ""  # why the place is unknown, appended to a refusal
+
+
+def _place(target: Target, clusters: Mapping[str, KubernetesConnection] | None) -> _Place:
+    if target.provider != "kubernetes":
+        return _Place(target.provider, target.account, target.region)
+    cluster, namespace = target.account, target.region
+    connection = (clusters or {}).get(cluster or "")
+    if connection is None:
+        note = f" (cluster {cluster} is not under killswitch.kubernetes.clusters, so where it runs is unknown)"
+        return _Place(None, None, None, cluster, namespace, note)
+    provider, account, region = connection.host(cluster or "")
+    return _Place(provider, account, region, cluster, namespace)
+
+
+def scope_problem(
+    rule: Rule,
+    target: Target,
+    context: Mapping[str, Any] | None,
+    *,
+    clusters: Mapping[str, KubernetesConnection] | None = None,
+) -> str | None:
+    """Why ``target`` is outside ``rule`` or its source (``context``: a match's incident/job), or ``None``.
+
+    ``clusters`` (``killswitch.kubernetes.clusters``) says where each Kubernetes cluster runs.
+    """
+    place = _place(target, clusters)
+    problem = _rule_problem(rule, place) or _source_problem(place, context or {})
     if problem is not None:
-        return f"outside the rule's scope: {problem}"
-    problem = _source_problem(target, context or {})
-    if problem is not None:
-        return f"outside the rule's scope: {problem}"
+        return f"outside the rule's scope: {problem}{place.note}"
     return None
 
 
-def _rule_problem(rule: Rule, target: Target) -> str | None:
+def _rule_problem(rule: Rule, place: _Place) -> str | None:
     if rule.when.incident is not None:
         wanted = rule.when.incident.dimensions
-        for dimension, attribute, label in _WHERE:
+        checks = _WHERE + (_K8S_WHERE if place.cluster is not None else ())
+        for dimension, attribute, label in checks:
             patterns = wanted.get(dimension)
             if not patterns:
                 continue
-            value = getattr(target, attribute)
+            value = getattr(place, attribute)
             if value is None:
                 return f"its {label} is unknown and rule {rule.name} only acts in {_listed(patterns)}"
             if not _fits(dimension, value, patterns):
                 return f"{label} {value} is not in rule {rule.name}'s {_listed(patterns)}"
     if rule.when.job is not None and rule.when.job.accounts:
         patterns = rule.when.job.accounts
-        if target.account is None:
+        if place.account is None:
             return f"its account/project is unknown and rule {rule.name} only acts in {_listed(patterns)}"
-        if not any(fnmatch.fnmatchcase(target.account, p) for p in patterns):
-            return f"account/project {target.account} is not in rule {rule.name}'s {_listed(patterns)}"
+        if not any(fnmatch.fnmatchcase(place.account, p) for p in patterns):
+            return f"account/project {place.account} is not in rule {rule.name}'s {_listed(patterns)}"
     return None
 
 
-def _source_problem(target: Target, context: Mapping[str, Any]) -> str | None:
+def _source_problem(place: _Place, context: Mapping[str, Any]) -> str | None:
     incident = context.get("incident")
     if isinstance(incident, Mapping):
         dimensions = incident.get("dimensions") or {}
-        for dimension, attribute, label in _WHERE[:2]:
+        checks = _WHERE[:2] + (_K8S_WHERE if place.cluster is not None else ())
+        for dimension, attribute, label in checks:
             expected = dimensions.get(dimension)
             if not expected or expected == NONE_VALUE:
                 continue
-            value = getattr(target, attribute)
+            value = getattr(place, attribute)
             if value != expected:
                 shown = "unknown" if value is None else value
                 return f"{label} {shown} is not incident #{incident.get('id')}'s {expected}"
     job = context.get("job")
     if isinstance(job, Mapping):
-        if job.get("provider") and target.provider != job["provider"]:
-            return f"provider {target.provider} is not the job's {job['provider']}"
-        if job.get("account") and target.account != job["account"]:
-            shown = "unknown" if target.account is None else target.account
+        if job.get("provider") and place.provider != job["provider"]:
+            shown = "unknown" if place.provider is None else place.provider
+            return f"provider {shown} is not the job's {job['provider']}"
+        if job.get("account") and place.account != job["account"]:
+            shown = "unknown" if place.account is None else place.account
             return f"account/project {shown} is not the job record's {job['account']}"
     return None
 

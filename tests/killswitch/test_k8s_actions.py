@@ -6,6 +6,7 @@ act → journal), with the double allowing exactly what deploy/kubernetes/rbac-k
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from spendwatch.killswitch.base import ActionContext, Target
 from spendwatch.killswitch.engine import KillSwitch
 from spendwatch.killswitch.journal import list_actions
 from spendwatch.killswitch.k8s import JobSuspend, rbac_rules
+from spendwatch.killswitch.rules import incident_matches
 from spendwatch.records import JobLink
 from tests.doubles.clock import FixedClock
 from tests.doubles.kubernetes_api import (
@@ -35,6 +37,10 @@ from tests.killswitch.conftest import k8s_rbac_rules
 from tests.killswitch.factories import NOW, incident, new_store, rule, settings
 
 CLUSTER = "eks-ml"
+EKS_ACCOUNT = "678901234567"
+EKS_REGION = "us-west-2"
+# Where the cluster runs: the scope an incident on EKS spend (aws / 678901234567) lets the kill switch act in.
+CLUSTERS = {"clusters": {CLUSTER: {"provider": "aws", "account": EKS_ACCOUNT, "region": EKS_REGION, "auth": "none"}}}
 
 
 def _link(uri: str, owner: str = "fatima.zahra@example.com") -> JobLink:
@@ -45,8 +51,13 @@ def _link(uri: str, owner: str = "fatima.zahra@example.com") -> JobLink:
     )  # fmt: skip
 
 
+def _incident(**extra: Any) -> Any:
+    """An incident on the EKS cluster's account (as attribution links its workloads)."""
+    return incident(account=EKS_ACCOUNT, region=EKS_REGION, **extra)
+
+
 def _engine(tmp_path: Path, api: KubernetesApi, rules: list[dict[str, Any]], **extra: Any) -> KillSwitch:
-    config = settings(rules, **extra)
+    config = settings(rules, kubernetes=CLUSTERS, **extra)
     store = new_store(tmp_path, FixedClock(NOW))
     return KillSwitch(config, store, FixedClock(NOW), clients={f"k8s:{CLUSTER}": api.client()})
 
@@ -85,7 +96,7 @@ def test_enforce_then_undo_round_trips_with_only_the_shipped_rbac(
     uri = f"k8s://{CLUSTER}/{namespace}/{obj['kind']}/{name}"
     engine = _engine(tmp_path, kube_api, [rule(do=verb, resource_types=[rtype])])
 
-    run = engine.run(incidents=[incident(jobs=(_link(uri),))], jobs=[])
+    run = engine.run(incidents=[_incident(jobs=(_link(uri),))], jobs=[])
 
     [done] = run.executed
     assert done.state == "done" and done.target.resource_id == f"{namespace}/{name}"
@@ -124,7 +135,7 @@ def test_a_suspended_job_loses_its_pods_as_a_watch_shows(kube_api: KubernetesApi
     api = kube_api.client()
     since = client.CoreV1Api(api).list_namespaced_pod("research").metadata.resource_version
     engine = _engine(tmp_path, kube_api, [rule(do="suspend", resource_types=["k8s-job"])])
-    engine.run(incidents=[incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))], jobs=[])
+    engine.run(incidents=[_incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))], jobs=[])
 
     events = []
     stream = watch.Watch().stream(
@@ -162,7 +173,7 @@ def test_dry_run_asks_the_api_server_and_changes_nothing(kube_api: KubernetesApi
     kube_api.add(job("research", "llm-pretrain", gpus=8))
     engine = _engine(tmp_path, kube_api, [rule(do="suspend", how="dry-run", resource_types=["k8s-job"])])
 
-    run = engine.run(incidents=[incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))], jobs=[])
+    run = engine.run(incidents=[_incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))], jobs=[])
 
     [planned] = run.dry_run
     assert planned.result is not None and "would suspend Job research/llm-pretrain" in planned.result["summary"]
@@ -185,7 +196,7 @@ def test_protected_namespaces_and_labels_are_never_touched(
     kube_api.add(job(namespace, "llm-pretrain", gpus=8, labels=labels))
     engine = _engine(tmp_path, kube_api, [rule(do="suspend", resource_types=["k8s-job"])])
 
-    run = engine.run(incidents=[incident(jobs=(_link(f"k8s://{CLUSTER}/{namespace}/Job/llm-pretrain"),))], jobs=[])
+    run = engine.run(incidents=[_incident(jobs=(_link(f"k8s://{CLUSTER}/{namespace}/Job/llm-pretrain"),))], jobs=[])
 
     assert not run.executed and any(reason in note.reason for note in run.skipped)
     current = kube_api.get("batch", "jobs", namespace, "llm-pretrain")
@@ -199,11 +210,11 @@ def test_deleting_a_pod_is_an_irreversible_opt_in(kube_api: KubernetesApi, tmp_p
     with pytest.raises(ValueError, match="cannot be undone"):
         settings([rule(do="delete", resource_types=["k8s-pod"])])
     waiting = _engine(tmp_path / "a", kube_api, [rule(do="delete", how="approve")])
-    [asked] = waiting.run(incidents=[incident(jobs=(link,))], jobs=[]).awaiting_approval
+    [asked] = waiting.run(incidents=[_incident(jobs=(link,))], jobs=[]).awaiting_approval
     assert not asked.reversible and kube_api.get("", "pods", "research", "stray-gpu-pod") is not None
 
     engine = _engine(tmp_path / "b", kube_api, [rule(do="delete", allow_irreversible=True)])
-    [done] = engine.run(incidents=[incident(jobs=(link,))], jobs=[]).executed
+    [done] = engine.run(incidents=[_incident(jobs=(link,))], jobs=[]).executed
 
     assert done.state == "done" and kube_api.get("", "pods", "research", "stray-gpu-pod") is None
     [delete] = kube_api.calls("DELETE", "/pods/stray-gpu-pod")
@@ -217,7 +228,7 @@ def test_a_missing_rbac_permission_fails_in_one_line_naming_it(kube_api: Kuberne
     kube_api.allow = {"batch/jobs:get"}
     engine = _engine(tmp_path, kube_api, [rule(do="suspend", resource_types=["k8s-job"])])
 
-    run = engine.run(incidents=[incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))], jobs=[])
+    run = engine.run(incidents=[_incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))], jobs=[])
 
     [failed] = run.failed
     assert failed.error is not None and "\n" not in failed.error
@@ -226,9 +237,97 @@ def test_a_missing_rbac_permission_fails_in_one_line_naming_it(kube_api: Kuberne
     assert [a.state for a in list_actions(engine.store)] == ["failed"]
 
 
-def test_an_unconfigured_cluster_is_a_one_line_action_error(tmp_path: Path) -> None:
-    config = settings([rule(do="suspend", how="dry-run", resource_types=["k8s-job"])])
+def test_a_cluster_not_under_killswitch_kubernetes_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Where a cluster runs comes from the config, never from the record naming it."""
+    config = settings([rule(do="suspend", how="dry-run", resource_types=["k8s-job"])], kubernetes=CLUSTERS)
     engine = KillSwitch(config, new_store(tmp_path, FixedClock(NOW)), FixedClock(NOW))
-    run = engine.run(incidents=[incident(jobs=(_link("k8s://gke-x/research/Job/train"),))], jobs=[])
+    run = engine.run(incidents=[_incident(jobs=(_link("k8s://gke-x/research/Job/train"),))], jobs=[])
+    assert run.planned == [] and list_actions(engine.store) == []
+    [note] = run.skipped
+    assert "\n" not in note.reason and "outside the rule's scope" in note.reason
+    assert "cluster gke-x is not under killswitch.kubernetes.clusters" in note.reason
+
+
+def test_a_cluster_configured_in_another_account_is_out_of_the_incidents_scope(
+    kube_api: KubernetesApi, tmp_path: Path
+) -> None:
+    """A job record on 678901234567's spend naming a cluster that runs in another account reaches nothing."""
+    kube_api.add(job("payments", "settle", gpus=0))
+    elsewhere = {"clusters": {**CLUSTERS["clusters"], "prod-eks": {"provider": "aws", "account": "456789012345",
+                                                                    "auth": "none"}}}  # fmt: skip
+    config = settings([rule(do="suspend", resource_types=["k8s-job"])], kubernetes=elsewhere)
+    store = new_store(tmp_path, FixedClock(NOW))
+    engine = KillSwitch(config, store, FixedClock(NOW), clients={"k8s": kube_api.client()})
+    run = engine.run(incidents=[_incident(jobs=(_link("k8s://prod-eks/payments/Job/settle"),))], jobs=[])
+    [note] = run.skipped
+    assert "account/project 456789012345 is not incident #1's 678901234567" in note.reason
+    assert not kube_api.calls("PATCH") and not kube_api.calls("GET")
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "acted"),
+    [
+        ({"cluster": [CLUSTER], "namespace": ["research"]}, True),
+        ({"namespace": ["serving"]}, False),
+        ({"cluster": ["gke-*"]}, False),
+        ({"provider": ["aws"], "sub_account_id": [EKS_ACCOUNT], "region_id": ["us-*"]}, True),
+        ({"region_id": ["eu-*"]}, False),
+    ],
+)
+def test_a_rules_cluster_namespace_and_region_bind_kubernetes_targets(
+    kube_api: KubernetesApi, tmp_path: Path, dimensions: dict[str, list[str]], acted: bool
+) -> None:
+    kube_api.add(job("research", "llm-pretrain", gpus=8))
+    spec = rule(do="suspend", how="dry-run", resource_types=["k8s-job"], when={"incident": {"dimensions": dimensions}})
+    engine = _engine(tmp_path, kube_api, [spec])
+    found = _incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))
+    # The incident itself names the dimensions the rule matches on (as a [cluster, namespace] monitor's would).
+    found = replace(found, dimensions={**found.dimensions, "cluster": CLUSTER, "namespace": "research"})
+    run = engine.run(incidents=[found], jobs=[])
+    if not incident_matches(engine.settings.rules[0].when.incident, found):
+        assert not acted
+        return
+    assert bool(run.dry_run) is acted
+    if not acted:
+        [note] = run.skipped
+        assert "outside the rule's scope" in note.reason
+
+
+def test_an_incident_naming_another_namespace_cannot_reach_this_one(kube_api: KubernetesApi, tmp_path: Path) -> None:
+    kube_api.add(job("research", "llm-pretrain", gpus=8))
+    engine = _engine(tmp_path, kube_api, [rule(do="suspend", resource_types=["k8s-job"])])
+    found = _incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/llm-pretrain"),))
+    found = replace(found, dimensions={**found.dimensions, "cluster": CLUSTER, "namespace": "serving"})
+    run = engine.run(incidents=[found], jobs=[])
+    [note] = run.skipped
+    assert "namespace research is not incident #1's serving" in note.reason
+    assert not kube_api.calls("PATCH")
+
+
+def test_a_named_only_cluster_plans_in_dry_run_without_reaching_anything(tmp_path: Path) -> None:
+    """The demo's clusters: placed by the config (auth: none, no server), planned, never contacted."""
+    config = settings([rule(do="suspend", how="dry-run", resource_types=["k8s-job"])], kubernetes=CLUSTERS)
+    engine = KillSwitch(config, new_store(tmp_path, FixedClock(NOW)), FixedClock(NOW))
+    run = engine.run(incidents=[_incident(jobs=(_link(f"k8s://{CLUSTER}/research/Job/train"),))], jobs=[])
     [planned] = run.dry_run
-    assert planned.result is not None and "no connection for Kubernetes cluster 'gke-x'" in planned.result["summary"]
+    assert planned.result is not None and planned.result["verified"] is False
+    assert "current state not verified: the cluster is only named" in planned.result["summary"]
+
+
+def test_without_the_extra_a_kubernetes_action_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spendwatch.k8s_client as k8s_client
+
+    monkeypatch.setattr(k8s_client, "kubernetes_installed", lambda: False)
+    monkeypatch.setattr("spendwatch.killswitch.config.kubernetes_installed", lambda: False)
+    reachable = {"clusters": {CLUSTER: {"provider": "aws", "account": EKS_ACCOUNT, "context": "eks"}}}
+    with pytest.raises(ValueError, match=r"pip install 'spendwatch\[kubernetes\]'"):
+        settings([rule(do="suspend", how="dry-run", resource_types=["k8s-job"])], kubernetes=reachable)
+    config = settings([rule(do="suspend", how="dry-run", resource_types=["k8s-job"])], kubernetes=CLUSTERS)
+    connection = config.kubernetes.clusters[CLUSTER].model_copy(update={"auth": "kubeconfig"})
+    context = ActionContext(config.model_copy(update={"kubernetes": type(config.kubernetes)(
+        clusters={CLUSTER: connection})}), {})  # fmt: skip
+    target = Target("kubernetes", "k8s-job", "research/train", account=CLUSTER, region="research")
+    with pytest.raises(ActionError, match=r"^the Kubernetes client is not installed"):
+        JobSuspend(JobSuspend.options_model(), context).describe(target)
