@@ -113,11 +113,36 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _guard_watches_job_sources(self) -> Config:
-        job_sources = {s.name: s.type for s in self.sources if s.type in ("aws-jobs", "gcp-jobs")}
+        kinds = ("aws-jobs", "gcp-jobs", "kubernetes-jobs")
+        job_sources = {s.name: s.type for s in self.sources if s.type in kinds}
         for name in self.guard.sources:
             if name not in job_sources:
                 known = ", ".join(sorted(job_sources)) or "none configured"
-                raise ValueError(f"guard.sources: {name!r} is not an aws-jobs or gcp-jobs source (those are: {known})")
+                raise ValueError(
+                    f"guard.sources: {name!r} is not an aws-jobs, gcp-jobs or kubernetes-jobs source "
+                    f"(those are: {known})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _clusters_agree(self) -> Config:
+        """A cluster the kill switch acts in runs where the source that records its workloads says it does.
+
+        Its place (provider, account) is the scope its workloads are acted on in; two answers would let
+        the records of one account reach the cluster of another.
+        """
+        acting = self.killswitch.kubernetes.clusters
+        for source in self.sources:
+            for cluster, connection in (getattr(source, "clusters", None) or {}).items():
+                other = acting.get(cluster)
+                if other is None or not hasattr(connection, "host"):
+                    continue
+                if other.host(cluster)[:2] != connection.host(cluster)[:2]:
+                    raise ValueError(
+                        f"killswitch.kubernetes.clusters.{cluster}: provider/account "
+                        f"{'/'.join(map(str, other.host(cluster)[:2]))} differ from source {source.name}'s "
+                        f"{'/'.join(map(str, connection.host(cluster)[:2]))}"
+                    )
         return self
 
     def source(self, name: str) -> SourceConfig:

@@ -7,7 +7,10 @@ Tests build the client with ``KubernetesConnection(auth="none", server=api.endpo
   ``/apis/<group>/<version>/...`` (core, apps, batch and any custom resource: RayJob, PyTorchJob …),
   the ``scale`` subresource of Deployments and StatefulSets (an ``autoscaling/v1`` ``Scale``), lists
   per namespace and across namespaces with ``labelSelector`` (``k=v``, ``k!=v``, ``k``, ``!k``) and
-  ``fieldSelector`` (``status.phase``, ``metadata.name``, ``metadata.namespace``, ``spec.nodeName``);
+  ``fieldSelector`` (``status.phase``, ``metadata.name``, ``metadata.namespace``, ``spec.nodeName``),
+  paged with ``limit`` and ``continue`` as the API server pages (``metadata.continue`` until the last
+  page; a token from another list is ``410 Expired``); a kind listed in ``absent`` (a CRD that is not
+  installed) answers ``404 NotFound`` as the API server does for an unknown resource;
 * **patch semantics** — ``application/merge-patch+json`` and ``strategic-merge-patch+json`` (objects
   merge, ``null`` deletes, lists are replaced — the subset our objects need) and
   ``application/json-patch+json`` (``add``/``replace``/``remove``); ``dryRun=All`` answers with the
@@ -115,6 +118,7 @@ class KubernetesApi:
         self.requests: list[Recorded] = []
         self.faults: list[_Fault] = []
         self.allow: set[str] | None = None
+        self.absent: set[tuple[str, str]] = set()  # (group, plural) whose CRD is not installed
         self.changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
 
@@ -213,6 +217,8 @@ class KubernetesApi:
         try:
             self._fault(method, parts.path)
             target = _parse(parts.path)
+            if (target.group, target.plural) in self.absent:
+                raise KubeError(404, "NotFound", "the server could not find the requested resource")
             self._authorize(method, target, query)
             if method == "GET" and str(query.get("watch")).lower() in ("true", "1"):
                 self._watch(http, target, query)
@@ -317,19 +323,34 @@ class KubernetesApi:
                 "details": {"name": target.name, "kind": target.plural, "uid": meta["uid"]}}  # fmt: skip
 
     def _list(self, target: Target, query: dict[str, str]) -> dict[str, Any]:
-        items = [
-            copy.deepcopy(obj)
-            for (group, plural, namespace, _), obj in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
-            if group == target.group and plural == target.plural
-            and (target.namespace is None or namespace == target.namespace)
-            and _selected(obj, query)
-        ]  # fmt: skip
+        with self.changed:
+            items = [
+                copy.deepcopy(obj)
+                for (group, plural, namespace, _), obj in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
+                if group == target.group and plural == target.plural
+                and (target.namespace is None or namespace == target.namespace)
+                and _selected(obj, query)
+            ]  # fmt: skip
+            version = str(self.version)
+        meta: dict[str, Any] = {"resourceVersion": version}
+        limit = int(query.get("limit") or 0)
+        if limit > 0:
+            start = 0
+            if query.get("continue"):
+                where, _, offset = query["continue"].partition(":")
+                if where != f"{target.group}/{target.plural}" or not offset.isdigit():
+                    raise KubeError(410, "Expired", "The provided continue parameter is too old or malformed")
+                start = int(offset)
+            items, rest = items[start : start + limit], items[start + limit :]
+            if rest:
+                meta["continue"] = f"{target.group}/{target.plural}:{start + limit}"
+                meta["remainingItemCount"] = len(rest)
         kind = CORE_PLURALS.get(target.plural) or GROUP_KINDS.get((target.group, target.plural), "Object")
-        version = VERSIONS.get(target.group, "v1")
+        api_version = VERSIONS.get(target.group, "v1")
         return {
             "kind": f"{kind}List",
-            "apiVersion": f"{target.group}/{version}" if target.group else version,
-            "metadata": {"resourceVersion": str(self.version)},
+            "apiVersion": f"{target.group}/{api_version}" if target.group else api_version,
+            "metadata": meta,
             "items": items,
         }
 
@@ -527,6 +548,15 @@ def _write(http: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -
 # -- factories ------------------------------------------------------------------------------------------
 
 
+_OWNER_API = {"Job": "batch/v1", "CronJob": "batch/v1", "RayJob": "ray.io/v1", "RayCluster": "ray.io/v1",
+              "PyTorchJob": "kubeflow.org/v1", "TFJob": "kubeflow.org/v1"}  # fmt: skip
+
+
+def _owner_ref(kind: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": _OWNER_API.get(kind, "apps/v1"), "kind": kind, "name": name, "uid": str(uuid.uuid4()),
+            "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+
+
 def _container(gpus: int = 0, cpu: str = "1", memory: str = "2Gi") -> dict[str, Any]:
     requests: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus:
@@ -559,14 +589,19 @@ def statefulset(namespace: str, name: str, replicas: int = 1, labels: dict[str, 
 
 def job(
     namespace: str, name: str, *, gpus: int = 0, parallelism: int = 1, labels: dict[str, str] | None = None,
-    start: str = "2026-11-23T09:00:00Z",
+    start: str = "2026-11-23T09:00:00Z", deadline: int | None = None, cronjob: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     labels = dict(labels or {})
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels, "creationTimestamp": start},
-            "spec": {"parallelism": parallelism, "suspend": False,
-                     "template": _template({**labels, "job-name": name}, gpus, cpu="8", memory="64Gi")},
-            "status": {"active": parallelism, "startTime": start}}  # fmt: skip
+    obj = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": name, "namespace": namespace, "labels": labels, "creationTimestamp": start},
+           "spec": {"parallelism": parallelism, "suspend": False,
+                    "template": _template({**labels, "job-name": name}, gpus, cpu="8", memory="64Gi")},
+           "status": {"active": parallelism, "startTime": start}}  # fmt: skip
+    if deadline is not None:
+        obj["spec"]["activeDeadlineSeconds"] = deadline  # type: ignore[index]
+    if cronjob is not None:
+        obj["metadata"]["ownerReferences"] = [_owner_ref("CronJob", cronjob)]  # type: ignore[index]
+    return obj
 
 
 def cronjob(namespace: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -583,9 +618,15 @@ def ray_job(namespace: str, name: str, labels: dict[str, str] | None = None) -> 
             "status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}  # fmt: skip
 
 
-def ray_cluster(namespace: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+def ray_cluster(
+    namespace: str, name: str, labels: dict[str, str] | None = None, *, owner: str | None = None,
+    start: str = "2026-11-23T09:00:00Z",
+) -> dict[str, Any]:  # fmt: skip
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels or {}),
+                            "creationTimestamp": start}  # fmt: skip
+    if owner is not None:  # created by a RayJob
+        meta["ownerReferences"] = [_owner_ref("RayJob", owner)]
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta,
             "spec": {"headGroupSpec": {"rayStartParams": {}}, "workerGroupSpecs": []},
             "status": {"state": "ready"}}  # fmt: skip
 
@@ -613,8 +654,7 @@ def pod(
         "creationTimestamp": start,
     }
     if owner is not None:
-        meta["ownerReferences"] = [{"apiVersion": "batch/v1" if owner[0] == "Job" else "apps/v1", "kind": owner[0],
-                                    "name": owner[1], "uid": str(uuid.uuid4()), "controller": True}]  # fmt: skip
+        meta["ownerReferences"] = [_owner_ref(*owner)]
     spec: dict[str, Any] = {"containers": [_container(gpus, cpu, memory)]}
     if node:
         spec["nodeName"] = node
@@ -623,11 +663,11 @@ def pod(
 
 
 def node(name: str, instance_type: str, *, gpus: int = 0, cpu: str = "96", memory: str = "1152Gi",
-         zone: str = "us-west-2a") -> dict[str, Any]:  # fmt: skip
+         zone: str = "us-west-2a", labels: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     capacity = {"cpu": cpu, "memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"node.kubernetes.io/instance-type": instance_type,
-                                                  "topology.kubernetes.io/zone": zone}},
+                                                  "topology.kubernetes.io/zone": zone, **(labels or {})}},
             "status": {"capacity": capacity, "allocatable": capacity}}  # fmt: skip
 
 
