@@ -10,10 +10,15 @@
 * **SageMaker** training and processing jobs (running, or created within the lookback) without
   ``StoppingCondition.MaxRuntimeInSeconds`` — or with one longer than ``max_runtime``. A running job's
   limit cannot be changed; the fix is for the job definition (``--stopping-condition``, ``max_run=``).
+* **Kubernetes** training workloads running now without ``activeDeadlineSeconds`` (a Job's, a
+  KubeRay RayJob's, a Kubeflow job's ``runPolicy``), or with one longer than ``max_runtime``: the
+  controller stops a workload at its deadline. A RayCluster, a Deployment or a bare pod has no such
+  limit: they are listed only when they hold GPUs, with the guard as their limit.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from spendwatch.collectors.aws_api import AwsApi
 from spendwatch.collectors.aws_jobs import AwsJobsConfig
 from spendwatch.collectors.base import SourceContext
 from spendwatch.collectors.gcp_jobs import GcpJobsConfig, projects_for
+from spendwatch.collectors.k8s_jobs import KubernetesJobsConfig, cluster_client, list_running
 from spendwatch.connections import gcp_credentials
 from spendwatch.errors import ConfigError, InputError, SourceError
 from spendwatch.guard.watch import watched_sources
@@ -98,6 +104,8 @@ def audit(
         try:
             if isinstance(source, AwsJobsConfig):
                 _audit_aws(source, seams, now, options, report)
+            elif isinstance(source, KubernetesJobsConfig):
+                _audit_k8s(source, seams, now, options, report)
             else:
                 _audit_gcp(source, seams, store, options, report)
         except (SourceError, ConfigError) as exc:
@@ -226,6 +234,73 @@ def _sagemaker_finding(kind: str, name: str, runtime: Any, limit: int, region: s
         f"--{kind}-job-name {name}"
     )
     return Finding("sagemaker", region, f"{kind}:{name}", problem, fix)
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------------
+
+# Where each kind keeps its deadline (the controller fails the workload once it has run this long).
+_DEADLINES = {
+    "Job": "spec.activeDeadlineSeconds",
+    "RayJob": "spec.activeDeadlineSeconds",
+    "PyTorchJob": "spec.runPolicy.activeDeadlineSeconds",
+    "TFJob": "spec.runPolicy.activeDeadlineSeconds",
+    "Pod": "spec.activeDeadlineSeconds",
+}
+
+
+def _audit_k8s(
+    source: KubernetesJobsConfig, seams: dict[str, Any], now: datetime, options: AuditOptions, report: AuditReport
+) -> None:
+    limit = int(options.max_runtime.total_seconds())
+    for cluster in source.clusters:
+        try:
+            records, _, _ = list_running(source, cluster, cluster_client(source, cluster, seams), now=now)
+        except SourceError as exc:
+            report.problems.append(f"{source.name} {cluster}: {exc}")
+            continue
+        for record in records:
+            report.count("kubernetes")
+            finding = _k8s_finding(record, limit)
+            if finding is not None:
+                report.findings.append(finding)
+
+
+def _k8s_finding(record: Mapping[str, Any], limit: int) -> Finding | None:
+    labels = record.get("labels") or {}
+    kind, namespace, cluster = labels.get("k8s:kind"), labels.get("k8s:namespace"), labels.get("k8s:cluster")
+    deadline = record.get("max_runtime_seconds")
+    where = f"{cluster}/{namespace}"
+    resource = f"{kind}/{record['name']}"
+    field = _DEADLINES.get(str(kind))
+    if field is None or (kind == "Pod" and not labels.get("k8s:gpus")):
+        if not labels.get("k8s:gpus"):
+            return None  # a service or a CPU pod: its cost is the billing sources' business
+        return Finding(
+            "kubernetes", where, resource,
+            f"holds {labels['k8s:gpus']} GPU(s) and a {kind} has no deadline: it runs until someone stops it",
+            "the guard's job_cost / max_runtime caps are its limit; or run it as a RayJob / Job with "
+            "activeDeadlineSeconds",
+        )  # fmt: skip
+    if deadline and int(deadline) <= limit:
+        return None
+    problem = (
+        f"no {field}: it runs until someone stops it"
+        if not deadline
+        else f"{field} is {int(deadline):,} s, longer than the {limit:,} s this audit allows"
+    )
+    fix = (
+        f"kubectl --context {cluster} -n {namespace} patch {str(kind).lower()} {record['name']} --type merge "
+        f"-p '{_deadline_patch(field, limit)}' (and set it in the manifest that creates it)"
+    )
+    return Finding("kubernetes", where, resource, problem, fix)
+
+
+def _deadline_patch(field: str, seconds: int) -> str:
+    keys = field.split(".")
+    body: Any = seconds
+    for key in reversed(keys):
+        body = {key: body}
+    return json.dumps(body, separators=(",", ":"))
 
 
 # -- BigQuery ------------------------------------------------------------------------------------------

@@ -119,6 +119,10 @@ def _job_breach(guard: GuardConfig, item: Estimate, limit: str) -> Breach | None
     label = LIMIT_LABELS[limit]
     who = item.user or "an unknown user"
     what = f"{item.platform} job {job_link(item).name or item.record['job_id']} of {who}"
+    if item.platform == "kubernetes":
+        labels = labels_of(item.record.get("labels"))
+        where = f"{labels.get('k8s:namespace', '?')}/{item.record.get('name')} in {labels.get('k8s:cluster', '?')}"
+        what = f"Kubernetes {labels.get('k8s:kind', 'workload')} {where} of {who}"
     if limit == "max_runtime":
         if item.runtime is None or item.runtime <= value or item.cost is None:
             return None
@@ -343,7 +347,7 @@ def _over(row: _Row, running: set[str], ok_scopes: set[str], complete: bool) -> 
     key = job_key({"platform": link.platform, "job_id": link.job_id})
     if key in running:
         return True  # still running, but back under its cap (e.g. a projection that came down)
-    return scope_of(link.provider, link.platform, link.region_id, link.sub_account_id) in ok_scopes
+    return scope_of(link.provider, link.platform, link.region_id, link.sub_account_id, link.job_id) in ok_scopes
 
 
 def _severity(old: str, new: str) -> str:

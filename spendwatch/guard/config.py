@@ -25,10 +25,15 @@ from spendwatch.config_types import Duration, Name
 from spendwatch.plugins import StrictModel
 from spendwatch.records import SEVERITY_ORDER
 
-PlatformName = Literal["bigquery", "athena", "sagemaker", "emr", "glue", "batch", "vertex", "dataproc"]
-PLATFORMS: tuple[str, ...] = ("bigquery", "athena", "sagemaker", "emr", "glue", "batch", "vertex", "dataproc")
+PlatformName = Literal[
+    "bigquery", "athena", "sagemaker", "emr", "glue", "batch", "vertex", "dataproc", "kubernetes"
+]  # fmt: skip
+PLATFORMS: tuple[str, ...] = (
+    "bigquery", "athena", "sagemaker", "emr", "glue", "batch", "vertex", "dataproc", "kubernetes"
+)  # fmt: skip
 AWS_PLATFORMS: tuple[str, ...] = ("athena", "sagemaker", "emr", "glue", "batch")
 GCP_PLATFORMS: tuple[str, ...] = ("bigquery", "vertex", "dataproc")
+K8S_PLATFORMS: tuple[str, ...] = ("kubernetes",)
 SeverityName = Literal["low", "medium", "high", "critical"]
 MIN_EVERY = timedelta(seconds=15)
 LIMIT_NAMES: tuple[str, ...] = (
@@ -50,13 +55,17 @@ def _globs(patterns: list[str], value: str | None) -> bool:
 class GuardMatch(StrictModel):
     """Which running jobs a guard covers. Every given condition must hold; an empty match covers all."""
 
-    platforms: list[PlatformName] = Field(default_factory=list, description="bigquery, athena, sagemaker …")
-    providers: list[Literal["aws", "gcp"]] = Field(default_factory=list)
+    platforms: list[PlatformName] = Field(default_factory=list, description="bigquery, athena, sagemaker … kubernetes")
+    providers: list[Literal["aws", "gcp", "kubernetes"]] = Field(
+        default_factory=list, description="kubernetes: clusters that run neither on AWS nor GCP"
+    )
     accounts: list[str] = Field(default_factory=list, description="AWS accounts / GCP projects (globs)")
     users: list[str] = Field(default_factory=list, description="users or owners (globs)")
     labels: dict[str, list[str]] = Field(
         default_factory=dict, description="label/tag → allowed values (globs); [] means any value"
     )
+    clusters: list[str] = Field(default_factory=list, description="Kubernetes clusters (globs; kubernetes-jobs)")
+    namespaces: list[str] = Field(default_factory=list, description="Kubernetes namespaces (globs)")
 
     def matches(self, job: Mapping[str, Any]) -> bool:
         if self.platforms and job.get("platform") not in self.platforms:
@@ -64,6 +73,8 @@ class GuardMatch(StrictModel):
         if self.providers and job.get("provider") not in self.providers:
             return False
         if not _globs(self.accounts, job.get("sub_account_id")):
+            return False
+        if (self.clusters or self.namespaces) and not self._k8s(job.get("labels") or {}):
             return False
         who = [job.get("user"), job.get("owner")]
         if self.users and not any(_globs(self.users, w) for w in who if w):
@@ -73,6 +84,10 @@ class GuardMatch(StrictModel):
             if key not in labels or (patterns and not _globs(patterns, labels[key])):
                 return False
         return True
+
+    def _k8s(self, labels: Mapping[str, str]) -> bool:
+        # A workload's cluster and namespace are the labels its record carries (k8s:cluster, k8s:namespace).
+        return _globs(self.clusters, labels.get("k8s:cluster")) and _globs(self.namespaces, labels.get("k8s:namespace"))
 
 
 class Limits(StrictModel):
@@ -136,7 +151,8 @@ class GuardConfig(StrictModel):
     enabled: bool = Field(default=True, description="run the watch loop in the daemon")
     every: Duration = Field(default=timedelta(seconds=60), description="poll interval (at least 15s)")
     sources: list[Name] = Field(
-        default_factory=list, description="aws-jobs / gcp-jobs sources to watch (default: every one configured)"
+        default_factory=list,
+        description="aws-jobs / gcp-jobs / kubernetes-jobs sources to watch (default: every one configured)",
     )
     platforms: dict[PlatformName, PlatformWatch] = Field(default_factory=dict)
     defaults: Limits = Field(default_factory=_default_limits)

@@ -53,7 +53,7 @@ class GuardRun:
 
     def summary(self) -> str:
         if not self.sources:
-            return "guard: no aws-jobs or gcp-jobs source to watch"
+            return "guard: no aws-jobs, gcp-jobs or kubernetes-jobs source to watch"
         calls = sum((self.poll.api_calls if self.poll else {}).values())
         text = (
             f"guard: {len(self.estimates)} running job(s) on {len(self.sources)} source(s), {len(self.breaches)} "
@@ -203,7 +203,7 @@ def _mark_ended(store: Store, running: set[str], ok_scopes: set[str], now: datet
     ended = [
         (platform, job_id)
         for platform, job_id, provider, region, account in rows
-        if f"{platform}:{job_id}" not in running and scope_of(provider, platform, region, account) in ok_scopes
+        if f"{platform}:{job_id}" not in running and scope_of(provider, platform, region, account, job_id) in ok_scopes
     ]
     if ended:
         with store.transaction() as con:

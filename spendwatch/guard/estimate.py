@@ -15,9 +15,12 @@ their list calls show. The guard refines what they cannot see from a row alone:
   timeout, never above the workgroup's ``BytesScannedCutoffPerQuery``.
 * **Compute jobs** (SageMaker, EMR, Glue, Batch, Vertex, Dataproc) — instance type × count ×
   elapsed, as the listers compute it; projected to the job's own limit when it has one.
+* **Kubernetes workloads** — each live pod's share of its node's price × the time since it started
+  (``collectors.k8s_workloads``); the lister knows the rate now (the same shares per hour), and says so.
 
-Burn rate ($/hour now): the change in cost since the previous poll over the time between them, else
-the cost so far over the run time. Per user and per project it is the sum over their running jobs.
+Burn rate ($/hour now): what the lister measured now when it can (``burn_rate`` in its record:
+Kubernetes), else the change in cost since the previous poll over the time between them, else the
+cost so far over the run time. Per user and per project it is the sum over their running jobs.
 """
 
 from __future__ import annotations
@@ -83,11 +86,18 @@ def job_key(record: Mapping[str, Any]) -> str:
     return f"{record['platform']}:{record['job_id']}"
 
 
-def scope_of(provider: str, platform: str, region: str | None, account: str | None) -> str:
-    """What one listing covers: an AWS region, a GCP project (a failed listing leaves its jobs alone)."""
+def scope_of(provider: str, platform: str, region: str | None, account: str | None, job_id: str | None = None) -> str:
+    """What one listing covers: an AWS region, a GCP project, a Kubernetes cluster (a failed listing
+    leaves its jobs alone)."""
+    if platform == "kubernetes":
+        return k8s_scope(str(job_id or "").removeprefix("k8s://").split("/", 1)[0] or "-")
     if provider == "aws":
         return f"aws:{platform}:{region or '-'}"
     return f"gcp:{platform}:{account or '-'}"
+
+
+def k8s_scope(cluster: str) -> str:
+    return f"k8s:kubernetes:{cluster}"
 
 
 def labels_of(value: Any) -> dict[str, str]:
@@ -132,6 +142,8 @@ def estimate(
         projected = max(projected, cost)
     start = record.get("start_time")
     rate, how = burn_rate(cost, previous, start, now)
+    if record.get("burn_rate") is not None:
+        rate, how = float(record["burn_rate"]), str(record.get("burn_method") or "measured by the lister now")
     runtime = now - start if isinstance(start, datetime) and now >= start else None
     return Estimate(
         source=source,
@@ -143,7 +155,11 @@ def estimate(
         runtime=runtime,
         currency=str(record.get("billing_currency") or "USD"),
         scope=scope_of(
-            str(record["provider"]), str(record["platform"]), record.get("region_id"), record.get("sub_account_id")
+            str(record["provider"]),
+            str(record["platform"]),
+            record.get("region_id"),
+            record.get("sub_account_id"),
+            str(record["job_id"]),
         ),
     )
 

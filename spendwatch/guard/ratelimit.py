@@ -23,6 +23,10 @@ _EMR = "EMR: a token bucket per API, e.g. AddInstanceFleet burst 5, refill 0.5/s
 _AWS = "AWS control-plane reads are throttled per account and Region (no fixed figure published)"
 _VERTEX = "Vertex AI: per-region resource-management request quota (see the project's Quotas page)"
 _DATAPROC = "Dataproc: DefaultRequestsPerMinutePerProjectPerRegion 7,500 (cloud.google.com/dataproc/quotas)"
+_K8S = (
+    "Kubernetes: API Priority and Fairness shares the API server's concurrency among clients; a cluster-wide "
+    "list is the expensive kind (kubernetes.io/docs/concepts/cluster-administration/flow-control)"
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ DEFAULT_LIMITS: dict[str, ApiLimit] = {
     "aiplatform:customJobs.list": ApiLimit(2.0, 5, 10.0, _VERTEX),
     "dataproc:clusters.list": ApiLimit(2.0, 5, 100.0, _DATAPROC),
     "dataproc:batches.list": ApiLimit(2.0, 5, 100.0, _DATAPROC),
+    # Kubernetes (per cluster): nodes, live pods and one list per tracked owner kind, paged
+    "kubernetes:list": ApiLimit(5.0, 20, 50.0, _K8S),
     # AWS
     "sts:GetCallerIdentity": ApiLimit(1.0, 2, 10.0, _AWS),
     "athena:ListWorkGroups": ApiLimit(1.0, 2, 5.0, _AWS),

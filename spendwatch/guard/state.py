@@ -63,6 +63,8 @@ class WatchState:
     batch_status: dict[str, dict[str, str]] = field(default_factory=dict)
     sessions: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     prices: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+    k8s_clients: dict[tuple[str, str], Any] = field(default_factory=dict)  # (source, cluster) → ApiClient
+    k8s_absent: dict[tuple[str, str], tuple[datetime, tuple[str, ...]]] = field(default_factory=dict)  # CRDs
     recorded: set[str] | None = None  # running jobs written to the store at the last poll (None: unknown)
     acted: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # incident id → what the kill switch saw
     unsettled: bool = False  # the last poll had a failed listing: some recorded jobs are unconfirmed

@@ -1,6 +1,7 @@
 """The fast loop's one poll: list what runs now on every watched platform, price it, remember it.
 
-Cheap calls only: each platform's running-only list calls (``aws_watch``, ``gcp_watch``), the few
+Cheap calls only: each platform's running-only list calls (``aws_watch``, ``gcp_watch``,
+``k8s_watch``: a few cluster-wide lists per cluster), the few
 describes the listers need (cached between polls) and, for BigQuery, ``jobs.get`` only for jobs near a
 cap whose list entry shows no progress. A platform with its own ``every`` is polled only when due;
 in between, its jobs from the last poll stand in (run time brought forward). Every request goes
@@ -17,6 +18,7 @@ from typing import Any
 
 from spendwatch.collectors.aws_jobs import AwsJobsConfig
 from spendwatch.collectors.gcp_jobs import GcpJobsConfig
+from spendwatch.collectors.k8s_jobs import KubernetesJobsConfig
 from spendwatch.errors import ConfigError
 from spendwatch.guard.config import AWS_PLATFORMS, GuardConfig
 from spendwatch.guard.estimate import Estimate, Observation, estimate, shifted
@@ -24,7 +26,8 @@ from spendwatch.guard.state import Listing, WatchState
 from spendwatch.store import Store
 
 log = logging.getLogger("spendwatch.guard")
-JobSource = AwsJobsConfig | GcpJobsConfig
+JobSource = AwsJobsConfig | GcpJobsConfig | KubernetesJobsConfig
+WATCHED = (AwsJobsConfig, GcpJobsConfig, KubernetesJobsConfig)
 MAX_PARALLEL = 8
 
 
@@ -43,8 +46,9 @@ class Poll:
 
 
 def watched_sources(config: Any, guard: GuardConfig) -> list[JobSource]:
-    """The ``aws-jobs`` / ``gcp-jobs`` sources the guard watches (``guard.sources``, else every enabled one)."""
-    jobs = [s for s in config.sources if isinstance(s, AwsJobsConfig | GcpJobsConfig)]
+    """The ``aws-jobs`` / ``gcp-jobs`` / ``kubernetes-jobs`` sources the guard watches (``guard.sources``, else
+    every enabled one)."""
+    jobs = [s for s in config.sources if isinstance(s, WATCHED)]
     if not guard.sources:
         return [s for s in jobs if s.enabled]
     by_name = {s.name: s for s in config.sources}
@@ -53,10 +57,11 @@ def watched_sources(config: Any, guard: GuardConfig) -> list[JobSource]:
         source = by_name.get(name)
         if source is None:
             known = ", ".join(s.name for s in jobs) or "none"
-            raise ConfigError(f"guard.sources: no source named {name!r} (aws-jobs/gcp-jobs sources: {known})")
-        if not isinstance(source, AwsJobsConfig | GcpJobsConfig):
+            raise ConfigError(f"guard.sources: no source named {name!r} (job sources: {known})")
+        if not isinstance(source, WATCHED):
             raise ConfigError(
-                f"guard.sources: {name!r} is a {source.type} source; the guard watches aws-jobs and gcp-jobs"
+                f"guard.sources: {name!r} is a {source.type} source; the guard watches aws-jobs, gcp-jobs "
+                "and kubernetes-jobs"
             )
         out.append(source)
     return out
@@ -65,6 +70,8 @@ def watched_sources(config: Any, guard: GuardConfig) -> list[JobSource]:
 def platforms_of(source: JobSource, guard: GuardConfig) -> list[str]:
     if isinstance(source, AwsJobsConfig):
         names = [p for p in AWS_PLATFORMS if getattr(source, p)]
+    elif isinstance(source, KubernetesJobsConfig):
+        names = ["kubernetes"]
     else:
         names = [
             p
@@ -130,10 +137,12 @@ def _list(
     store: Store | None,
     due: list[str],
 ) -> Listing:
-    from spendwatch.guard import aws_watch, gcp_watch
+    from spendwatch.guard import aws_watch, gcp_watch, k8s_watch
 
     if isinstance(source, AwsJobsConfig):
         return aws_watch.watch_aws(source, guard, state, clients=clients, now=now, platforms=due)
+    if isinstance(source, KubernetesJobsConfig):
+        return k8s_watch.watch_kubernetes(source, guard, state, clients=clients, now=now, store=store)
     return gcp_watch.watch_gcp(source, guard, state, clients=clients, now=now, store=store, platforms=due)
 
 

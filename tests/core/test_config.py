@@ -107,7 +107,7 @@ def test_environment_variables_are_interpolated_with_defaults(tmp_path: Path) ->
         ("store: [\n", ":2: YAML syntax error"),
         (
             "sources:\n  - {name: f, type: focus, path: x}\nguard:\n  sources: [f]\n",
-            "guard.sources: 'f' is not an aws-jobs or gcp-jobs source (those are: none configured)",
+            "guard.sources: 'f' is not an aws-jobs, gcp-jobs or kubernetes-jobs source (those are: none configured)",
         ),
         ("- just\n- a list\n", "the top level must be a mapping"),
     ],
