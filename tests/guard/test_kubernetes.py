@@ -271,3 +271,25 @@ def test_the_guard_records_workloads_and_ends_the_ones_that_stop(kube_api: Kuber
         "SELECT state FROM jobs WHERE job_id = ?", [f"k8s://{EKS}/research/Pod/stray-notebook"]
     )
     assert state_now == "ENDED"
+
+
+def test_the_audit_names_training_workloads_without_a_deadline(kube_api: KubernetesApi, tmp_path: Path) -> None:
+    from spendwatch.guard.audit import audit
+
+    eks_cluster(kube_api, STARTED)
+    gke_cluster(kube_api, STARTED)  # the same API server: one cluster holding both estates' workloads
+    config = _config(tmp_path, kube_api, guard={"defaults": OFF}, clusters=(EKS,))
+    report = audit(config, now=STARTED + timedelta(hours=1))
+    found = {(f.where, f.resource): f for f in report.findings}
+    assert report.problems == [] and report.checked == {"kubernetes": 6}
+    job = found[(f"{EKS}/research", "Job/llm-pretrain-fatima")]
+    assert job.problem == "no spec.activeDeadlineSeconds: it runs until someone stops it"
+    assert job.fix.startswith(
+        f"kubectl --context {EKS} -n research patch job llm-pretrain-fatima --type merge "
+        """-p '{"spec":{"activeDeadlineSeconds":259200}}'"""
+    )
+    assert "no spec.runPolicy.activeDeadlineSeconds" in found[(f"{EKS}/research", "PyTorchJob/ddp-bert")].problem
+    assert "no spec.activeDeadlineSeconds" in found[(f"{EKS}/research", "RayJob/sweep-7")].problem
+    assert "holds 8 GPU(s) and a RayCluster has no deadline" in found[(f"{EKS}/research", "RayCluster/ray-dev")].problem
+    assert (f"{EKS}/data", "Job/feature-backfill-29001") not in found  # its 4 h deadline is within 3 days
+    assert (f"{EKS}/research", "Pod/stray-notebook") in found  # a bare pod holding a GPU, no deadline
