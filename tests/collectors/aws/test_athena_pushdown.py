@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from spendwatch.store import Store
 from tests.doubles.aws_athena import DuckAthena, bind_parameters, glue_columns, java_double, set_athena_progression
 from tests.doubles.aws_calls import CallLog
 from tests.doubles.aws_cur import cur2_table, focus_line, focus_table, line, put_data_export
+from tests.doubles.aws_cur_eks import PODS, eks_rows, split_table, workload_sums
 from tests.doubles.clock import FixedClock
 
 BUCKET, PREFIX, RESULTS = "billing-exports", "cur/cur2", "athena-results"
@@ -76,7 +78,14 @@ def month_rows(month: datetime, scale: int) -> list[dict[str, Any]]:
 class Estate:
     """Two billing periods of a Data Export in moto S3, the same files on disk, and their Glue table."""
 
-    def __init__(self, moto: Any, root: Path, session: Any) -> None:
+    def __init__(
+        self,
+        moto: Any,
+        root: Path,
+        session: Any,
+        rows: dict[str, list[dict[str, Any]]] | None = None,
+        tabler: Callable[[list[dict[str, Any]]], pa.Table] = cur2_table,
+    ) -> None:
         import boto3
 
         self.moto = moto
@@ -86,7 +95,8 @@ class Estate:
         self.athena = boto3.client("athena", endpoint_url=moto.endpoint_url, region_name="us-east-1")
         for bucket in (BUCKET, RESULTS):
             self.s3.create_bucket(Bucket=bucket)
-        self.rows = {"2026-10": month_rows(OCT, 1), "2026-11": month_rows(NOV, 2)}
+        self.tabler = tabler
+        self.rows = rows or {"2026-10": month_rows(OCT, 1), "2026-11": month_rows(NOV, 2)}
         schema = None
         for month, rows in self.rows.items():
             schema = self.publish(month, [rows[i::3] for i in range(3)])
@@ -119,7 +129,7 @@ class Estate:
             old.unlink()
         bodies = {}
         for number, part in enumerate(parts):
-            table = cur2_table(part)
+            table = self.tabler(part)
             sink = io.BytesIO()
             pq.write_table(table, sink, row_group_size=max(1, len(part) // 2))
             bodies[f"cur2-{number:05d}.snappy.parquet"] = sink.getvalue()
@@ -137,7 +147,7 @@ class Estate:
         self.athena.create_work_group(Name=name, Configuration=configuration)
 
 
-def source(moto: Any, athena: dict[str, Any] | None = None) -> DataExportConfig:
+def source(moto: Any, athena: dict[str, Any] | None = None, **extra: Any) -> DataExportConfig:
     values: dict[str, Any] = {
         "name": "cur",
         "bucket": BUCKET,
@@ -148,7 +158,7 @@ def source(moto: Any, athena: dict[str, Any] | None = None) -> DataExportConfig:
     }
     if athena is not None:
         values["athena"] = athena
-    return DataExportConfig.model_validate(values)
+    return DataExportConfig.model_validate({**values, **extra})
 
 
 ATHENA = {"database": "cur", "table": "cur2", "workgroup": "spendwatch", "max_bytes_scanned": 100_000_000_000}
@@ -197,6 +207,44 @@ def test_athena_pushdown_stores_exactly_what_the_direct_s3_path_stores(
             [start, end],
         )[0][0]
         assert total == sum(r["line_item_unblended_cost"] for r in rows)
+
+
+def test_eks_split_cost_through_athena_stores_what_the_direct_path_stores_and_the_bills_totals(
+    moto_server: Any, tmp_path: Path, clock: FixedClock, clients: dict[str, Any], aws_session: Any
+) -> None:
+    """Pod lines carry their split + unused cost, the node's twin lines take it off: in the SQL Athena runs too."""
+    rows = eks_rows(NOV + timedelta(days=3), hours=12)
+    estate = Estate(moto_server, tmp_path / "export", aws_session, rows={"2026-11": rows}, tabler=split_table)
+    estate.workgroup()
+    k8s = {"kubernetes": {"keep_labels": ["team"]}, "owner_tags": ["owner"], "keep_tags": []}
+    direct = Store(tmp_path / "direct.duckdb", clock=clock)
+    pushed = Store(tmp_path / "athena.duckdb", clock=clock)
+
+    assert collect_source(source(estate.moto, **k8s), direct, clock, clients=clients).ok
+    run = collect_source(source(estate.moto, ATHENA, **k8s), pushed, clock, clients=clients)
+    assert run.ok, run.error or run.problems
+
+    [executed] = estate.engine.executed
+    assert "split_line_item_split_cost" in executed.query and "split_line_item_unused_cost" in executed.query
+    assert stored(pushed) == stored(direct)
+    billed = sum(r["line_item_unblended_cost"] for r in rows)
+    assert pushed.query("SELECT sum(billed_cost) FROM cost_lines")[0][0] == pytest.approx(billed, abs=1e-6)
+    found = {
+        (ns, wl, owner): cost
+        for ns, wl, owner, cost in pushed.query(
+            "SELECT k8s_namespace, k8s_workload, owner, sum(billed_cost) FROM cost_lines "
+            "WHERE k8s_cluster = 'eks-ml-train' GROUP BY ALL"
+        )
+    }
+    assert found == pytest.approx(workload_sums(rows))  # each workload: its pods' split + unused, from the rows
+    assert len(found) == len(PODS)
+    teams = {
+        t
+        for (t,) in pushed.query(
+            "SELECT DISTINCT tags['k8s-label/team'] FROM cost_lines WHERE k8s_namespace IS NOT NULL"
+        )
+    }
+    assert teams == {"ml"}
 
 
 def test_the_query_is_partition_pruned_and_takes_every_value_as_a_parameter(

@@ -3,7 +3,6 @@ columns and aws:eks:* / pod-label tags, generated here, reduced by the real Duck
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,49 +14,20 @@ import pytest
 from spendwatch.collectors.aws_cur import DataExportConfig
 from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile
 from spendwatch.collectors.aws_cur_sql import Grain
-from tests.doubles.aws_cur import cur2_table, line
+from tests.doubles.aws_cur import cur2_table
+from tests.doubles.aws_cur_eks import NODE, PODS, split_table
+from tests.doubles.aws_cur_eks import eks_rows as eks_cluster_rows
 
 NOV, DEC = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
-NODE = "i-0eks000000000gpu1"
-PODS = [  # namespace, workload, owner label, share of the node
-    ("research", "llm-pretrain-fatima", "fatima.zahra@example.com", 0.7),
-    ("serving", "embeddings-api", "mo.ali@example.com", 0.2),
-]
 
 
 def eks_rows(hours: int = 6) -> list[dict[str, Any]]:
-    rng = random.Random(16)
-    rows = []
-    for h in range(hours):
-        start = NOV + timedelta(days=3, hours=h)
-        node_cost = round(32.7726 * rng.uniform(0.98, 1.0), 6)
-        rows.append({**line(start, node_cost, resource=NODE, usage_type="USW2-BoxUsage:p4d.24xlarge",
-                            tags={"user_owner": "platform@example.com"}), "split": None})  # fmt: skip
-        unused_total = node_cost * 0.1
-        for namespace, workload, owner, share in PODS:
-            split = round(node_cost * share, 6)
-            unused = round(unused_total * share / 0.9, 6)
-            tags = {"aws_eks_cluster_name": "eks-ml-train", "aws_eks_namespace": namespace,
-                    "aws_eks_workload_name": workload, "aws_eks_workload_type": "Job", "user_owner": owner,
-                    "user_team": "ml"}  # fmt: skip
-            pod = f"arn:aws:eks:us-west-2:678901234567:pod/eks-ml-train/{namespace}/{workload}-0/uid-{h}"
-            rows.append({**line(start, 0.0, resource=pod, usage_type="USW2-EKS-EC2-vCPU-Hours", tags=tags),
-                         "split": (NODE, split, unused)})  # fmt: skip
-        rows.append({**line(start, 1.5, resource="vol-0abc", usage_type="EBS:VolumeUsage.gp3"), "split": None})
-    return rows
-
-
-def table(rows: list[dict[str, Any]]) -> pa.Table:
-    base = cur2_table(rows)
-    split = [r["split"] for r in rows]
-    base = base.append_column("split_line_item_parent_resource_id", pa.array([s and s[0] for s in split], pa.string()))
-    base = base.append_column("split_line_item_split_cost", pa.array([s and s[1] for s in split], pa.float64()))
-    return base.append_column("split_line_item_unused_cost", pa.array([s and s[2] for s in split], pa.float64()))
+    return eks_cluster_rows(NOV + timedelta(days=3), hours)
 
 
 def reduce(tmp_path: Path, rows: list[dict[str, Any]], grain: Grain) -> pa.Table:
     path = tmp_path / "eks.parquet"
-    pq.write_table(table(rows), path, row_group_size=7)
+    pq.write_table(split_table(rows), path, row_group_size=7)
     config = DataExportConfig.model_validate(
         {"name": "cur", "bucket": "bill", "kubernetes": {"keep_labels": ["team"]}, "owner_tags": ["owner"]}
     )
