@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -67,3 +69,30 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent: this test reads the shared real-data/bench folders in place")
     return SHARED
+
+
+# The README's demo sample names this day: the demo's estate ends on the day it runs.
+DEMO_DAY = datetime(2026, 11, 26, 7, 10, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def pinned_demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Any:
+    """``run_demo`` on ``DEMO_DAY``, run once for the whole session (every xdist worker shares it).
+
+    The first worker to ask runs it under a file lock and pickles the result beside its output folder
+    (``result.folder``); the others load it. Tests read the run, and its store, and change neither.
+    """
+    from filelock import FileLock
+
+    from spendwatch.demo import run_demo
+
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the directory every worker's basetemp shares
+    folder = root / "pinned-demo"
+    done = folder / "result.pickle"
+    with FileLock(str(root / "pinned-demo.lock")):
+        if not done.exists():
+            result = run_demo(folder / "demo", FixedClock(DEMO_DAY), say=lambda _: None)
+            done.write_bytes(pickle.dumps(result))
+    return pickle.loads(done.read_bytes())

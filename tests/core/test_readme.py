@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -40,3 +41,21 @@ def test_every_command_in_the_cli_table_exists() -> None:
     for name in names:
         result = CliRunner().invoke(main, [name, "--help"])
         assert result.exit_code == 0, (name, result.output)
+
+
+def test_the_demo_sample_is_what_a_run_on_that_day_prints(pinned_demo: Any) -> None:
+    """Every line of the README's demo sample is printed by a real run on the day it names."""
+    from spendwatch.demo import summary_lines
+    from tests.conftest import DEMO_DAY
+
+    day = re.search(r"a run on (\d{4}-\d{2}-\d{2}) prints", README)
+    assert day is not None and day.group(1) == f"{DEMO_DAY:%Y-%m-%d}"
+    sample = README.split(day.group(0), 1)[1].split("```", 2)[1]
+    # An entry starts with "[ok ]" or "would"; wrapped lines continue it.
+    entries = [" ".join(e.split()) for e in re.split(r"\n(?=\[|\s*would )", sample.strip("\n"))]
+    assert len(entries) == 4 and any("k8s-job" in e for e in entries)
+
+    printed = [" ".join(line.split()) for line in summary_lines(pinned_demo.findings)]
+    printed += [" ".join(f"would {a.summary}".split()) for a in pinned_demo.plan.dry_run]
+    for entry in entries:
+        assert entry in printed

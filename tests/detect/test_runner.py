@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,11 +12,12 @@ from click.testing import CliRunner
 
 from spendwatch.cli import main
 from spendwatch.config import parse_config
-from spendwatch.demo import match_injected, run_demo
+from spendwatch.demo import match_injected
 from spendwatch.detect.incidents import give_feedback, load_incidents
 from spendwatch.detect.runner import run_detection
 from spendwatch.errors import NotFoundError
 from spendwatch.store import Store
+from tests.conftest import DEMO_DAY
 from tests.doubles.clock import FixedClock
 from tests.doubles.lines import cost_lines
 
@@ -171,9 +173,9 @@ def test_feedback_on_an_unknown_id_is_a_user_error(tmp_path: Path, clock: FixedC
         give_feedback(store, 42, "acknowledged", actor="x")
 
 
-def test_the_demo_estate_finds_each_injected_incident_with_its_culprit(tmp_path: Path) -> None:
-    clock = FixedClock(datetime(2026, 11, 26, 7, 10, tzinfo=UTC))
-    result = run_demo(tmp_path / "demo", clock, say=lambda _: None)
+def test_the_demo_estate_finds_each_injected_incident_with_its_culprit(pinned_demo: Any) -> None:
+    clock = FixedClock(DEMO_DAY)
+    result = pinned_demo
     findings = result.findings
     by_key = {f.injected.key: f for f in findings}
     runaway = by_key["runaway-query"]
@@ -191,7 +193,7 @@ def test_the_demo_estate_finds_each_injected_incident_with_its_culprit(tmp_path:
     assert [(a.verb, a.mode, a.target.resource_id, a.target.account) for a in suspend] == [
         ("suspend", "dry-run", "research/llm-pretrain-fatima", "eks-ml-train")
     ]
-    store = Store(tmp_path / "demo" / "store.duckdb", clock=clock)
+    store = Store(result.digest[0].parent.parent / "store.duckdb", clock=clock)
     dip = by_key["weekend-dip"].injected
     drops = [
         i
