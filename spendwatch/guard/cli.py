@@ -122,7 +122,12 @@ def status(env: Env, live: bool, top: int, as_json: bool) -> None:
     type=click.FloatRange(0.001),
     help="daily quota the fix proposes",
 )
-@click.option("--sagemaker-max-runtime", default="3d", show_default=True, help="flag SageMaker limits longer than this")
+@click.option(
+    "--sagemaker-max-runtime",
+    default="3d",
+    show_default=True,
+    help="flag SageMaker (and Kubernetes activeDeadlineSeconds) limits longer than this",
+)
 @click.option("--sagemaker-lookback", default="7d", show_default=True, help="SageMaker jobs created this far back")
 @click.option("--fail-on-findings", is_flag=True, help="exit 1 when anything lacks a native limit (for CI)")
 @click.option("--json", "as_json", is_flag=True)
