@@ -12,7 +12,7 @@ Checks, in order, each a list of ``Finding`` (ok / warn / fail / skip, with what
 4. the kill switch: every permission the configured rules' actions declare (``Action.permissions``,
    ``undo_permissions``), checked against the caller's effective policy (AWS
    ``iam:SimulatePrincipalPolicy``; GCP ``testIamPermissions`` on the projects and billing accounts
-   the rules may act on).
+   the rules may act on; Kubernetes ``SelfSubjectAccessReview`` in each cluster, ``doctor_k8s``).
 
 A missing permission of a rule that may act (``approve``/``enforce``) fails; one of a ``dry-run``
 rule, or one only ``undo`` needs, warns — the daemon runs, but that rule could not act yet.
@@ -106,7 +106,7 @@ def run_doctor(
     gcp_billing_accounts: Iterable[str] = (),
 ) -> DoctorReport:
     """Run every check for ``config``; never raises for what it finds (a finding says it)."""
-    from spendwatch import doctor_aws, doctor_gcp
+    from spendwatch import doctor_aws, doctor_gcp, doctor_k8s
 
     ctx = DoctorContext(
         config,
@@ -124,12 +124,14 @@ def run_doctor(
         "simulated": probe_simulated,
         **doctor_aws.SOURCE_PROBES,
         **doctor_gcp.SOURCE_PROBES,
+        **doctor_k8s.SOURCE_PROBES,
     }
     for source in config.sources:
         report.findings += check_source(source, ctx, probes)
     needs = killswitch_needs(config)
     report.findings += doctor_aws.check_killswitch(ctx, [n for n in needs if n.provider == "aws"])
     report.findings += doctor_gcp.check_killswitch(ctx, [n for n in needs if n.provider == "gcp"])
+    report.findings += doctor_k8s.check_killswitch(ctx, [n for n in needs if n.provider == "kubernetes"])
     return report
 
 

@@ -24,7 +24,8 @@ Tests build the client with ``KubernetesConnection(auth="none", server=api.endpo
   deleted, as the real controllers do) and gains the ``Suspended`` condition; a Deployment or
   StatefulSet scaled down loses its surplus pods;
 * **RBAC** — with ``allow`` set (``{"batch/jobs:patch", "pods:get", ...}``), any other request is a
-  ``403 Forbidden`` naming the verb and resource, as the API server's authorizer words it.
+  ``403 Forbidden`` naming the verb and resource, as the API server's authorizer words it; a
+  ``SelfSubjectAccessReview`` (``POST``) answers from the same set whether a request would be allowed.
 
 Every request is recorded (``requests``); ``fail(method, path_prefix, status, times)`` injects errors.
 Factories (``deployment``, ``job``, ``pod``, ``node``, ``ray_job``, ``pytorch_job`` …) build objects the
@@ -139,6 +140,9 @@ class KubernetesApi:
             def do_DELETE(self) -> None:
                 api._serve(self, "DELETE")
 
+            def do_POST(self) -> None:
+                api._serve(self, "POST")
+
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
@@ -217,6 +221,9 @@ class KubernetesApi:
         try:
             self._fault(method, parts.path)
             target = _parse(parts.path)
+            if method == "POST" and target.plural == "selfsubjectaccessreviews":
+                _write(http, 201, self._review(body or {}))
+                return
             if (target.group, target.plural) in self.absent:
                 raise KubeError(404, "NotFound", "the server could not find the requested resource")
             self._authorize(method, target, query)
@@ -227,6 +234,19 @@ class KubernetesApi:
             _write(http, 200, answer)
         except KubeError as exc:
             _write(http, exc.code, exc.status())
+
+    def _review(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A SelfSubjectAccessReview answered from ``allow`` (any identity may ask one)."""
+        attributes = (body.get("spec") or {}).get("resourceAttributes") or {}
+        resource = attributes.get("resource", "") + (f"/{attributes['subresource']}" if attributes.get("subresource") else "")
+        group = attributes.get("group") or ""
+        rule = f"{group}/{resource}:{attributes.get('verb')}" if group else f"{resource}:{attributes.get('verb')}"
+        allowed = self.allow is None or rule in self.allow
+        status: dict[str, Any] = {"allowed": allowed}
+        if not allowed:
+            status["reason"] = "no RBAC policy matched"
+        return {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1", "metadata": {},
+                "spec": body.get("spec") or {}, "status": status}  # fmt: skip
 
     def _fault(self, method: str, path: str) -> None:
         for fault in self.faults:
