@@ -345,7 +345,7 @@ class KubernetesApi:
     def _list(self, target: Target, query: dict[str, str]) -> dict[str, Any]:
         with self.changed:
             items = [
-                copy.deepcopy(obj)
+                obj
                 for (group, plural, namespace, _), obj in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
                 if group == target.group and plural == target.plural
                 and (target.namespace is None or namespace == target.namespace)
@@ -365,6 +365,8 @@ class KubernetesApi:
             if rest:
                 meta["continue"] = f"{target.group}/{target.plural}:{start + limit}"
                 meta["remainingItemCount"] = len(rest)
+        with self.changed:
+            items = [copy.deepcopy(obj) for obj in items]  # only the page's, as the server serialises it
         kind = CORE_PLURALS.get(target.plural) or GROUP_KINDS.get((target.group, target.plural), "Object")
         api_version = VERSIONS.get(target.group, "v1")
         return {
