@@ -14,10 +14,12 @@ from pathlib import Path
 import click
 
 from spendwatch import __version__
-from spendwatch.cli_util import DEFAULT_CONFIG, Env, handle_errors, pass_env, progress
+from spendwatch.cli_util import DEFAULT_CONFIG, Env, OneLineErrors, handle_errors, pass_env, progress
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="spendwatch")
 @click.option(
     "-c",

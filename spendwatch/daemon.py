@@ -22,6 +22,7 @@ beside the store makes a second daemon on the same store refuse to start.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -42,7 +43,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from spendwatch._locks import LockTimeout, SingletonLock
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.config_types import Duration
-from spendwatch.errors import StoreError, UserError
+from spendwatch.errors import ConfigError, StoreAccessError, UserError
 from spendwatch.plugins import StrictModel
 
 if TYPE_CHECKING:
@@ -238,13 +239,17 @@ def lock_path(store_path: Path) -> Path:
 
 
 def acquire_singleton(store_path: Path) -> SingletonLock:
+    from spendwatch.store import describe_os_error
+
     lock = SingletonLock(lock_path(store_path))
     try:
         store_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the store's folder {store_path.parent}: {exc.strerror}") from None
+        raise StoreAccessError(f"store {store_path}: {describe_os_error(exc, store_path.parent)}") from None
     try:
         lock.acquire()
+    except OSError as exc:
+        raise StoreAccessError(f"store {store_path}: {describe_os_error(exc, lock.path)}") from None
     except LockTimeout as exc:
         raise AlreadyRunning(
             f"another spendwatch daemon (pid {exc.args[0] if exc.args else 'unknown'}) is already running on store "
@@ -267,20 +272,28 @@ def run_daemon(
     store_config = config.store
     lock = acquire_singleton(store_config.path)
     clock = clock or SystemClock()
-    store = Store(
-        store_config.path,
-        lock_timeout=store_config.lock_timeout.total_seconds(),
-        clock=clock,
-        memory_limit=store_config.memory_limit,
-    )
-    store.migrate()
+    try:
+        store = Store(
+            store_config.path,
+            lock_timeout=store_config.lock_timeout.total_seconds(),
+            clock=clock,
+            memory_limit=store_config.memory_limit,
+        )
+        store.migrate()
+    except BaseException:
+        lock.release()
+        raise
     # APScheduler narrates every job addition at info; its warnings (skipped runs) still come through.
     logging.getLogger("apscheduler.scheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx = DaemonContext(config, store, clock, clients=dict(clients or {}), stop=stop or threading.Event())
     notifier = SystemdNotifier()
     if install_signals:
         _install_signal_handlers(ctx.stop)
-    health = _start_health(ctx)
+    try:
+        health = _start_health(ctx)
+    except BaseException:
+        lock.release()
+        raise
     scheduler = build_scheduler(ctx)
     scheduler.start()
     log.info(
@@ -316,11 +329,27 @@ def _start_health(ctx: DaemonContext) -> Any:
         return None
     from spendwatch.health import HealthServer
 
-    server = HealthServer(ctx.config, ctx.store, ctx.clock, bind=health_config.bind, port=health_config.port)
+    try:
+        server = HealthServer(ctx.config, ctx.store, ctx.clock, bind=health_config.bind, port=health_config.port)
+    except OSError as exc:
+        where = f"{health_config.bind}:{health_config.port}"
+        raise ConfigError(f"daemon.health: cannot listen on {where}: {_why(exc)}") from None
     server.scheduler_alive = lambda: ctx.scheduler is not None and bool(ctx.scheduler.running)
     server.start()
     log.info("health and metrics on http://%s:%d/ (/healthz /readyz /metrics)", *server.address)
     return server
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use (another daemon or program?); choose daemon.health.port, or 0 for any free port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "the address is not one of this machine's (daemon.health.bind)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the address ({exc.strerror})"
+    return exc.strerror or str(exc)
 
 
 def _start_watchdog(ctx: DaemonContext, notifier: SystemdNotifier, scheduler: Any) -> threading.Thread | None:
