@@ -189,6 +189,9 @@ main.add_command(doctor_command)
 from spendwatch.guard.cli import guard_group  # noqa: E402
 
 main.add_command(guard_group)
+from spendwatch.store_cli import store_group  # noqa: E402
+
+main.add_command(store_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

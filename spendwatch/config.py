@@ -47,6 +47,13 @@ else:
     SourceSpec = Annotated[Union[config_models(SOURCES)], Field(discriminator="type")]  # noqa: UP007
 
 
+class SnapshotConfig(StrictModel):
+    """Daily copies of the store, checked end to end, that ``spendwatch store restore`` brings back."""
+
+    keep: int = Field(default=2, ge=0, le=366, description="snapshots kept, one a day (0: the daemon takes none)")
+    folder: ConfigPath | None = Field(default=None, description="where they go (default: <store path>.snapshots/)")
+
+
 class StoreConfig(StrictModel):
     path: ConfigPath = Field(default=Path("spendwatch.duckdb"), description="the store file (DuckDB)")
     lock_timeout: Duration = Field(
@@ -58,6 +65,7 @@ class StoreConfig(StrictModel):
     memory_limit: str | None = Field(
         default=None, description="DuckDB memory limit: a size (512MB, 2GB, 1.5GiB) or a share of RAM (50%)"
     )
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
 
     @field_validator("memory_limit")
     @classmethod

@@ -11,7 +11,8 @@ Jobs (plain functions in ``spendwatch.jobs``-style at the bottom of this module,
 * ``digest`` — a cron at ``daemon.digest_at`` in ``daemon.timezone`` plus ``digest-catchup`` every
   ``daemon.digest_check_every`` (a late start, a retry after a failed delivery); the ledger makes
   both safe to run at once (see ``notify.ledger``);
-* ``housekeeping`` — daily at ``daemon.housekeeping_at``: retention and a checkpoint.
+* ``housekeeping`` — daily at ``daemon.housekeeping_at``: retention and a checkpoint;
+* ``snapshot`` — a checked copy of the store once a day (``store.snapshots``; see ``spendwatch.snapshots``).
 
 A job that fails is logged with its context, recorded in ``runs`` (metrics show consecutive
 failures) and simply runs again at its next time; nothing a job raises stops the daemon.
@@ -468,6 +469,9 @@ def build_scheduler(ctx: DaemonContext) -> BackgroundScheduler:
         "housekeeping",
         CronTrigger(hour=daemon.housekeeping_at.hour, minute=daemon.housekeeping_at.minute, timezone=zone),
     )
+    if ctx.config.store.snapshots.keep:
+        # A check every quarter hour (and soon after start): a snapshot is taken once the newest is a day old.
+        add(snapshot_job, "snapshot", IntervalTrigger(minutes=15), first=now + timedelta(seconds=5))
     return scheduler
 
 
@@ -486,12 +490,14 @@ def _guarded(ctx: DaemonContext, job: str, body: Callable[[], dict[str, Any] | N
     """Run one job body: log it, record it, and never let it raise into the scheduler."""
     if ctx.stop.is_set():
         return
-    run_id = ctx.store.start_run(job) if record else None
     began = _time.monotonic()
     failure: Exception | None = None
     detail: dict[str, Any] = {}
+    run_id: int | None = None
     with ctx.tracking(job):
         try:
+            # Recording the start is inside: a busy or damaged store fails this run, not the scheduler.
+            run_id = ctx.store.start_run(job) if record else None
             detail = body() or {}
         except Exception as exc:
             failure = exc
@@ -659,6 +665,28 @@ def housekeeping_job(ctx: DaemonContext) -> None:
         return housekeeping(ctx.store, ctx.clock.now() - ctx.config.store.retention)
 
     _guarded(ctx, "housekeeping", body, record=True)
+
+
+def snapshot_job(ctx: DaemonContext) -> None:
+    """A checked copy of the store once a day (``spendwatch store restore`` brings it back)."""
+    from spendwatch.snapshots import snapshot_due, snapshot_folder, take_snapshot
+
+    store = ctx.config.store
+    folder = snapshot_folder(store.path, store.snapshots.folder)
+    if not store.path.exists() or not snapshot_due(folder, ctx.clock.now()):
+        return
+
+    def body() -> dict[str, Any]:
+        snapshot = take_snapshot(
+            store.path,
+            folder,
+            ctx.clock.now(),
+            keep=store.snapshots.keep,
+            lock_timeout=store.lock_timeout.total_seconds(),
+        )
+        return {"snapshot": str(snapshot.path)}
+
+    _guarded(ctx, "snapshot", body, record=True)
 
 
 _RETENTION = (
