@@ -45,6 +45,8 @@ class SourceRun:
     error: str | None = None
     # True when the error is the user's to fix (bad file, bad config): the CLI exits 2, not 1.
     user_error: bool = False
+    # True when some problem is the user's to fix (a malformed file or manifest).
+    user_problems: bool = False
     counters: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -99,6 +101,7 @@ def _write(
     if isinstance(batch, Problem):
         log.warning("source %s: %s: %s", name, batch.label, batch.message)
         run.problems.append(f"{batch.label}: {batch.message}")
+        run.user_problems = run.user_problems or batch.user_error
         return
     if isinstance(batch, JobBatch):
         run.jobs += store.upsert_jobs(name, batch.jobs)

@@ -67,9 +67,11 @@ class StoreConfig(StrictModel):
     )
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
 
-    @field_validator("memory_limit")
+    @field_validator("memory_limit", mode="before")
     @classmethod
-    def _memory_limit(cls, value: str | None) -> str | None:
+    def _memory_limit(cls, value: Any) -> str | None:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # "12" gets the same message as "lots"
         return None if value is None else check_memory_limit(value)
 
     @field_validator("retention")

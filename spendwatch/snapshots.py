@@ -208,7 +208,6 @@ def restore(
     """Put the newest good snapshot (or ``snapshot``) in place of a damaged store, carrying over what survived."""
     daemon = _daemon_lock(store_path)
     try:
-        chosen = _choose_snapshot(folder, snapshot)
         with _held(store_path, exclusive=True, timeout=lock_timeout):
             current = check_file(store_path) if store_path.exists() else None
             if current is not None and current.ok and not force:
@@ -216,6 +215,7 @@ def restore(
                     f"store {store_path} reads cleanly ({current.summary().split(' — ')[-1]}); nothing to restore "
                     "(pass --force to roll it back to the snapshot anyway)"
                 )
+            chosen = _choose_snapshot(folder, snapshot)
             return _swap_in(store_path, chosen, now)
     finally:
         daemon.release()

@@ -41,7 +41,7 @@ from spendwatch.errors import (
     StoreDamagedError,
     StoreError,
 )
-from spendwatch.schema import COST_LINE_SCHEMA, JOB_SCHEMA, conform
+from spendwatch.schema import COST_LINE_SCHEMA, JOB_SCHEMA, MAX_AMOUNT, conform
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -230,6 +230,10 @@ class Store:
             raise StoreAccessError(f"store {self.path}: {describe_os_error(exc, self.path.parent)}") from None
         if self.path.is_dir():
             raise StoreAccessError(f"store {self.path} is a folder; store.path must name a file")
+        if self.path.exists() and self._current_version() == SCHEMA_VERSION:
+            # Up to date: no exclusive lock, and nothing written (a damaged file is never made worse).
+            self._migrated = True
+            return SCHEMA_VERSION
         with self._open(write=True) as con:
             con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ)")
             row = con.execute("SELECT max(version) FROM schema_version").fetchone()
@@ -253,6 +257,17 @@ class Store:
                 current = version
         self._migrated = True
         return current
+
+    def _current_version(self) -> int | None:
+        with self._open(write=False) as con:
+            found = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND table_name = 'schema_version'"
+            ).fetchone()
+            if not found or not found[0]:
+                return None
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
 
     def schema_version(self) -> int:
         with self.read() as con:
@@ -454,7 +469,7 @@ def _check_finite(table: pa.Table, source: str) -> None:
     """Infinite or NaN money would poison every sum (a digest once said "month to date -$inf")."""
     for name in ("billed_cost", "effective_cost", "list_cost"):
         column = table.column(name)
-        finite = pc.fill_null(pc.is_finite(column), True)
+        finite = pc.fill_null(pc.and_(pc.is_finite(column), pc.less(pc.abs(column), MAX_AMOUNT)), True)
         if not pc.all(finite).as_py():
             index = int(pc.index(finite, False).as_py())
             value = column[index].as_py()
@@ -462,7 +477,7 @@ def _check_finite(table: pa.Table, source: str) -> None:
             shown = "NaN" if isinstance(value, float) and math.isnan(value) else f"{value}"
             raise InputError(
                 f"source {source}: {name} is {shown} on a line of {when:%Y-%m-%d %H:%M} UTC; money must be a "
-                "finite number, so nothing of this period was stored"
+                "finite amount below 1e15, so nothing of this period was stored"
             )
 
 

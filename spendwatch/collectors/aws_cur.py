@@ -249,7 +249,7 @@ class DataExportSource(Source):
         except PermissionDeniedError:
             raise
         except (InputError, SourceError) as exc:
-            yield Problem(label, str(exc))
+            yield Problem(label, str(exc), user_error=isinstance(exc, InputError))
             return
         if first is not None:
             yield first

@@ -98,6 +98,8 @@ class Problem:
 
     label: str
     message: str
+    # True when the user can fix it (a malformed file or manifest): the CLI then exits 2, not 1.
+    user_error: bool = False
 
 
 Batch = CostBatch | JobBatch | Problem

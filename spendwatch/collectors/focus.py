@@ -35,7 +35,14 @@ from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch,
 from spendwatch.collectors.tags import derive_column, parse_tags_json, tags_array
 from spendwatch.config_types import ConfigPattern
 from spendwatch.errors import InputError
-from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, COST_LINE_SCHEMA, TIMESTAMP, conform
+from spendwatch.schema import (
+    CHARGE_CATEGORIES,
+    CHARGE_FREQUENCIES,
+    COST_LINE_SCHEMA,
+    MAX_AMOUNT,
+    TIMESTAMP,
+    conform,
+)
 
 NULL_STRINGS = ["", "NULL", "null", "None"]
 _BLOCK_ROWS = 250_000
@@ -394,10 +401,15 @@ class _Cells:
             index = self._first(bad)
             raise self._fail(column, index, f"{raw.iloc[index]!r} is not a number")
         values = parsed.astype("float64")
-        infinite = np.isinf(values.to_numpy())
+        magnitude = np.abs(values.to_numpy())
+        infinite = np.isinf(magnitude)
         if infinite.any():  # "Infinity", "1e400": stored, they would make every total infinite
             index = int(infinite.nonzero()[0][0])
             raise self._fail(column, index, f"{raw.iloc[index]!r} is not a finite number")
+        absurd = magnitude >= MAX_AMOUNT
+        if absurd.any():  # 1e300 is finite, but two of them add up to infinity
+            index = int(absurd.nonzero()[0][0])
+            raise self._fail(column, index, f"{raw.iloc[index]!r} is not a plausible amount (at most 1e15)")
         return pa.array(values, type=pa.float64(), from_pandas=True)
 
     def text(self, column: str, *, required: bool) -> pa.Array:

@@ -64,6 +64,7 @@ def read_long_csv(path: Path, granularity: str | None = None) -> Panel:
 
 
 def _read_rows(path: Path) -> pd.DataFrame:
+    _check_text(path)
     try:
         rows = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True).fillna("")
     except FileNotFoundError:
@@ -87,6 +88,22 @@ def _read_rows(path: Path) -> pd.DataFrame:
     if empty_ids.any():
         _raise_at(path, empty_ids, "series_id", "empty series id")
     return rows
+
+
+def _check_text(path: Path) -> None:
+    """UTF-16 (Excel's "Unicode text") or a binary file: say so, instead of a confusing column error."""
+    from spendwatch.config import encoding_problem
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(65536)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    problem = encoding_problem(head)
+    if problem is not None:
+        raise InputError(f"{path}: row 1, column 'series_id': the file {problem}; save it as UTF-8 CSV")
 
 
 def _granularity_of(rows: pd.DataFrame, path: Path) -> str:
