@@ -99,7 +99,8 @@ def _write(
     batch: CostBatch | JobBatch | Problem, run: SourceRun, store: Store, name: str, context: SourceContext
 ) -> None:
     if isinstance(batch, Problem):
-        log.warning("source %s: %s: %s", name, batch.label, batch.message)
+        # Info, not warning: the CLI prints each problem itself, and the run records them (status partial).
+        log.info("source %s: %s: %s", name, batch.label, batch.message)
         run.problems.append(f"{batch.label}: {batch.message}")
         run.user_problems = run.user_problems or batch.user_error
         return

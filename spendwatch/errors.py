@@ -12,8 +12,10 @@ The hierarchy, drawn once (as httpx does)::
     │       │                       permissions, a full disk, a newer schema
     │       ├── StoreBusyError      another process held the store for longer than the timeout
     │       └── StoreDamagedError   the file is truncated or corrupt (``spendwatch store restore``)
-    ├── SourceError                 a collector failed (API, permissions, malformed answer)
-    │   └── PermissionDeniedError   the credentials lack a permission (names it)
+    ├── SourceError                 a collector failed (API unreachable or failing: exit 1)
+    │   ├── PermissionDeniedError   the credentials lack a permission (names it)
+    │   └── MalformedAnswerError    the API answered data that cannot be right (also an InputError:
+    │                               exit 2, as a bad file is): no number, no currency, an odd period
     ├── ActionError                 a kill-switch action failed or was refused
     └── DeliveryError               a notification could not be delivered
 
@@ -65,6 +67,10 @@ class SourceError(SpendwatchError):
 
 class PermissionDeniedError(SourceError):
     """The credentials lack a permission; the message names it."""
+
+
+class MalformedAnswerError(SourceError, InputError):
+    """A cloud API answered data that cannot be right; handled like a bad input file (exit 2)."""
 
 
 class ActionError(SpendwatchError):

@@ -468,10 +468,11 @@ def _count(con: Connection, sql: str, params: list[Any]) -> int:
 def _check_finite(table: pa.Table, source: str) -> None:
     """Infinite or NaN money would poison every sum (a digest once said "month to date -$inf")."""
     for name in ("billed_cost", "effective_cost", "list_cost"):
-        column = table.column(name)
-        finite = pc.fill_null(pc.and_(pc.is_finite(column), pc.less(pc.abs(column), MAX_AMOUNT)), True)
-        if not pc.all(finite).as_py():
-            index = int(pc.index(finite, False).as_py())
+        column = table.column(name).combine_chunks()
+        good = pc.and_(pc.is_finite(column), pc.less(pc.abs(column), MAX_AMOUNT))
+        bad = pc.invert(pc.fill_null(good, True)).to_numpy(zero_copy_only=False)
+        if bad.any():
+            index = int(bad.nonzero()[0][0])
             value = column[index].as_py()
             when = table.column("charge_period_start")[index].as_py()
             shown = "NaN" if isinstance(value, float) and math.isnan(value) else f"{value}"

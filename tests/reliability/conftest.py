@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,16 @@ def corpus_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(main, ["-c", str(root / "spendwatch.yaml"), "collect"])
     assert result.exit_code == 0, result.output
     return root
+
+
+@pytest.fixture(autouse=True)
+def _quiet_fake_servers() -> Iterator[None]:
+    """The in-process fakes log every request; a real CLI has no such servers in its process."""
+    logger = logging.getLogger("werkzeug")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

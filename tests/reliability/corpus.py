@@ -112,7 +112,10 @@ def store_state(path: Path) -> dict[str, Any] | None:
             "cost": "SELECT source, count(*), round(sum(billed_cost), 6), round(sum(effective_cost), 6) "
             "FROM cost_lines GROUP BY ALL ORDER BY ALL",
             "loads": "SELECT source, period_start, batch_id, row_count FROM loads ORDER BY ALL",
-            "state": "SELECT source, key, value FROM source_state ORDER BY ALL",
+            # A failed run may count the API requests it made (a budget) and move its cursor back; it
+            # must never record a file fingerprint or a manifest as loaded.
+            "state": "SELECT source, key, value FROM source_state WHERE key NOT LIKE 'requests:%' "
+            "AND key <> 'loaded_until' ORDER BY ALL",
             "jobs": "SELECT count(*), round(coalesce(sum(estimated_cost), 0), 6) FROM jobs",
             "anomalies": "SELECT id, status FROM anomalies ORDER BY id",
             "actions": "SELECT id, state FROM actions ORDER BY id",
