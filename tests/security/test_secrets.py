@@ -141,7 +141,7 @@ def test_a_hook_gets_a_minimal_environment(tmp_path: Path, monkeypatch: pytest.M
     assert seen["SPENDWATCH_HOOK_PHASE"] == "act" and "PATH" in seen
     assert set(seen) <= {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONIOENCODING",
                          "SPENDWATCH_ACTION_ID", "SPENDWATCH_HOOK_PHASE", "PAGER_KEY", "PAGER_TOKEN",
-                         "LC_CTYPE", "__CF_USER_TEXT_ENCODING"}  # fmt: skip
+                         "__CF_USER_TEXT_ENCODING"}  # fmt: skip
     # What the hook prints of its own secrets is scrubbed before it is journaled.
     journal = _everything(store)
     assert "SPENDWATCH_HOOK_PHASE" in journal  # the stdout is kept …
