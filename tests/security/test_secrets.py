@@ -117,7 +117,9 @@ def test_a_secret_in_a_validator_message_is_redacted(tmp_path: Path) -> None:
     assert PASSWORD not in str(caught.value) and "${LOCK}" in str(caught.value)
 
 
-ENV_SCRIPT = "import json, os, sys; text = json.dumps(dict(os.environ)); open(sys.argv[1], 'w').write(text); print(text)"
+ENV_SCRIPT = (
+    "import json, os, sys; text = json.dumps(dict(os.environ)); open(sys.argv[1], 'w').write(text); print(text)"
+)
 
 
 def test_a_hook_gets_a_minimal_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,7 +143,7 @@ def test_a_hook_gets_a_minimal_environment(tmp_path: Path, monkeypatch: pytest.M
     assert seen["SPENDWATCH_HOOK_PHASE"] == "act" and "PATH" in seen
     assert set(seen) <= {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONIOENCODING",
                          "SPENDWATCH_ACTION_ID", "SPENDWATCH_HOOK_PHASE", "PAGER_KEY", "PAGER_TOKEN",
-                         "LC_CTYPE", "__CF_USER_TEXT_ENCODING"}  # fmt: skip
+                         "__CF_USER_TEXT_ENCODING"}  # fmt: skip
     # What the hook prints of its own secrets is scrubbed before it is journaled.
     journal = _everything(store)
     assert "SPENDWATCH_HOOK_PHASE" in journal  # the stdout is kept …
