@@ -4,12 +4,22 @@ a safe example config, a NetworkPolicy that admits only what it must."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from spendwatch.cli import main
+from spendwatch.killswitch.engine import run_killswitch
+from spendwatch.killswitch.journal import list_actions
 from spendwatch.notify.charts import incident_chart, tick_label
-from tests.security.records import hostile_incident
+from spendwatch.store import Store
+from spendwatch.terminal import SafeStream, clean
+from tests.doubles.clock import FixedClock
+from tests.security.detectors import terminal_injections
+from tests.security.records import NOW, hostile_incident, hostile_settings, store_incident
 
 MATH = ["$x$", "$\\frac{$", "$\\undefinedcommand$", "$$", "USD$", "$\\$$", "$" * 9]
 
@@ -27,3 +37,75 @@ def test_a_tick_label_shows_the_dollar_signs_as_text(currency: str) -> None:
     label = tick_label(1234.0, currency)
     # Every $ is escaped, so matplotlib never enters math mode: it shows them as they are.
     assert label.count("$") == label.count("\\$")
+
+
+# -- control characters on the terminal ---------------------------------------------------------------
+
+TERMINAL = [
+    "\x1b[2J\x1b[31mRED\x1b[0m",  # clear screen, colours
+    "\x1b]52;c;ZWNobyBwd25lZA==\x07",  # OSC 52: write the clipboard
+    "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\",  # OSC 8: a hidden hyperlink
+    "ok\rFORGED-OVERWRITE",  # carriage return over the line
+    "invoice\u202egpj.exe",  # right-to-left override
+    "line\nFORGED-LINE done",  # a line of its own
+    "\x9b31m C1 CSI",  # the 8-bit CSI
+    "bell\x07 and backspace\x08\x08",
+]
+
+
+def _cli_store(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "sw.yaml"
+    config.write_text(
+        "store: {path: s.duckdb}\nsources: [{name: demo, type: simulated}]\n"
+        "killswitch:\n  approvers: [lead]\n  rules:\n"
+        "    - {name: page, when: {incident: {}}, do: hook, how: dry-run, hook: {command: [/bin/true]}}\n"
+    )
+    clock = FixedClock(NOW)
+    store = Store(tmp_path / "s.duckdb", clock=clock)
+    incident = hostile_incident(text)
+    incident_id = store_incident(store, incident)
+    run_killswitch(hostile_settings(text), store, clock, incidents=[replace(incident, id=incident_id)])
+    assert list_actions(store), "the hostile incident was journaled"
+    return config
+
+
+@pytest.mark.parametrize("text", TERMINAL)
+def test_data_never_reaches_the_terminal_as_control_characters(tmp_path: Path, text: str) -> None:
+    config = _cli_store(tmp_path, text)
+    runner = CliRunner()
+    for args in (
+        ["anomalies", "list"], ["anomalies", "show", "1"], ["anomalies", "list", "--json"],
+        ["actions", "list"], ["actions", "show", "1"], ["actions", "show", "2"], ["actions", "status"],
+    ):  # fmt: skip
+        result = runner.invoke(main, ["--config", str(config), *args])
+        assert result.exit_code == 0, (args, result.output)
+        assert terminal_injections(result.output) == [], args
+        assert not any(line.startswith(("FORGED", "gpj")) for line in result.output.splitlines()), args
+
+
+def test_the_terminal_guard_covers_every_command_output() -> None:
+    """Whatever a command forgets to clean, the CLI's streams escape it (the layout's newlines pass)."""
+    import click
+
+    @click.command()
+    def leaky() -> None:
+        click.echo("a\x1b]52;c;AAAA\x07b\nsecond line\ttab")
+        click.echo("err\x1b[2J", err=True)
+
+    main.add_command(leaky, "leaky-test-command")
+    try:
+        result = CliRunner().invoke(main, ["leaky-test-command"])
+    finally:
+        main.commands.pop("leaky-test-command")
+    assert result.output.splitlines()[:2] == ["a\\x1b]52;c;AAAA\\x07b", "second line\ttab"]
+    assert terminal_injections(result.output) == []
+
+
+@pytest.mark.parametrize("text", TERMINAL)
+def test_on_a_real_terminal_too(text: str) -> None:
+    """click strips colour codes only when stdout is not a terminal; the guard does not depend on it."""
+    out = io.StringIO()
+    stream = SafeStream(out)
+    stream.write(f"{text}\n")
+    assert terminal_injections(out.getvalue()) == [] and terminal_injections(clean(text)) == []
+    assert "\n" not in clean(text)
