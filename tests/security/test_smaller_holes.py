@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 
 from spendwatch.cli import main
+from spendwatch.config import load_config
 from spendwatch.export import export_focus
 from spendwatch.killswitch.engine import run_killswitch
 from spendwatch.killswitch.journal import list_actions
@@ -153,3 +155,34 @@ def test_parquet_keeps_the_values_as_they_are(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     export_focus(store, out)
     assert FORMULAS[0] in pq.read_table(out).column("SubAccountId").to_pylist()
+
+
+# -- the shipped example config and NetworkPolicy --------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_config_acts_on_nothing_by_itself() -> None:
+    """Copying the example must not arm the kill switch: no rule enforces, none allows irreversible actions."""
+    config = load_config(REPO / "config" / "spendwatch.example.yaml", environ={})
+    for rule in config.killswitch.rules:
+        assert rule.how in ("dry-run", "approve"), rule.name
+        assert not rule.allow_irreversible, rule.name
+    assert config.killswitch.approvers, "an approve rule needs someone who may approve"
+    text = (REPO / "config" / "spendwatch.example.yaml").read_text()
+    assert "#     how: enforce" in text or "# how: enforce" in text  # enforcement is shown, commented out
+
+
+def test_the_network_policy_admits_metrics_only_from_monitoring_and_no_instance_metadata() -> None:
+    policy = yaml.safe_load((REPO / "deploy" / "kubernetes" / "networkpolicy.yaml").read_text())["spec"]
+    for rule in policy["ingress"]:
+        sources = rule.get("from") or []
+        assert sources, "ingress from any pod"
+        for source in sources:
+            labels = source["namespaceSelector"]["matchLabels"]
+            assert labels == {"kubernetes.io/metadata.name": "monitoring"}
+    blocks = [b["ipBlock"]["cidr"] for rule in policy["egress"] for b in rule.get("to", []) if "ipBlock" in b]
+    assert "169.254.169.254/32" not in blocks  # EC2 IMDS: node credentials, never needed under IRSA
+    assert not any(b.startswith(("0.0.0.0", "169.254.0.0")) for b in blocks)
+    plain_http = [r for r in policy["egress"] for p in r["ports"] if p["port"] == 80]
+    assert all(r.get("to") for r in plain_http)
