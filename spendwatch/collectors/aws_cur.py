@@ -212,6 +212,8 @@ def data_keys(manifest: bytes, bucket: str, key: str, *, prefix: str = "") -> li
         files.extend((target_bucket, k) for k in listed)
     else:
         raise InputError(f"{where}: malformed manifest: it lists neither dataFiles nor reportKeys")
+    if not files:
+        raise InputError(f"{where}: malformed manifest: it lists no data files")
     for file_bucket, file_key in files:
         outside = _outside(file_bucket, file_key, bucket, prefix)
         if outside is not None:
@@ -248,8 +250,9 @@ class DataExportSource(Source):
         s3 = api.client("s3")
         manifests = self._discover(api, s3)
         if not manifests:
-            raise SourceError(
-                f"source {self.name}: no billing-period manifests under s3://{self.config.bucket}/{self.config.prefix}"
+            raise InputError(
+                f"source {self.name}: no billing-period manifests under s3://{self.config.bucket}/{self.config.prefix} "
+                "(check bucket and prefix: '<prefix>/<export-name>' for Data Exports)"
             )
         for manifest in manifests:
             if manifest.period_end <= window.since or manifest.period_start > window.until:
@@ -264,7 +267,7 @@ class DataExportSource(Source):
             params: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
             if token:
                 params["ContinuationToken"] = token
-            page = api.call(s3, "ListObjectsV2", **params)
+            page = self._listing(api, s3, params)
             for item in page.get("Contents", []):
                 key = str(item["Key"])
                 period = manifest_period(key)
@@ -278,6 +281,14 @@ class DataExportSource(Source):
             if not token:
                 break
         return [found for _, (_, found) in sorted(newest.items())]
+
+    def _listing(self, api: AwsApi, s3: Any, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return api.call(s3, "ListObjectsV2", **params)
+        except SourceError as exc:
+            if "NoSuchBucket" in str(exc):  # a typo in the config, not an AWS failure
+                raise InputError(f"source {self.name}: bucket {self.config.bucket!r} does not exist") from None
+            raise
 
     def _is_open(self, manifest: Manifest, now: datetime) -> bool:
         current = _month_start(now.year, now.month)
@@ -307,7 +318,7 @@ class DataExportSource(Source):
         except PermissionDeniedError:
             raise
         except (InputError, SourceError) as exc:
-            yield Problem(label, str(exc))
+            yield Problem(label, str(exc), user_error=isinstance(exc, InputError))
             return
         if first is not None:
             yield first
@@ -356,7 +367,12 @@ class DataExportSource(Source):
                 suffix = ".csv.gz"
             path = work / f"part-{number:05d}{suffix}"
             self.context.progress(f"{self.name}: downloading s3://{bucket}/{key}")
-            answer = api.call(s3, "GetObject", Bucket=bucket, Key=key)
+            try:
+                answer = api.call(s3, "GetObject", Bucket=bucket, Key=key)
+            except SourceError as exc:
+                if "NoSuchKey" in str(exc):  # the manifest lists a file the export does not hold
+                    raise InputError(f"s3://{bucket}/{key}: listed in the manifest but not in the bucket") from None
+                raise
             with path.open("wb") as out:
                 for chunk in answer["Body"].iter_chunks(chunk_size=1 << 20):
                     out.write(chunk)
