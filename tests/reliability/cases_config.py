@@ -135,7 +135,12 @@ CASES: list[Case] = [
     cfg("severity-negative", f"{SRC}detection: {{severity: {{medium: -1}}}}\n", "detection.severity.medium"),
     cfg("channel-type", f"{SRC}notify: {{channels: [{{name: m, type: pigeon}}]}}\n", "notify.channels[0].type"),
     cfg("smtp-port-text", f"{SRC}notify: {{channels: [{{name: m, type: smtp, host: h, port: lots}}]}}\n", "port"),
-    cfg("guard-sources", f"{SRC}guard: {{sources: [f]}}\n", "guard.sources", "not an aws-jobs or gcp-jobs source"),
+    cfg(
+        "guard-sources",
+        f"{SRC}guard: {{sources: [f]}}\n",
+        "guard.sources",
+        "not an aws-jobs, gcp-jobs or kubernetes-jobs source",
+    ),
     cfg("snapshots-keep", f"store: {{snapshots: {{keep: -1}}}}\n{SRC}", "store.snapshots.keep"),
     cfg("monitor-dimension", f"{SRC}monitors: [{{name: m, dimensions: [colour]}}]\n", "monitors[0].dimensions"),
 ]
