@@ -85,6 +85,9 @@ class Target:
     at_stake: float | None = None
     currency: str = "USD"
     origin: str = "job"  # job | incident-job | incident-resource | incident-account
+    # Where a Kubernetes workload is billed (the job record's provider, account/project and region):
+    # its own coordinates are a cluster and a namespace, the scope check compares these (killswitch.scope).
+    billed: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -109,6 +112,7 @@ class Target:
             "at_stake": self.at_stake,
             "currency": self.currency,
             "origin": self.origin,
+            "billed": dict(self.billed),
         }
 
     @classmethod
@@ -127,6 +131,7 @@ class Target:
             at_stake=data.get("at_stake"),
             currency=str(data.get("currency") or "USD"),
             origin=str(data.get("origin") or "job"),
+            billed={str(k): str(v) for k, v in (data.get("billed") or {}).items()},
         )
 
 

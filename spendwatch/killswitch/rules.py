@@ -161,6 +161,7 @@ def job_target(job: JobRecord, now: datetime) -> Target | None:
     rate, stake = rate_and_stake(job.estimated_cost, job.projected_cost, job.start_time, now)
     return _target(
         located,
+        billed=_billed(located, job.provider, job.sub_account_id, job.region_id),
         owner=job.owner or job.user,
         labels=dict(job.labels),
         name=job.name,
@@ -170,6 +171,14 @@ def job_target(job: JobRecord, now: datetime) -> Target | None:
         currency=job.billing_currency,
         origin="job",
     )
+
+
+def _billed(located: Located, provider: str, account: str | None, region: str | None) -> dict[str, str]:
+    """A Kubernetes workload's cloud coordinates, from the record that named it (empty for cloud targets)."""
+    if located.provider != "kubernetes":
+        return {}
+    found = {"provider": provider, "account": account, "region": region}
+    return {k: v for k, v in found.items() if v}
 
 
 def _link_target(link: JobLink, incident: Incident, now: datetime) -> Target | None:
@@ -187,6 +196,7 @@ def _link_target(link: JobLink, incident: Incident, now: datetime) -> Target | N
     rate, stake = rate_and_stake(link.cost, None, link.start_time, now)
     return _target(
         located,
+        billed=_billed(located, link.provider, link.sub_account_id, link.region_id),
         owner=link.user,
         labels=dict(link.labels),
         name=link.name,
