@@ -27,6 +27,7 @@ from typing import Any
 
 from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import Rule
+from spendwatch.killswitch.journal import ActionRecord
 
 NONE_VALUE = "(none)"  # an untagged series' value (spendwatch.detect.monitors): names no scope
 _LABELS = {
@@ -126,3 +127,22 @@ def _fits(dimension: str, value: str, patterns: Sequence[str]) -> bool:
 
 def _listed(patterns: Sequence[str]) -> str:
     return "[" + ", ".join(patterns) + "]"
+
+
+def rule_problem(rule: Rule | None, record: ActionRecord) -> str | None:
+    """Why the rule (as configured now) no longer lets a planned or approved action go ahead, or ``None``.
+
+    An approval (or a crash-interrupted plan) can outlive its rule: what acts is the config as it
+    stands now, so a rule deleted, disabled, switched to dry-run or to another verb, or narrowed so
+    that the target is outside it, stops its actions.
+    """
+    if rule is None:
+        return f"rule {record.rule} is no longer in the config; nothing done"
+    if not rule.enabled:
+        return f"rule {record.rule} is disabled; nothing done"
+    if rule.how == "dry-run":
+        return f"rule {record.rule} is now dry-run; nothing done"
+    if rule.do != record.verb:
+        return f"rule {record.rule} now says {rule.do!r}, not {record.verb!r}; nothing done"
+    outside = scope_problem(rule, record.target, record.plan.get("context"))
+    return None if outside is None else f"{outside}; nothing done"
