@@ -17,16 +17,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from spendwatch.clock import Clock
 from spendwatch.errors import ActionError, UserError
-from spendwatch.killswitch.base import Action, ActionContext, Observed, Target, action_for
+from spendwatch.killswitch.base import Action, ActionContext, Observed, action_for
 from spendwatch.killswitch.config import KillSwitchConfig, Rule
 from spendwatch.killswitch.hook import PAYLOAD_VERSION, HookAction
 from spendwatch.killswitch.journal import (
@@ -42,76 +38,16 @@ from spendwatch.killswitch.journal import (
     transition,
 )
 from spendwatch.killswitch.rules import JobRecord, Match, load_running_jobs, match_rule
+from spendwatch.killswitch.runs import KillSwitchRun, SkipNote, idempotency_key, runner_alive, runner_id
 from spendwatch.killswitch.safety import Breaker, is_paused, owner_from_labels, protection_reason, reread_problem
-from spendwatch.killswitch.scope import scope_problem
+from spendwatch.killswitch.scope import rule_problem, scope_problem
 from spendwatch.records import Incident
 from spendwatch.store import Store
 
+__all__ = ["ENGINE_ACTOR", "KillSwitch", "KillSwitchRun", "SkipNote", "idempotency_key", "run_killswitch", "runner_id"]
+
 log = logging.getLogger("spendwatch.killswitch")
 ENGINE_ACTOR = "spendwatch"
-
-
-@dataclass(frozen=True)
-class SkipNote:
-    """Something a run did not do, and why."""
-
-    rule: str
-    target: str
-    reason: str
-    action_id: int | None = None
-
-
-@dataclass
-class KillSwitchRun:
-    """What one run did. Every list holds journal records as they stand after the run."""
-
-    started_at: datetime
-    paused: bool = False
-    planned: list[ActionRecord] = field(default_factory=list)
-    executed: list[ActionRecord] = field(default_factory=list)
-    dry_run: list[ActionRecord] = field(default_factory=list)
-    awaiting_approval: list[ActionRecord] = field(default_factory=list)
-    skipped: list[SkipNote] = field(default_factory=list)
-    failed: list[ActionRecord] = field(default_factory=list)
-    expired: list[ActionRecord] = field(default_factory=list)
-    reconciled: list[ActionRecord] = field(default_factory=list)
-    unchanged: int = 0
-
-    def summary(self) -> str:
-        if self.paused:
-            return f"kill switch paused: nothing acted on ({len(self.expired)} approval(s) expired)"
-        return (
-            f"{len(self.planned)} planned, {len(self.executed)} executed, {len(self.dry_run)} dry-run, "
-            f"{len(self.awaiting_approval)} awaiting approval, {len(self.skipped)} skipped, {len(self.failed)} failed, "
-            f"{len(self.expired)} expired, {len(self.reconciled)} reconciled, {self.unchanged} already journaled"
-        )
-
-
-def runner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _runner_alive(runner: str | None) -> bool:
-    """Whether the process that moved an action to ``running`` is still alive (same host only)."""
-    if not runner:
-        return False
-    host, _, pid_text = runner.rpartition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def idempotency_key(rule: str, mode: str, verb: str, target: Target, episode: str) -> str:
-    return f"{rule}|{mode}|{verb}|{target.key}|{episode}"
 
 
 class KillSwitch:
@@ -270,7 +206,7 @@ class KillSwitch:
     def _carry_out(self, record: ActionRecord, run: KillSwitchRun, breaker: Breaker, *, approved: bool = False) -> None:
         """From ``planned`` or ``approved``: re-read, check, and then describe, ask, or act."""
         if record.mode != "dry-run":
-            changed = self._rule_problem(record)
+            changed = rule_problem(self.settings.rule(record.rule), record, clusters=self.settings.kubernetes.clusters)
             if changed is not None:
                 self._skip(record, changed, run)
                 return
@@ -316,28 +252,6 @@ class KillSwitch:
                 run.awaiting_approval.append(waiting)
             return
         self._act(record, impl, observed, fields, run, breaker)
-
-    def _rule_problem(self, record: ActionRecord) -> str | None:
-        """Why the rule no longer allows a planned or approved action to go ahead, or ``None``.
-
-        An approval (or a crash-interrupted plan) can outlive its rule: what acts is the config as it
-        stands now, so a rule deleted, disabled or switched to dry-run since stops its actions.
-        """
-        rule = self.settings.rule(record.rule)
-        if rule is None:
-            return f"rule {record.rule} is no longer in the config; nothing done"
-        if not rule.enabled:
-            return f"rule {record.rule} is disabled; nothing done"
-        if rule.how == "dry-run":
-            return f"rule {record.rule} is now dry-run; nothing done"
-        if rule.do != record.verb:
-            return f"rule {record.rule} now says {rule.do!r}, not {record.verb!r}; nothing done"
-        outside = scope_problem(
-            rule, record.target, record.plan.get("context"), clusters=self.settings.kubernetes.clusters
-        )
-        if outside is not None:
-            return f"{outside}; nothing done"
-        return None
 
     def _describe_unverified(self, record: ActionRecord, exc: Exception, run: KillSwitchRun) -> None:
         """A dry-run whose target cannot be re-read (no credentials, no network) still says what it would do.
@@ -484,9 +398,9 @@ class KillSwitch:
             if record.state == "planned":
                 self._carry_out(record, run, breaker)
                 run.reconciled.append(get_action(self.store, record.id))
-            elif record.state == "running" and not _runner_alive(self._runner(record.id, "running")):
+            elif record.state == "running" and not runner_alive(self._runner(record.id, "running")):
                 self._reconcile_running(record, run)
-            elif record.state == "undoing" and not _runner_alive(self._runner(record.id, "undoing")):
+            elif record.state == "undoing" and not runner_alive(self._runner(record.id, "undoing")):
                 self._reconcile_undo(record, run)
 
     def _runner(self, action_id: int, state: str) -> str | None:

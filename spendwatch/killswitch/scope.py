@@ -3,13 +3,14 @@
 Incidents and job records are built from strings anyone in the company can write (tags naming a
 job, resource ids, ARNs in an export), so the kill switch does not take their word for *where* a
 target lives. Before an action is planned, and again right before it is carried out, the target's
-provider, account/project and region are checked against
+coordinates are checked against
 
-* the rule: ``when.incident.dimensions`` on ``provider``, ``sub_account_id`` and ``region_id``
-  (globs, as the rule matched the incident), or ``when.job.accounts`` for a job rule — a target
-  whose account or region is unknown is outside a rule that names them;
-* its source: the incident's own ``provider``/``sub_account_id`` dimensions, or the job record's
-  provider and account (a job whose resource ARN names another account is refused).
+* the rule: ``when.incident.dimensions`` on ``provider``, ``sub_account_id``, ``region_id``,
+  ``cluster`` and ``namespace`` (globs, as the rule matched the incident), or ``when.job.accounts``
+  for a job rule — a target whose coordinate is unknown is outside a rule that names it;
+* its source: the incident's own ``provider``/``sub_account_id`` (and ``cluster``/``namespace``)
+  dimensions, or the job record's provider and account (a job whose resource ARN names another
+  account is refused).
 
 A Kubernetes workload (``k8s://<cluster>/<namespace>/<Kind>/<name>``) is a target in a cluster, and
 where that cluster runs — its AWS account or GCP project and region — is never taken from the
@@ -32,6 +33,7 @@ from typing import Any
 from spendwatch.k8s_client import KubernetesConnection
 from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import Rule
+from spendwatch.killswitch.journal import ActionRecord
 
 NONE_VALUE = "(none)"  # an untagged series' value (spendwatch.detect.monitors): names no scope
 # Incident dimensions that say where a target lives, and the Target field each one constrains.
@@ -137,7 +139,6 @@ def _source_problem(place: _Place, context: Mapping[str, Any]) -> str | None:
 
 
 def _fits(dimension: str, value: str, patterns: Sequence[str]) -> bool:
-    candidates = [value]
     if dimension == "region_id":
         # Regions compare case-blind (BigQuery says "US", bills "us"); a zone is inside its region.
         candidates = [value.lower()]
@@ -150,3 +151,27 @@ def _fits(dimension: str, value: str, patterns: Sequence[str]) -> bool:
 
 def _listed(patterns: Sequence[str]) -> str:
     return "[" + ", ".join(patterns) + "]"
+
+
+def rule_problem(
+    rule: Rule | None,
+    record: ActionRecord,
+    *,
+    clusters: Mapping[str, KubernetesConnection] | None = None,
+) -> str | None:
+    """Why the rule (as configured now) no longer lets a planned or approved action go ahead, or ``None``.
+
+    An approval (or a crash-interrupted plan) can outlive its rule: what acts is the config as it
+    stands now, so a rule deleted, disabled, switched to dry-run or to another verb, or narrowed so
+    that the target is outside it, stops its actions.
+    """
+    if rule is None:
+        return f"rule {record.rule} is no longer in the config; nothing done"
+    if not rule.enabled:
+        return f"rule {record.rule} is disabled; nothing done"
+    if rule.how == "dry-run":
+        return f"rule {record.rule} is now dry-run; nothing done"
+    if rule.do != record.verb:
+        return f"rule {record.rule} now says {rule.do!r}, not {record.verb!r}; nothing done"
+    outside = scope_problem(rule, record.target, record.plan.get("context"), clusters=clusters)
+    return None if outside is None else f"{outside}; nothing done"

@@ -20,18 +20,36 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from markupsafe import Markup
 
 from spendwatch import __version__
 from spendwatch.notify.channels import OutgoingEmail
 from spendwatch.notify.digest import Digest, format_money
 
 MAX_CHARTS = 8  # each chart is ~15-25 kB; past eight the email gets heavy for phones
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ENCODED_WORD = re.compile(r"=\?")
+
+
+def _printable(value: Any, keep: str = "") -> Any:
+    """Data text without control, bidi-override or zero-width characters (they become spaces).
+
+    Jinja's ``finalize``: every ``{{ … }}`` of both templates passes through it, so a tag value
+    carrying ESC sequences or U+202E reaches neither the text part nor the HTML part.
+    """
+    if not isinstance(value, str) or isinstance(value, Markup) or value.isprintable():
+        return value
+    return "".join(ch if ch.isprintable() or ch in keep else " " for ch in value)
 
 
 def _oneline(value: Any) -> str:
     """Collapse newlines and control characters (a label must not break a line or a header)."""
-    return " ".join(_CONTROL.sub(" ", str(value)).split())
+    return " ".join(_printable(str(value)).split())
+
+
+def header_value(value: Any) -> str:
+    """A header value from data: one line, and no RFC 2047 encoded word a mail reader would decode
+    into a line break (``=?utf-8?q?=0D=0ABcc:…?=``; Python before 3.11.10 re-folds it raw)."""
+    return _ENCODED_WORD.sub("=\u2060?", _oneline(value))
 
 
 def _pct(value: float | None, signed: bool = True) -> str:
@@ -59,6 +77,8 @@ def _environment(html: bool) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # The HTML keeps a query's own line breaks (shown pre-wrapped); the text part keeps none.
+        finalize=(lambda value: _printable(value, "\n")) if html else _printable,
     )
     env.filters.update(money=format_money, pct=_pct, local=_local, utc=_utc, oneline=_oneline)
     return env
@@ -123,7 +143,7 @@ def build_email(
     preview_html: str | None = None,
 ) -> OutgoingEmail:
     message = EmailMessage()
-    message["Subject"] = subject
+    message["Subject"] = header_value(subject)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=False, usegmt=True)
@@ -131,8 +151,8 @@ def build_email(
     message["Auto-Submitted"] = "auto-generated"
     message["X-Mailer"] = f"spendwatch {__version__}"
     for name, value in (headers or {}).items():
-        message[name] = value
-    message.set_content(text, subtype="plain", charset="utf-8")
+        message[name] = header_value(value)
+    message.set_content(_printable(text, "\n\t"), subtype="plain", charset="utf-8")
     if html is not None:
         message.add_alternative(html, subtype="html", charset="utf-8")
         html_part = message.get_payload()[1]  # type: ignore[index]

@@ -34,7 +34,7 @@ from tests.doubles.kubernetes_api import (
     statefulset,
 )
 from tests.killswitch.conftest import k8s_rbac_rules
-from tests.killswitch.factories import NOW, incident, new_store, rule, settings
+from tests.killswitch.factories import ACCOUNT, NOW, incident, new_store, rule, settings
 
 CLUSTER = "eks-ml"
 EKS_ACCOUNT = "678901234567"
@@ -44,8 +44,9 @@ CLUSTERS = {"clusters": {CLUSTER: {"provider": "aws", "account": EKS_ACCOUNT, "r
 
 
 def _link(uri: str, owner: str = "fatima.zahra@example.com") -> JobLink:
+    # Billed in the incident's own account: a link outside it is refused (killswitch.scope).
     return JobLink(
-        platform="kubernetes", job_id=uri, provider="aws", sub_account_id="678901234567", user=owner,
+        platform="kubernetes", job_id=uri, provider="aws", sub_account_id=ACCOUNT, user=owner,
         name=uri.rsplit("/", 1)[-1], state="RUNNING", cost=900.0, cost_method="requests x node price",
         start_time=NOW, end_time=None, resource_id=uri,
     )  # fmt: skip

@@ -16,12 +16,14 @@ class Receiver:
 
     def __init__(self) -> None:
         self.posts: list[Any] = []
+        self.paths: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.posts.append(json.loads(body))
+                receiver.paths.append(self.path)
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -33,6 +35,9 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def posts_by_path(self) -> list[tuple[str, Any]]:
+        return list(zip(self.paths, self.posts, strict=True))
 
     def stop(self) -> None:
         self.server.shutdown()

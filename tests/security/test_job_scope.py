@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,36 @@ def test_no_planned_action_leaves_the_rules_scope(spec: dict[str, Any], scope: d
     assert len(planned) == len(run.planned)
     for action in planned:
         assert _inside(scope, incident, action.target), action.target
+
+
+def test_a_kubernetes_workload_is_scoped_by_where_its_configured_cluster_runs() -> None:
+    """A workload's own coordinates are a cluster and a namespace; its cloud ones come only from the config."""
+    from spendwatch.k8s_client import KubernetesConnection
+    from tests.killswitch.factories import incident, rule, settings
+
+    def link(account: str) -> JobLink:
+        return JobLink(
+            platform="kubernetes", job_id="k8s://eks-ml/research/Job/train", provider="aws", sub_account_id=account,
+            user="ana", name="train", state="RUNNING", cost=500.0, cost_method=None,
+            start_time=NOW - timedelta(hours=2), end_time=None, resource_id="k8s://eks-ml/research/Job/train",
+        )  # fmt: skip
+
+    def problems(scope: dict[str, list[str]], account: str, cluster_account: str = ATTACKER, **dims: str) -> list[str | None]:
+        config = settings([rule("r", do="suspend", how="dry-run", when={"incident": {"dimensions": scope}})])
+        found = incident(account=ATTACKER, jobs=(link(account),))
+        found = replace(found, dimensions={**found.dimensions, **dims})
+        matches = match_rule(config.rules[0], [found], [], NOW)
+        assert [m.target.resource_type for m in matches] == ["k8s-job"]
+        clusters = {"eks-ml": KubernetesConnection(auth="none", provider="aws", account=cluster_account)}
+        return [scope_problem(m.rule, m.target, m.context, clusters=clusters) for m in matches]
+
+    assert problems({"sub_account_id": [ATTACKER]}, ATTACKER) == [None]
+    in_cluster = {"cluster": "eks-ml", "namespace": "research"}
+    assert problems({"cluster": ["eks-*"], "namespace": ["research"]}, ATTACKER, **in_cluster) == [None]
+    # The record's claim does not matter: the cluster is configured in the victim's account.
+    [outside] = problems({}, ATTACKER, cluster_account=VICTIM)
+    assert outside is not None and f"account/project {VICTIM} is not incident #1's {ATTACKER}" in outside
+    [other] = problems({"namespace": ["research"]}, ATTACKER, cluster="eks-ml", namespace="research", owner="x")
+    assert other is None
+    [elsewhere] = problems({}, ATTACKER, cluster="gke-research")  # the incident is another cluster's
+    assert elsewhere is not None and "cluster eks-ml is not incident #1's gke-research" in elsewhere
