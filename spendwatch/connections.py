@@ -8,11 +8,13 @@ local Google API servers); they are the seam through which tests swap the cloud.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from spendwatch.config_types import Duration
 from spendwatch.plugins import StrictModel
 
 
@@ -31,6 +33,10 @@ class AwsConnection(StrictModel):
     endpoint_url: str | None = Field(default=None, description="override every service endpoint (tests, VPC)")
     max_attempts: int = Field(
         default=8, ge=1, le=20, description="tries per call, the first included (botocore adaptive retries)"
+    )
+    timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how long one call may wait to connect and for its answer (a hung endpoint fails, then retries)",
     )
 
 
@@ -58,9 +64,12 @@ def aws_client(connection: AwsConnection, service: str, *, session: Any, region:
     """A boto3 client with adaptive retries and the configured endpoint."""
     from botocore.config import Config as BotoConfig
 
+    seconds = max(connection.timeout.total_seconds(), 0.001)
     config = BotoConfig(
         retries={"mode": "adaptive", "total_max_attempts": connection.max_attempts},
         user_agent_extra="spendwatch",
+        connect_timeout=seconds,
+        read_timeout=seconds,
     )
     return session.client(
         service,

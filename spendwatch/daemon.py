@@ -44,7 +44,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from spendwatch._locks import LockTimeout, SingletonLock
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.config_types import Duration
-from spendwatch.errors import ConfigError, StoreAccessError, UserError
+from spendwatch.errors import ConfigError, SpendwatchError, StoreAccessError, UserError
 from spendwatch.plugins import StrictModel
 
 if TYPE_CHECKING:
@@ -506,9 +506,12 @@ def _guarded(ctx: DaemonContext, job: str, body: Callable[[], dict[str, Any] | N
     if failure is not None:
         failures = ctx.failures.get(job, 0) + 1
         ctx.failures[job] = failures
+        # A failure spendwatch explained (a source that kept failing, a digest not delivered, a busy or
+        # damaged store) is its one line; only an unexpected exception (a bug) carries a traceback.
+        explained = isinstance(failure, SpendwatchError | CollectionFailed | DigestNotSent)
         log.error(
             "job %s failed (%d in a row): %s; it runs again at its next time",
-            job, failures, failure, exc_info=failure,
+            job, failures, failure, exc_info=None if explained else failure,
             extra={"event": "job-failed", "job": job, "consecutive_failures": failures, "seconds": seconds},
         )  # fmt: skip
         if run_id is not None:
@@ -538,7 +541,8 @@ def collect_job(ctx: DaemonContext, source_name: str) -> None:
         source = ctx.config.source(source_name)
         run = collect_source(source, ctx.store, ctx.clock, clients=ctx.clients.get(source_name))
         if run.error:
-            raise CollectionFailed(f"source {source_name}: {run.error}")
+            named = run.error.startswith(f"source {source_name}")
+            raise CollectionFailed(run.error if named else f"source {source_name}: {run.error}")
         if (run.cost_rows or run.jobs) and ctx.config.daemon.detect_after_collection:
             ctx.nudge("detect")
         return {"source": source_name, "cost_rows": run.cost_rows, "jobs": run.jobs, "problems": len(run.problems)}
