@@ -15,19 +15,24 @@ half a second against a server that answers after one and a half).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from spendwatch.collectors.aws_api import Backoff
 from spendwatch.config import Config, parse_config
+from spendwatch.daemon import DaemonContext, collect_job
+from spendwatch.health import readiness
 from spendwatch.store import Store
 from tests.doubles.aws_ce import ce_page
 from tests.doubles.aws_cur import line, parquet_bytes, put_data_export
 from tests.doubles.aws_faults import FaultProxy
+from tests.doubles.clock import FixedClock
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 FAULTS = ("5xx", "throttling", "timeout", "page-halfway", "credentials-expire")
@@ -54,8 +59,6 @@ def json_error(status: int, code: str) -> tuple[int, dict[str, str], bytes]:
 
 def config_with(source: dict[str, Any]) -> Config:
     text = yaml.safe_dump({"store": {"path": "unused.duckdb"}, "sources": [source]})
-    from pathlib import Path
-
     return parse_config(text, Path("/nonexistent/spendwatch.yaml"), environ={})
 
 
@@ -473,4 +476,63 @@ class BillingAccounts(Scenario):
         return {self.ACCOUNT: tuple(rows)} if rows else {}
 
 
-Builder = Callable[..., Scenario]
+# -- the matrix ------------------------------------------------------------------------------------
+
+
+def collect(scenario: Scenario, store: Store) -> tuple[DaemonContext, dict[str, Any]]:
+    """One run of the daemon's collection job; returns its context and the run it recorded."""
+    ctx = DaemonContext(scenario.config, store, FixedClock(NOW), clients={scenario.name: scenario.clients})
+    collect_job(ctx, scenario.name)
+    [row] = store.query(
+        "SELECT status, error, detail FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1", [f"collect:{scenario.name}"]
+    )
+    return ctx, {"status": row[0], "error": row[1], "detail": row[2]}
+
+
+def run_matrix(scenario: Scenario, folder: Path) -> None:
+    template = folder / "A.duckdb"  # version A, collected once; each fault starts from a copy
+    scenario.publish("A")
+    assert collect(scenario, Store(template, clock=FixedClock(NOW)))[1]["status"] == "ok"
+    old = scenario.units(Store(template))
+    clean = _copy(template, folder / "clean.duckdb")
+    scenario.publish("B")
+    assert collect(scenario, clean)[1]["status"] == "ok"
+    expected = scenario.units(clean)
+    assert old and expected and old != expected, "version B must change what is stored"
+
+    for fault in FAULTS:
+        began = time.monotonic()
+        store = _copy(template, folder / f"{fault}.duckdb")
+        scenario.publish("B")
+        scenario.inject(fault)
+        ctx, failed = collect(scenario, store)
+        message = failed["error"] or str(failed["detail"])
+        assert failed["status"] in ("failed", "partial"), (fault, failed)
+        assert "\n" not in message, message
+        during = scenario.units(store)
+        for unit in set(during) | set(old) | set(expected):
+            assert during.get(unit) in (old.get(unit), expected.get(unit)), f"{fault}: {unit} stored partly"
+        job = f"collect:{scenario.name}"
+        if failed["status"] == "failed":
+            assert ctx.failures[job] == 1, "the daemon did not count the failure"
+
+        scenario.clear()
+        scenario.publish("B")
+        ctx, recovered = collect(scenario, store)
+        assert recovered["status"] == "ok", (fault, recovered)
+        assert ctx.failures.get(job, 0) == 0
+        assert scenario.units(store) == expected, f"{fault}: the next run did not converge"
+        ready, detail = readiness(scenario.config, store, FixedClock(NOW))
+        assert ready, detail
+        seconds = time.monotonic() - began
+        print(f"{scenario.name:<13} {fault:<19} {failed['status']:<8} {seconds:5.1f}s {_short(message)}")
+
+
+def _copy(template: Path, target: Path) -> Store:
+    shutil.copy(template, target)
+    return Store(target, clock=FixedClock(NOW))
+
+
+def _short(text: Any) -> str:
+    value = str(text)
+    return value if len(value) <= 150 else value[:147] + "..."
