@@ -470,8 +470,9 @@ def build_scheduler(ctx: DaemonContext) -> BackgroundScheduler:
         CronTrigger(hour=daemon.housekeeping_at.hour, minute=daemon.housekeeping_at.minute, timezone=zone),
     )
     if ctx.config.store.snapshots.keep:
-        # A check every quarter hour (and soon after start): a snapshot is taken once the newest is a day old.
-        add(snapshot_job, "snapshot", IntervalTrigger(minutes=15), first=now + timedelta(seconds=5))
+        # A check every store.snapshots.check_every (and soon after start): a snapshot once the newest is a day old.
+        every = IntervalTrigger(seconds=_seconds(ctx.config.store.snapshots.check_every))
+        add(snapshot_job, "snapshot", every, first=now + timedelta(seconds=5))
     return scheduler
 
 
