@@ -12,9 +12,11 @@ the CLI from elsewhere see the same store.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -33,6 +35,7 @@ from spendwatch.guard.config import GuardConfig
 from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.notify.config import NotifyConfig
 from spendwatch.plugins import Registry, StrictModel, config_models
+from spendwatch.secrets import MIN_SECRET, remember
 from spendwatch.store import check_memory_limit
 
 # ``$${`` is a literal ``${``; ``${NAME}`` / ``${NAME:-default}`` are references; any other ``${`` is a
@@ -224,20 +227,28 @@ def parse_config(text: str, path: Path, *, environ: dict[str, str]) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (store:, sources: …)")
-    data = _interpolate(data, (), path, root_node, environ)
+    hidden = Interpolated()  # values from the environment: never echoed in an error
+    data = _interpolate(data, (), path, root_node, environ, hidden)
     try:
-        return Config.model_validate(data, context={"base_dir": path.resolve().parent})
+        config = Config.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, data, root_node)) from None
+        raise ConfigError(_describe(exc, path, data, root_node, hidden)) from None
+    remember(config)  # every log line of this process is scrubbed of the config's secrets
+    return config
 
 
 def _interpolate(
-    value: Any, loc: tuple[str | int, ...], path: Path, root: yaml.Node | None, environ: dict[str, str]
+    value: Any,
+    loc: tuple[str | int, ...],
+    path: Path,
+    root: yaml.Node | None,
+    environ: dict[str, str],
+    hidden: Interpolated,
 ) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*loc, k), path, root, environ) for k, v in value.items()}
+        return {k: _interpolate(v, (*loc, k), path, root, environ, hidden) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*loc, i), path, root, environ) for i, v in enumerate(value)]
+        return [_interpolate(v, (*loc, i), path, root, environ, hidden) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -253,6 +264,7 @@ def _interpolate(
                 "reference (a closing brace missing?); write $${ for a literal '${'"
             )
         if name in environ:
+            hidden.add(loc, name, environ[name])
             return environ[name]
         if default is not None:
             return default
@@ -345,14 +357,30 @@ def _data_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def _describe(exc: ValidationError, path: Path, data: Any, root: yaml.Node | None) -> str:
+@dataclass
+class Interpolated:
+    """What ``${NAME}`` interpolation put where, so an error can name the variable instead of its value."""
+
+    values: dict[str, str] = dataclasses.field(default_factory=dict)  # value -> "${NAME}"
+    at: dict[tuple[str | int, ...], list[str]] = dataclasses.field(default_factory=dict)  # key path -> "${NAME}"s
+
+    def add(self, loc: tuple[str | int, ...], name: str, value: str) -> None:
+        if value:
+            self.values.setdefault(value, f"${{{name}}}")
+        self.at.setdefault(loc, []).append(f"${{{name}}}")
+
+
+def _describe(
+    exc: ValidationError, path: Path, data: Any, root: yaml.Node | None, hidden: Interpolated | None = None
+) -> str:
     # An unknown key usually explains a "missing" one (a typo), so it is the one worth naming.
     errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = _data_loc(tuple(first["loc"]), data)
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         loc = (*loc, "type")
-    message = _message(first, loc)
+    hidden = hidden or Interpolated()
+    message = _hide(_message(first, loc, hidden), hidden)
     named = _KEY_PATH.match(message)
     if named:  # a whole-model check naming its own key path ("guard.sources: …") points at that key
         path_named = _parse_loc(named.group(1))
@@ -374,7 +402,15 @@ def _parse_loc(text: str) -> tuple[str | int, ...]:
     return tuple(parts)
 
 
-def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
+def _hide(message: str, hidden: Interpolated) -> str:
+    """``message`` with every value that came from the environment shown as its ``${NAME}``."""
+    for value in sorted(hidden.values, key=len, reverse=True):
+        if len(value) >= MIN_SECRET and value in message:
+            message = message.replace(value, hidden.values[value])
+    return message
+
+
+def _message(error: ErrorDetails, loc: tuple[str | int, ...], hidden: Interpolated) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else ""
@@ -394,7 +430,13 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    return f"{message} (got {_short(error.get('input'))})" if kind != "value_error" else message
+    if kind == "value_error":
+        return message
+    given = error.get("input")
+    names = hidden.at.get(loc) or [n for v, n in hidden.values.items() if isinstance(given, str) and v in given]
+    if names:  # an interpolated value is never echoed, however short
+        return f"{message} (got the value of {', '.join(dict.fromkeys(names))})"
+    return f"{message} (got {_short(given)})"
 
 
 def _registry_names(loc: tuple[str | int, ...]) -> str:

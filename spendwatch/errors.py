@@ -17,7 +17,8 @@ The hierarchy, drawn once (as httpx does)::
     │   └── MalformedAnswerError    the API answered data that cannot be right (also an InputError:
     │                               exit 2, as a bad file is): no number, no currency, an odd period
     ├── ActionError                 a kill-switch action failed or was refused
-    └── DeliveryError               a notification could not be delivered
+    ├── DeliveryError               a notification could not be delivered
+    └── Interrupted                 the daemon is stopping; the work stopped at a safe point
 
 Every message is written for a person: it says what is wrong and where, on one line.
 """
@@ -79,3 +80,7 @@ class ActionError(SpendwatchError):
 
 class DeliveryError(SpendwatchError):
     """A notification could not be delivered."""
+
+
+class Interrupted(SpendwatchError):
+    """The daemon is stopping: the work stopped at a safe point (nothing half-written)."""
