@@ -8,6 +8,7 @@ local Google API servers); they are the seam through which tests swap the cloud.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,30 @@ class AwsConnection(StrictModel):
     )
 
 
+@functools.cache
+def _service_models() -> Any:
+    """One botocore loader for the process: every session reads the (large) service models once.
+
+    A fresh boto3 session parses each service's JSON model again — about a second of CPU for S3 —
+    and the daemon makes a session per collection; the loader only caches what it read from disk.
+    """
+    from botocore.loaders import create_loader
+
+    return create_loader()
+
+
+def _new_session(profile: str | None = None, region: str | None = None, **credentials: Any) -> Any:
+    import boto3  # boto3 is slow to import; only code that talks to AWS pays for it
+    import botocore.session
+
+    core = botocore.session.Session(profile=profile)
+    core.register_component("data_loader", _service_models())
+    return boto3.Session(botocore_session=core, region_name=region, **credentials)
+
+
 def aws_session(connection: AwsConnection, base: Any | None = None) -> Any:
     """A boto3 session for ``connection``; with ``role_arn``, one holding the assumed role's credentials."""
-    import boto3  # boto3 is slow to import; only code that talks to AWS pays for it
-
-    session = base or boto3.Session(profile_name=connection.profile, region_name=connection.region)
+    session = base or _new_session(connection.profile, connection.region)
     if connection.role_arn is None:
         return session
     sts = aws_client(connection, "sts", session=session)
@@ -52,11 +72,11 @@ def aws_session(connection: AwsConnection, base: Any | None = None) -> Any:
     if connection.external_id:
         params["ExternalId"] = connection.external_id
     credentials = sts.assume_role(**params)["Credentials"]
-    return boto3.Session(
+    return _new_session(
+        region=connection.region or session.region_name,
         aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],
-        region_name=connection.region or session.region_name,
     )
 
 
