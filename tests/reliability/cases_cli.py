@@ -180,7 +180,7 @@ STORE_CASES: list[Case] = [
         "store restore",
     ),
     store_case("truncated-4k", cli("collect", before=damage(lambda b: b[:4096])), "store.duckdb is damaged"),
-    store_case("zero-bytes", cli("detect", before=damage(lambda _: b"")), "store.duckdb is damaged"),
+    store_case("headers-only", cli("detect", before=damage(lambda b: b[:HEADERS])), "store.duckdb is damaged"),
     store_case(
         "corrupt-block-check",
         cli("store", "check", before=damage(_corrupt_middle)),
