@@ -288,13 +288,13 @@ def run_daemon(
     logging.getLogger("apscheduler.scheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx = DaemonContext(config, store, clock, clients=dict(clients or {}), stop=stop or threading.Event())
     notifier = SystemdNotifier()
-    if install_signals:
-        _install_signal_handlers(ctx.stop)
-    try:
+    try:  # before the signal handlers: a port in use fails the start with nothing of the process changed
         health = _start_health(ctx)
     except BaseException:
         lock.release()
         raise
+    if install_signals:
+        _install_signal_handlers(ctx.stop)
     scheduler = build_scheduler(ctx)
     scheduler.start()
     log.info(
