@@ -55,6 +55,16 @@ class SnapshotConfig(StrictModel):
 
     keep: int = Field(default=2, ge=0, le=366, description="snapshots kept, one a day (0: the daemon takes none)")
     folder: ConfigPath | None = Field(default=None, description="where they go (default: <store path>.snapshots/)")
+    check_every: Duration = Field(
+        default=timedelta(minutes=15), description="how often the daemon looks whether a day has passed since the last"
+    )
+
+    @field_validator("check_every")
+    @classmethod
+    def _check_every(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
 
 
 class StoreConfig(StrictModel):

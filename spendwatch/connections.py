@@ -8,11 +8,14 @@ local Google API servers); they are the seam through which tests swap the cloud.
 
 from __future__ import annotations
 
+import functools
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from spendwatch.config_types import Duration
 from spendwatch.plugins import StrictModel
 
 
@@ -32,13 +35,36 @@ class AwsConnection(StrictModel):
     max_attempts: int = Field(
         default=8, ge=1, le=20, description="tries per call, the first included (botocore adaptive retries)"
     )
+    timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how long one call may wait to connect and for its answer (a hung endpoint fails, then retries)",
+    )
+
+
+@functools.cache
+def _service_models() -> Any:
+    """One botocore loader for the process: every session reads the (large) service models once.
+
+    A fresh boto3 session parses each service's JSON model again — about a second of CPU for S3 —
+    and the daemon makes a session per collection; the loader only caches what it read from disk.
+    """
+    from botocore.loaders import create_loader
+
+    return create_loader()
+
+
+def _new_session(profile: str | None = None, region: str | None = None, **credentials: Any) -> Any:
+    import boto3  # boto3 is slow to import; only code that talks to AWS pays for it
+    import botocore.session
+
+    core = botocore.session.Session(profile=profile)
+    core.register_component("data_loader", _service_models())
+    return boto3.Session(botocore_session=core, region_name=region, **credentials)
 
 
 def aws_session(connection: AwsConnection, base: Any | None = None) -> Any:
     """A boto3 session for ``connection``; with ``role_arn``, one holding the assumed role's credentials."""
-    import boto3  # boto3 is slow to import; only code that talks to AWS pays for it
-
-    session = base or boto3.Session(profile_name=connection.profile, region_name=connection.region)
+    session = base or _new_session(connection.profile, connection.region)
     if connection.role_arn is None:
         return session
     sts = aws_client(connection, "sts", session=session)
@@ -46,11 +72,11 @@ def aws_session(connection: AwsConnection, base: Any | None = None) -> Any:
     if connection.external_id:
         params["ExternalId"] = connection.external_id
     credentials = sts.assume_role(**params)["Credentials"]
-    return boto3.Session(
+    return _new_session(
+        region=connection.region or session.region_name,
         aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],
-        region_name=connection.region or session.region_name,
     )
 
 
@@ -58,9 +84,12 @@ def aws_client(connection: AwsConnection, service: str, *, session: Any, region:
     """A boto3 client with adaptive retries and the configured endpoint."""
     from botocore.config import Config as BotoConfig
 
+    seconds = max(connection.timeout.total_seconds(), 0.001)
     config = BotoConfig(
         retries={"mode": "adaptive", "total_max_attempts": connection.max_attempts},
         user_agent_extra="spendwatch",
+        connect_timeout=seconds,
+        read_timeout=seconds,
     )
     return session.client(
         service,

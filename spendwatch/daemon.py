@@ -44,7 +44,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from spendwatch._locks import LockTimeout, SingletonLock
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.config_types import Duration
-from spendwatch.errors import ConfigError, Interrupted, StoreAccessError, UserError
+from spendwatch.errors import ConfigError, Interrupted, SpendwatchError, StoreAccessError, UserError
 from spendwatch.plugins import StrictModel
 
 if TYPE_CHECKING:
@@ -288,13 +288,13 @@ def run_daemon(
     logging.getLogger("apscheduler.scheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx = DaemonContext(config, store, clock, clients=dict(clients or {}), stop=stop or threading.Event())
     notifier = SystemdNotifier()
-    if install_signals:
-        _install_signal_handlers(ctx.stop)
-    try:
+    try:  # before the signal handlers: a port in use fails the start with nothing of the process changed
         health = _start_health(ctx)
     except BaseException:
         lock.release()
         raise
+    if install_signals:
+        _install_signal_handlers(ctx.stop)
     scheduler = build_scheduler(ctx)
     scheduler.start()
     log.info(
@@ -470,8 +470,9 @@ def build_scheduler(ctx: DaemonContext) -> BackgroundScheduler:
         CronTrigger(hour=daemon.housekeeping_at.hour, minute=daemon.housekeeping_at.minute, timezone=zone),
     )
     if ctx.config.store.snapshots.keep:
-        # A check every quarter hour (and soon after start): a snapshot is taken once the newest is a day old.
-        add(snapshot_job, "snapshot", IntervalTrigger(minutes=15), first=now + timedelta(seconds=5))
+        # A check every store.snapshots.check_every (and soon after start): a snapshot once the newest is a day old.
+        every = IntervalTrigger(seconds=_seconds(ctx.config.store.snapshots.check_every))
+        add(snapshot_job, "snapshot", every, first=now + timedelta(seconds=5))
     return scheduler
 
 
@@ -506,9 +507,12 @@ def _guarded(ctx: DaemonContext, job: str, body: Callable[[], dict[str, Any] | N
     if failure is not None:
         failures = ctx.failures.get(job, 0) + 1
         ctx.failures[job] = failures
+        # A failure spendwatch explained (a source that kept failing, a digest not delivered, a busy or
+        # damaged store) is its one line; only an unexpected exception (a bug) carries a traceback.
+        explained = isinstance(failure, SpendwatchError | CollectionFailed | DigestNotSent)
         log.error(
             "job %s failed (%d in a row): %s; it runs again at its next time",
-            job, failures, failure, exc_info=failure,
+            job, failures, failure, exc_info=None if explained else failure,
             extra={"event": "job-failed", "job": job, "consecutive_failures": failures, "seconds": seconds},
         )  # fmt: skip
         if run_id is not None:
@@ -548,7 +552,8 @@ def collect_job(ctx: DaemonContext, source_name: str) -> None:
         if run.interrupted:
             return {"source": source_name, "interrupted": True, "cost_rows": run.cost_rows, "jobs": run.jobs}
         if run.error:
-            raise CollectionFailed(f"source {source_name}: {run.error}")
+            named = run.error.startswith(f"source {source_name}")
+            raise CollectionFailed(run.error if named else f"source {source_name}: {run.error}")
         if (run.cost_rows or run.jobs) and ctx.config.daemon.detect_after_collection:
             ctx.nudge("detect")
         return {"source": source_name, "cost_rows": run.cost_rows, "jobs": run.jobs, "problems": len(run.problems)}

@@ -113,6 +113,9 @@ class HealthServer:
                         self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
                     else:
                         self._send(404, "text/plain", b"not found: try /healthz, /readyz or /metrics\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    # The prober gave up waiting (a probe timeout shorter than a busy store's answer).
+                    log.debug("health endpoint %s: the client went away before the answer", path)
                 except Exception:
                     log.exception("health endpoint %s failed", path)
                     self._send(500, "text/plain", b"internal error\n")

@@ -230,6 +230,7 @@ class Store:
             raise StoreAccessError(f"store {self.path}: {describe_os_error(exc, self.path.parent)}") from None
         if self.path.is_dir():
             raise StoreAccessError(f"store {self.path} is a folder; store.path must name a file")
+        self._drop_empty_file()
         if self.path.exists() and self._current_version() == SCHEMA_VERSION:
             # Up to date: no exclusive lock, and nothing written (a damaged file is never made worse).
             self._migrated = True
@@ -257,6 +258,15 @@ class Store:
                 current = version
         self._migrated = True
         return current
+
+    def _drop_empty_file(self) -> None:
+        """A zero-byte file holds nothing (a process stopped before DuckDB wrote its header): start afresh."""
+        if not self.path.exists() or self.path.stat().st_size:
+            return
+        with ExitStack() as stack:
+            self._hold_lock(stack, True)  # nobody is creating it right now
+            if self.path.exists() and self.path.stat().st_size == 0:
+                self.path.unlink()
 
     def _current_version(self) -> int | None:
         with self._open(write=False) as con:

@@ -269,7 +269,9 @@ class GcpBillingExportSource(Source):
     def _table_info(self, client: Any) -> TableInfo:
         table_path = self.config.table
         table = call_google(
-            lambda: client.get_table(table_path, retry=make_retry(self.config.retry)),
+            lambda: client.get_table(
+                table_path, retry=make_retry(self.config.retry), timeout=self.config.retry.call_seconds
+            ),
             source=self.name,
             doing="reading the billing export table's schema",
             method="bigquery.tables.get",
@@ -357,8 +359,20 @@ def run_query(
     began = time.monotonic()
 
     def execute() -> tuple[Any, pa.Table]:
-        job = client.query(query.sql, job_config=job_config, location=location, retry=api_retry)
-        rows = job.result(page_size=page_size, retry=api_retry, timeout=retry.deadline.total_seconds())
+        # No job_retry: with one, the client re-inserts a failing query job for up to 10 minutes whatever
+        # our deadline says (a 5xx fault hung a collection that long). Calls still retry within ``retry``;
+        # the next run retries the rest.
+        job = client.query(
+            query.sql,
+            job_config=job_config,
+            location=location,
+            retry=api_retry,
+            timeout=retry.call_seconds,
+            job_retry=None,
+        )
+        rows = job.result(
+            page_size=page_size, retry=api_retry, timeout=retry.deadline.total_seconds(), job_retry=None
+        )
         return job, rows.to_arrow(create_bqstorage_client=False, progress_bar_type=None)
 
     try:

@@ -198,7 +198,12 @@ def _running_records(
             def listing(project: str = project, state: str = state) -> list[Any]:
                 return list(
                     client.list_jobs(
-                        project=project, state_filter=state, all_users=True, retry=retry, page_size=config.page_size
+                        project=project,
+                        state_filter=state,
+                        all_users=True,
+                        retry=retry,
+                        page_size=config.page_size,
+                        timeout=config.retry.call_seconds,
                     )
                 )
 

@@ -190,7 +190,11 @@ class GcpBillingAccountsSource(Source):
     def _accounts(self, client: Any) -> list[dict[str, Any]]:
         retry = make_retry(self.config.retry)
         found = call_google(
-            lambda: list(client.list_billing_accounts(request={"page_size": self.config.page_size}, retry=retry)),
+            lambda: list(
+                client.list_billing_accounts(
+                    request={"page_size": self.config.page_size}, retry=retry, timeout=self.config.retry.call_seconds
+                )
+            ),
             source=self.name,
             doing="listing billing accounts",
             method="cloudbilling.billingAccounts.list",
@@ -227,7 +231,9 @@ class GcpBillingAccountsSource(Source):
         infos = call_google(
             lambda: list(
                 client.list_project_billing_info(
-                    request={"name": name, "page_size": self.config.page_size}, retry=retry
+                    request={"name": name, "page_size": self.config.page_size},
+                    retry=retry,
+                    timeout=self.config.retry.call_seconds,
                 )
             ),
             source=self.name,
@@ -277,7 +283,9 @@ class GcpBillingAccountsSource(Source):
             def listing(parent: str = parent) -> list[Any]:
                 return list(
                     client.list_skus(
-                        request={"parent": parent, "currency_code": catalog.currency, "page_size": 5000}, retry=retry
+                        request={"parent": parent, "currency_code": catalog.currency, "page_size": 5000},
+                        retry=retry,
+                        timeout=self.config.retry.call_seconds,
                     )
                 )
 

@@ -62,6 +62,13 @@ class RetrySettings(StrictModel):
     maximum: Duration = Field(default=timedelta(seconds=60), description="longest single wait")
     multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
     deadline: Duration = Field(default=timedelta(minutes=10), description="give up after this long")
+    call_timeout: Duration = Field(
+        default=timedelta(seconds=60), description="how long one call may wait for its answer (then it is retried)"
+    )
+
+    @property
+    def call_seconds(self) -> float:
+        return max(self.call_timeout.total_seconds(), 0.001)
 
 
 def retryable(exc: BaseException) -> bool:
@@ -191,9 +198,16 @@ def call_google(fn: Callable[[], T], *, source: str, doing: str, method: str, re
     """Run a Google client call; turn its failure into a ``SourceError`` naming permission and resource."""
     from google.api_core import exceptions as gexc
     from google.api_core.exceptions import RetryError
+    from google.auth import exceptions as auth_exceptions
 
     try:
         return fn()
+    except auth_exceptions.GoogleAuthError as exc:  # expired, revoked or unrefreshable credentials
+        raise PermissionDeniedError(
+            f"source {source}: Google credentials are expired or invalid while {doing} "
+            f"({type(exc).__name__}: {_first_line(str(exc))}); refresh them (workload identity, "
+            "`gcloud auth application-default login` or the service-account key)"
+        ) from None
     except RetryError as exc:
         cause = exc.cause if isinstance(exc.cause, Exception) else exc
         raise SourceError(

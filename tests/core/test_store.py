@@ -199,3 +199,12 @@ def test_the_cli_reads_and_writes_while_another_process_loads(tmp_path: Path) ->
     store = Store(path)
     assert store.get_setting("killswitch.paused") == str(writes - 1)
     assert store.query("SELECT count(*) FROM cost_lines")[0][0] == 6000
+
+
+def test_a_zero_byte_store_file_is_a_new_store(tmp_path: Path, clock: FixedClock) -> None:
+    """A process stopped before DuckDB wrote a header leaves an empty file: nothing to lose, start afresh."""
+    path = tmp_path / "s.duckdb"
+    path.write_bytes(b"")
+    store = Store(path, clock=clock)
+    assert store.migrate() == SCHEMA_VERSION
+    assert total(store) == 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,9 +46,13 @@ class Seen:
 @dataclass
 class Rule:
     matches: Callable[[str, str, str], bool]  # (method, path, target)
-    answer: tuple[int, dict[str, str], bytes]
+    answer: tuple[int, dict[str, str], bytes] | None  # None: forward, after ``delay`` (a slow answer)
     times: int  # how many matching requests get the error (then they pass)
     used: int = 0
+    after: int = 0  # let this many matching requests through first (credentials that expire mid-run)
+    body_has: bytes = b""  # only requests whose body holds this (a NextPageToken, a continuation)
+    delay: float = 0.0  # seconds to wait before answering (a timeout when longer than the client's)
+    passed: int = 0
 
 
 @dataclass
@@ -65,20 +70,37 @@ class FaultProxy:
         self.endpoint_url = f"http://{host}:{port}"
 
     def fail(
-        self, matches: Callable[[str, str, str], bool], answer: tuple[int, dict[str, str], bytes], times: int
+        self,
+        matches: Callable[[str, str, str], bool],
+        answer: tuple[int, dict[str, str], bytes] | None,
+        times: int,
+        *,
+        after: int = 0,
+        body_has: bytes = b"",
+        delay: float = 0.0,
     ) -> None:
-        self.rules.append(Rule(matches, answer, times))
+        self.rules.append(Rule(matches, answer, times, after=after, body_has=body_has, delay=delay))
 
     def attempts(self, matches: Callable[[str, str, str], bool]) -> list[tuple[int, int]]:
         """(botocore attempt number, status) of every recorded request ``matches`` picks."""
         return [(s.attempt, s.status) for s in self.seen if matches(s.method, s.path, s.target)]
 
-    def answer_for(self, method: str, path: str, target: str) -> tuple[int, dict[str, str], bytes] | None:
+    def answer_for(
+        self, method: str, path: str, target: str, body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        rule = self.rule_for(method, path, target, body)
+        return None if rule is None else rule.answer
+
+    def rule_for(self, method: str, path: str, target: str, body: bytes = b"") -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.used < rule.times and rule.matches(method, path, target):
-                    rule.used += 1
-                    return rule.answer
+                if rule.used >= rule.times or not rule.matches(method, path, target) or rule.body_has not in body:
+                    continue
+                if rule.passed < rule.after:
+                    rule.passed += 1
+                    return None
+                rule.used += 1
+                return rule
         return None
 
     def record(self, seen: Seen) -> None:
@@ -104,20 +126,26 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             target = self.headers.get("X-Amz-Target", "")
             attempt = _attempt(self.headers.get("amz-sdk-request", ""))
-            fault = proxy.answer_for(self.command, self.path, target)
+            rule = proxy.rule_for(self.command, self.path, target, body)
+            if rule is not None and rule.delay:
+                time.sleep(rule.delay)
+            fault = rule.answer if rule is not None else None
             if fault is not None:
                 status, headers, payload = fault
             else:
                 status, headers, payload = _forward(upstream.netloc, self.command, self.path, dict(self.headers), body)
             proxy.record(Seen(self.command, self.path, target, attempt, status, _action(body)))
-            self.send_response(status)
-            for name, value in headers.items():
-                if name.lower() not in {"content-length", "transfer-encoding", "connection", "server", "date"}:
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in {"content-length", "transfer-encoding", "connection", "server", "date"}:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (a slow answer is the fault under test)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -189,8 +190,11 @@ class _Route:
 class _Fault:
     method: str
     regex: re.Pattern[str]
-    error: ApiError
+    error: ApiError | None  # None: answer normally, after ``delay`` seconds (a slow server)
     remaining: int
+    after: int = 0  # let this many matching requests through first (credentials expiring mid-run)
+    query_has: str = ""  # only requests with this query parameter (e.g. pageToken: the second page on)
+    delay: float = 0.0
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -286,11 +290,24 @@ class GoogleApiServer:
         message: str | None = None,
         reason: str | None = None,
         details: list[dict[str, Any]] | None = None,
+        after: int = 0,
+        query_has: str = "",
     ) -> None:
-        """Answer the next ``times`` matching requests with an error before any handler runs."""
+        """Answer the next ``times`` matching requests with an error before any handler runs.
+
+        ``after`` lets that many matching requests through first; ``query_has`` only picks requests
+        carrying that query parameter (``pageToken``: every page but the first).
+        """
         error = ApiError(status, message or HTTPStatus(status).phrase, reason=reason, details=details)
         with self._lock:
-            self._faults.append(_Fault(method.upper(), compile_pattern(pattern), error, times))
+            self._faults.append(
+                _Fault(method.upper(), compile_pattern(pattern), error, times, after=after, query_has=query_has)
+            )
+
+    def slow(self, method: str, pattern: str, seconds: float, *, times: int = 1) -> None:
+        """Answer the next ``times`` matching requests normally, but only after ``seconds``."""
+        with self._lock:
+            self._faults.append(_Fault(method.upper(), compile_pattern(pattern), None, times, delay=seconds))
 
     def reset(self) -> None:
         with self._lock:
@@ -347,12 +364,24 @@ class GoogleApiServer:
         self._write(http, response)
 
     def _dispatch(self, request: ApiRequest) -> ApiResponse:
+        delay = 0.0
         with self._lock:
             for fault in self._faults:
-                if fault.remaining > 0 and fault.method == request.method and fault.regex.match(request.path):
-                    fault.remaining -= 1
+                if fault.remaining <= 0 or fault.method != request.method or not fault.regex.match(request.path):
+                    continue
+                if fault.query_has and fault.query_has not in request.query:
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
+                fault.remaining -= 1
+                if fault.error is not None:
                     raise fault.error
+                delay = fault.delay
+                break
             routes = list(reversed(self._routes))
+        if delay:
+            time.sleep(delay)
         for route in routes:
             match = route.regex.match(request.path)
             if route.method == request.method and match:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -180,7 +181,7 @@ STORE_CASES: list[Case] = [
         "store restore",
     ),
     store_case("truncated-4k", cli("collect", before=damage(lambda b: b[:4096])), "store.duckdb is damaged"),
-    store_case("zero-bytes", cli("detect", before=damage(lambda _: b"")), "store.duckdb is damaged"),
+    store_case("headers-only", cli("detect", before=damage(lambda b: b[:HEADERS])), "store.duckdb is damaged"),
     store_case(
         "corrupt-block-check",
         cli("store", "check", before=damage(_corrupt_middle)),
@@ -240,7 +241,19 @@ def while_held(lock_name: str, argv: list[str], *, singleton: bool, config: str)
     return build
 
 
+def port_taken(workspace: Workspace) -> list[str]:
+    """``run`` while another program listens on the health port (the socket is closed afterwards)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    workspace.cleanups.append(listener.close)
+    port = listener.getsockname()[1]
+    workspace.write("spendwatch.yaml", BASE_CONFIG + f"daemon: {{health: {{port: {port}}}}}\n")
+    return ["-c", str(workspace.config), "run"]
+
+
 STORE_CASES += [
+    case("store", "health-port-taken", port_taken, "daemon.health", "the port is in use", store="totals"),
     case(
         "store",
         "busy",

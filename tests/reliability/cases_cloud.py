@@ -6,6 +6,7 @@ server with its BigQuery routes. Months and days are relative to now, as the CLI
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from collections.abc import Callable
@@ -29,11 +30,15 @@ def _rows() -> list[dict[str, Any]]:
     return [line(MONTH_START + timedelta(hours=h), 1.5 + h) for h in range(4)]
 
 
-def _s3(workspace: Workspace) -> Any:
+@functools.cache
+def _s3_client(endpoint: str) -> Any:
     import boto3
 
-    moto = workspace.service("moto")
-    client = boto3.client("s3", endpoint_url=moto.endpoint_url, region_name="us-east-1")
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def _s3(workspace: Workspace) -> Any:
+    client = _s3_client(workspace.service("moto").endpoint_url)
     client.create_bucket(Bucket=BUCKET)
     return client
 

@@ -45,3 +45,41 @@ def google_server() -> Iterator[Any]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def forks() -> Any:
+    """A forkserver with spendwatch (and the crash passes) imported: each child starts in milliseconds."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.reliability.crash_ops"])
+    return context
+
+
+@pytest.fixture(scope="session")
+def estate(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Starting states of the crash tests, each built on first use: ``estate("empty")`` (collect, kill
+    switch), ``estate("collected")`` (detect), ``estate("detected")`` (the digest)."""
+    import shutil
+
+    from tests.reliability import crash_ops as ops
+
+    root = tmp_path_factory.mktemp("crash-estate")
+    built: dict[str, Path] = {}
+
+    def state(name: str) -> Path:
+        if name not in built:
+            folder = root / name
+            if name == "empty":
+                ops.write_workspace(folder)
+            elif name == "collected":
+                shutil.copytree(state("empty"), folder)
+                ops.collect(folder, ("exports", "estate"))
+            elif name == "detected":
+                shutil.copytree(state("collected"), folder)
+                ops.detect(folder)
+            built[name] = folder
+        return built[name]
+
+    return state
