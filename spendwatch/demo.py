@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from spendwatch.clock import Clock
 from spendwatch.collect import collect_source
@@ -91,8 +92,9 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     say("4/5 replaying the runaway query poll by poll through the runaway-job guard …")
     guard = replay_runaway(store, clock, config)
     say("5/5 writing the daily digest …")
-    report_day = (clock.now() - timedelta(days=1)).date()
-    digest = render_to_dir(config, store, clock, report_day, output / "digest", charts=True)
+    # Dated today (in the config's zone): it reports on yesterday, the day of the headline incident.
+    today = clock.now().astimezone(ZoneInfo(config.daemon.timezone)).date()
+    digest = render_to_dir(config, store, clock, today, output / "digest", charts=True)
     for path in digest:
         say(f"    {path}")
     estate = SimulatedEstate(seed, days, clock.now())

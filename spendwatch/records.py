@@ -118,20 +118,32 @@ class Incident:
         return self.jobs[0] if self.jobs else None
 
     def culprit_sentence(self) -> str:
-        """``user X's query Y in project Z cost $N`` when a job explains it, else the telling contributor."""
+        """``user X's query Y in project Z cost $N`` when a job explains it, else the telling contributor.
+
+        A contributor's dollars are its share of *this incident's* excess (``share_of_impact``), so the
+        sentence agrees with the impact printed beside it; attribution's own baseline (the median of
+        the four cycles before) can differ from the detector's expected, and two baselines in one
+        card read as two different incidents.
+        """
+        from spendwatch.money import format_money
+
+        currency = self.billing_currency
         job = self.top_job()
         if job is not None and job.cost >= JOB_EXPLAINS_SHARE * self.impact:
             who = job.user or "an unknown principal"
             what = {"bigquery": "query", "athena": "query"}.get(job.platform, f"{job.platform} job")
             where = f" in {job.sub_account_id}" if job.sub_account_id else ""
-            return f"{who}'s {what} {job.name or job.job_id}{where} cost {job.cost:,.2f} {self.billing_currency}"
+            return f"{who}'s {what} {job.name or job.job_id}{where} cost {format_money(job.cost, currency)}"
         top = self.top_contributor()
         if top is not None:
-            return (
-                f"{top.dimension} {top.value} accounts for {top.share:.0%} (+{top.delta:,.2f} {self.billing_currency})"
-            )
+            delta = format_money(self.share_of_impact(top), currency, signed=True)
+            return f"{top.dimension.replace('_', ' ')} {top.value} accounts for {top.share:.0%} of the excess ({delta})"
         baseline = "over its cap" if self.kind == "guard" else "over expected"
-        return f"{self.title} is {self.impact:,.2f} {self.billing_currency} {baseline}"
+        return f"{self.title} is {format_money(self.impact, currency)} {baseline}"
+
+    def share_of_impact(self, contributor: Contributor) -> float:
+        """The contributor's part of this incident's impact (its share × the impact)."""
+        return contributor.share * self.impact
 
     def top_contributor(self) -> Contributor | None:
         """The most telling contributor: a named value (not ``(none)``) holding most of the excess, by

@@ -25,9 +25,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from spendwatch.clock import Clock
+from spendwatch.money import format_money
 from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelError, build_channel
 from spendwatch.notify.config import NotifyConfig
-from spendwatch.notify.digest import format_money, incident_parties
+from spendwatch.notify.digest import incident_parties
 from spendwatch.notify.render import build_email, new_message_id
 from spendwatch.notify.send import dedupe_addresses
 from spendwatch.records import SEVERITY_ORDER, Incident
