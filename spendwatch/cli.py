@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from spendwatch import __version__
-from spendwatch.cli_util import DEFAULT_CONFIG, Env, handle_errors, pass_env, progress
+from spendwatch.cli_util import DEFAULT_CONFIG, Env, accept_config_anywhere, handle_errors, pass_env, progress
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -127,6 +127,10 @@ def demo(env: Env, output: str, seed: int, days: int) -> None:
     result = run_demo(Path(output), env.clock, seed=seed, days=days, say=lambda line: click.echo(line, err=True))
     findings = result.findings
     click.echo("")
+    click.echo("Look around the demo's store:")
+    for line in result.commands():
+        click.echo(f"  {line}")
+    click.echo("")
     click.echo("What spendwatch found in the simulated estate:")
     for line in summary_lines(findings):
         click.echo(f"  {line}")
@@ -187,6 +191,8 @@ main.add_command(doctor_command)
 from spendwatch.guard.cli import guard_group  # noqa: E402
 
 main.add_command(guard_group)
+# Last: every subcommand takes -c/--config after its name too.
+accept_config_anywhere(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

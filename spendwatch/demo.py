@@ -7,6 +7,7 @@ summary naming each injected incident, the user or job it was attributed to and 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -57,8 +58,11 @@ class Finding:
 
 
 def demo_config(output: Path) -> Config:
+    """The embedded demo config, also written to ``output/demo.yaml`` so the CLI can open its store."""
     text = resources.files("spendwatch").joinpath("demo.yaml").read_text(encoding="utf-8")
-    return parse_config(text, output / "demo.yaml", environ={})
+    path = output / "demo.yaml"
+    path.write_text(text, encoding="utf-8")
+    return parse_config(text, path, environ={})
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,16 @@ class DemoResult:
     plan: KillSwitchRun
     digest: list[Path]
     guard: GuardDemoResult
+    config_path: Path = Path("spendwatch-demo/demo.yaml")
+
+    def commands(self) -> list[str]:
+        """The exact commands that show this demo's store (quoted for a POSIX shell)."""
+        config = shlex.quote(str(self.config_path))
+        return [
+            f"spendwatch -c {config} anomalies list",
+            f"spendwatch -c {config} actions list",
+            f"spendwatch -c {config} digest --to-dir {shlex.quote(str(self.config_path.parent / 'digest'))}",
+        ]
 
 
 def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say: Say = print) -> DemoResult:
@@ -98,7 +112,8 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     for path in digest:
         say(f"    {path}")
     estate = SimulatedEstate(seed, days, clock.now())
-    return DemoResult(match_injected(estate.scenario, load_incidents(store)), plan, digest, guard)
+    findings = match_injected(estate.scenario, load_incidents(store))
+    return DemoResult(findings, plan, digest, guard, output / "demo.yaml")
 
 
 def _start_afresh(store_path: Path, say: Say) -> None:

@@ -111,13 +111,21 @@ def actions_list(
 
 @actions_group.command("show")
 @click.argument("action_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="the action and its events as JSON")
 @pass_env
 @handle_errors
-def actions_show(env: Env, action_id: int) -> None:
+def actions_show(env: Env, action_id: int, as_json: bool) -> None:
     """Show one action: the plan, the result and every event."""
     from spendwatch.killswitch.journal import action_events, get_action
 
     record = get_action(env.store, action_id)
+    if as_json:
+        events = [
+            {"at": e.event_at, "state": e.state, "actor": e.actor, "detail": dict(e.detail or {})}
+            for e in action_events(env.store, action_id)
+        ]
+        click.echo(json.dumps({**_record_json(record), "events": events}, default=str, indent=2))
+        return
     lines = [
         f"action {record.id}: {record.summary}",
         f"  rule      {record.rule}  (mode {record.mode}, {'reversible' if record.reversible else 'irreversible'})",
@@ -208,15 +216,22 @@ def actions_resume(env: Env, actor: str | None) -> None:
 
 
 @actions_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="as JSON")
 @pass_env
 @handle_errors
-def actions_status(env: Env) -> None:
+def actions_status(env: Env, as_json: bool) -> None:
     """Paused or not, rules and their modes, and what awaits approval."""
     from spendwatch.killswitch.journal import list_actions
     from spendwatch.killswitch.safety import pause_info
 
     paused, by, at = pause_info(env.store)
     settings = env.config.killswitch
+    if as_json:
+        waiting = list_actions(env.store, states=["awaiting-approval"])
+        rules = [{"name": r.name, "do": r.do, "how": r.how, "enabled": r.enabled} for r in settings.rules]
+        data = {"paused": paused, "paused_by": by, "paused_at": at, "rules": rules, "awaiting_approval": len(waiting)}
+        click.echo(json.dumps(data, default=str, indent=2))
+        return
     click.echo(f"kill switch: {'PAUSED by ' + str(by) + ' at ' + _when(at) if paused else 'active'}")
     for rule in settings.rules:
         flag = "" if rule.enabled else " (disabled)"
