@@ -281,6 +281,7 @@ def run_daemon(
     if install_signals:
         _install_signal_handlers(ctx.stop)
     health = _start_health(ctx)
+    page = _start_action_page(ctx)
     scheduler = build_scheduler(ctx)
     scheduler.start()
     log.info(
@@ -297,6 +298,8 @@ def run_daemon(
         while not ctx.stop.wait(0.5):
             pass
     finally:
+        if page is not None:
+            page.stop()
         code = _shutdown(ctx, scheduler, notifier, health, lock, watchdog)
     return code
 
@@ -321,6 +324,18 @@ def _start_health(ctx: DaemonContext) -> Any:
     server.start()
     log.info("health and metrics on http://%s:%d/ (/healthz /readyz /metrics)", *server.address)
     return server
+
+
+def _start_action_page(ctx: DaemonContext) -> Any:
+    """The digest's action page (notify.action_page), on its own listener; ``None`` when off."""
+    from spendwatch.notify.web import action_page
+
+    page = action_page(ctx.config, ctx.store, ctx.clock)
+    if page is not None:
+        page.start()
+        log.info("action page on http://%s:%d/a/ (links: %s)", ctx.config.notify.action_page.bind, page.port,
+                 ctx.config.notify.action_page.base_url)  # fmt: skip
+    return page
 
 
 def _start_watchdog(ctx: DaemonContext, notifier: SystemdNotifier, scheduler: Any) -> threading.Thread | None:

@@ -203,6 +203,10 @@ class Rule(StrictModel):
         return list(self.resource_types)
 
 
+def _identity(name: str) -> str:
+    return name.strip().casefold()
+
+
 class Protection(StrictModel):
     """What is never touched, whatever a rule says."""
 
@@ -231,6 +235,10 @@ class KillSwitchConfig(StrictModel):
 
     enabled: bool = True
     rules: list[Rule] = Field(default_factory=list)
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="who may approve or reject an action (names as given to --as, emails …; case-insensitive)",
+    )
     protection: Protection = Field(default_factory=Protection)
     caps: Caps = Field(default_factory=Caps)
     approval_expiry: Duration = Field(default=timedelta(hours=24), description="approvals not given by then expire")
@@ -259,10 +267,33 @@ class KillSwitchConfig(StrictModel):
                     f"rule {rule.name}: disable-billing needs 'allow_disable_billing: true' in the killswitch "
                     "section (Google warns disabling billing can delete resources)"
                 )
+            if rule.how == "approve" and not self.approvers:
+                raise ValueError(
+                    f"rule {rule.name}: 'how: approve' needs killswitch.approvers (the people who may approve); "
+                    "with nobody listed its actions could only expire"
+                )
         for account in self.aws_accounts:
             if not account.isdigit() or len(account) != 12:
                 raise ValueError(f"aws_accounts: {account!r} is not a 12-digit AWS account id")
+        if any(not _identity(name) for name in self.approvers):
+            raise ValueError("approvers: an approver is an empty name")
         return self
+
+    def may_approve(self, identity: str) -> bool:
+        """Whether ``identity`` may approve or reject actions: it is on ``approvers`` (case-insensitive).
+
+        The one answer every approval path uses (the CLI's ``--as``, approval links from the digest).
+        It is an allow-list of names, not authentication: who can run the CLI against the store, or
+        hold a signed link, is what proves the name.
+        """
+        wanted = _identity(identity)
+        return bool(wanted) and wanted in {_identity(name) for name in self.approvers}
+
+    def approver_refusal(self, identity: str) -> str | None:
+        """One line saying why ``identity`` may not approve, or ``None`` when it may."""
+        if self.may_approve(identity):
+            return None
+        return f"{identity!r} is not in killswitch.approvers: only those listed may approve or reject"
 
     def aws_connection(self, account: str | None) -> AwsConnection:
         if account is not None and account in self.aws_accounts:

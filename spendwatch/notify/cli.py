@@ -70,7 +70,7 @@ def render_to_dir(config: Any, store: Store, clock: Clock, day: date, folder: Pa
     notify = effective_notify(config)
     ledger = DigestLedger(store, clock, notify.digest)
     last = ledger.last_sent(day)
-    signer = signer_for(config)
+    signer = signer_for(config, clock=clock)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

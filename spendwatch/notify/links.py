@@ -26,8 +26,9 @@ from datetime import timedelta
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any, Literal
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
+from spendwatch.clock import Clock, SystemClock
 from spendwatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -89,9 +90,17 @@ def signing_key(page: ActionPageConfig, environ: dict[str, str] | None = None) -
 
 
 class LinkSigner:
-    def __init__(self, key: bytes, ttl: timedelta) -> None:
-        self._links = URLSafeTimedSerializer(key, salt=_LINK_SALT)
-        self._csrf = URLSafeTimedSerializer(key, salt=_CSRF_SALT)
+    """Issues and reads tokens; ``clock`` (injectable) dates them and decides expiry."""
+
+    def __init__(self, key: bytes, ttl: timedelta, clock: Clock | None = None) -> None:
+        now = (clock or SystemClock()).now
+
+        class _Stamped(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(now().timestamp())
+
+        self._links = URLSafeTimedSerializer(key, salt=_LINK_SALT, signer=_Stamped)
+        self._csrf = URLSafeTimedSerializer(key, salt=_CSRF_SALT, signer=_Stamped)
         self.ttl = ttl
 
     def token(self, recipient: str, verb: Verb, subject: str) -> str:
@@ -163,11 +172,11 @@ def may_approve(config: Config, who: str) -> bool:
     return address in approvers(config) or who.lower() in approvers(config)
 
 
-def signer_for(config: Config, environ: dict[str, str] | None = None) -> LinkSigner | None:
+def signer_for(config: Config, environ: dict[str, str] | None = None, clock: Clock | None = None) -> LinkSigner | None:
     page = config.notify.action_page
     if not page.enabled:
         return None
-    return LinkSigner(signing_key(page, environ), page.link_ttl)
+    return LinkSigner(signing_key(page, environ), page.link_ttl, clock)
 
 
 def links_for(config: Config, recipient: str, *, signer: LinkSigner | None = None) -> RecipientLinks | None:

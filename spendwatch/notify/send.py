@@ -219,7 +219,7 @@ def _prepare(config: Config, store: Store, clock: Clock, ledger: DigestLedger, c
     for part in digest_parts(
         config, store, clock, claim.day, since=since, delivery_problems=problems, skipped_days=skipped
     ):
-        for key, recipients, links in _per_recipient(config, part):
+        for key, recipients, links in _per_recipient(config, part, clock):
             if key in done:
                 continue
             email, _ = digest_email(
@@ -235,11 +235,11 @@ def _prepare(config: Config, store: Store, clock: Clock, ledger: DigestLedger, c
     return emails
 
 
-def _per_recipient(config: Config, part: DigestPart) -> list[tuple[str, tuple[str, ...], Any]]:
+def _per_recipient(config: Config, part: DigestPart, clock: Clock) -> list[tuple[str, tuple[str, ...], Any]]:
     """Signed links are bound to one recipient: with the action page on, each gets their own message."""
     from spendwatch.notify.links import links_for, signer_for
 
-    signer = signer_for(config)
+    signer = signer_for(config, clock=clock)
     if signer is None:
         return [(part.key, part.recipients, None)]
     per = [(address, links_for(config, address, signer=signer)) for address in part.recipients]
