@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from spendwatch.killswitch.engine import run_killswitch
 from spendwatch.killswitch.journal import action_events, get_action
 from spendwatch.notify.send import send_digest
 from spendwatch.notify.web import ActionPage, action_page, verify_slack
@@ -66,12 +65,26 @@ def world(tmp_path: Path, estate_store: Path, monkeypatch: pytest.MonkeyPatch) -
     assert isinstance(page, ActionPage)
     page.start()
     config = make_config(tmp_path, smtp.port, base_url=f"http://127.0.0.1:{page.port}")
-    run_killswitch(config, store, clock)
+    awaiting_action(store, clock)
     try:
         yield {"config": config, "store": store, "clock": clock, "smtp": smtp, "page": page, "tmp": tmp_path}
     finally:
         page.stop()
         smtp.stop()
+
+
+def awaiting_action(store: Store, clock: FixedClock) -> int:
+    """An action awaiting approval, journaled as the engine does (plan, then awaiting-approval)."""
+    from spendwatch.killswitch.base import Target
+    from spendwatch.killswitch.journal import NewAction, plan_action, transition
+
+    target = Target("aws", "sagemaker-training-job", "llm-finetune-ben-0412", account="210987654321",
+                    region="us-east-1", owner="ben.okafor@example.com", saving_per_hour=59.1)  # fmt: skip
+    new = NewAction("test:1", "stop-forgotten-training", None, "stop", "approve", target, "a forgotten GPU job",
+                    True, {})  # fmt: skip
+    record, _ = plan_action(store, new, now=clock.now(), actor="spendwatch")
+    transition(store, record.id, "awaiting-approval", now=clock.now(), actor="spendwatch", expect=["planned"])
+    return record.id
 
 
 def links_in(smtp: SmtpServer, recipient: str) -> dict[str, list[str]]:
@@ -126,7 +139,10 @@ def test_get_never_changes_state_and_bad_links_are_refused_clearly(world: dict[s
     assert status == 410 and "expired" in page
 
 
-def test_cross_recipient_links_are_refused_behind_an_authenticating_ingress(tmp_path: Path, estate_store: Path) -> None:
+def test_cross_recipient_links_are_refused_behind_an_authenticating_ingress(
+    tmp_path: Path, estate_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPENDWATCH_LINK_KEY", KEY)
     smtp = SmtpServer(tmp_path)
     try:
         copy_store(estate_store, tmp_path)
