@@ -42,7 +42,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from spendwatch._locks import LockTimeout, SingletonLock
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.config_types import Duration
-from spendwatch.errors import StoreError, UserError
+from spendwatch.errors import Interrupted, StoreError, UserError
 from spendwatch.plugins import StrictModel
 
 if TYPE_CHECKING:
@@ -494,6 +494,14 @@ def _guarded(ctx: DaemonContext, job: str, body: Callable[[], dict[str, Any] | N
         if run_id is not None:
             _finish(ctx, run_id, status="failed", error=f"{type(failure).__name__}: {failure}")
         return
+    if detail.get("interrupted"):
+        log.info(
+            "job %s stopped at a safe point after %.1fs (the daemon is stopping; the next run resumes)", job, seconds,
+            extra={"event": "job-interrupted", "job": job, "seconds": seconds, **detail},
+        )  # fmt: skip
+        if run_id is not None:
+            _finish(ctx, run_id, status="interrupted", detail=detail)
+        return
     ctx.failures[job] = 0
     log.info(
         "job %s done in %.1fs", job, seconds, extra={"event": "job-done", "job": job, "seconds": seconds, **detail}
@@ -516,7 +524,9 @@ def collect_job(ctx: DaemonContext, source_name: str) -> None:
 
     def body() -> dict[str, Any]:
         source = ctx.config.source(source_name)
-        run = collect_source(source, ctx.store, ctx.clock, clients=ctx.clients.get(source_name))
+        run = collect_source(source, ctx.store, ctx.clock, clients=ctx.clients.get(source_name), stop=ctx.stop)
+        if run.interrupted:
+            return {"source": source_name, "interrupted": True, "cost_rows": run.cost_rows, "jobs": run.jobs}
         if run.error:
             raise CollectionFailed(f"source {source_name}: {run.error}")
         if (run.cost_rows or run.jobs) and ctx.config.daemon.detect_after_collection:
@@ -545,7 +555,10 @@ def detect_job(ctx: DaemonContext) -> None:
     from spendwatch.detect.runner import run_detection
 
     def body() -> dict[str, Any]:
-        run = run_detection(ctx.config, ctx.store, ctx.clock)
+        try:
+            run = run_detection(ctx.config, ctx.store, ctx.clock, stop=ctx.stop)
+        except Interrupted:
+            return {"interrupted": True}
         ctx.nudge("killswitch")
         ctx.nudge("alerts")
         return {"series_scored": run.series_scored, "opened": run.opened}

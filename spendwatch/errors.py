@@ -12,7 +12,8 @@ The hierarchy, drawn once (as httpx does)::
     ├── SourceError                 a collector failed (API, permissions, malformed answer)
     │   └── PermissionDeniedError   the credentials lack a permission (names it)
     ├── ActionError                 a kill-switch action failed or was refused
-    └── DeliveryError               a notification could not be delivered
+    ├── DeliveryError               a notification could not be delivered
+    └── Interrupted                 the daemon is stopping; the work stopped at a safe point
 
 Every message is written for a person: it says what is wrong and where, on one line.
 """
@@ -62,3 +63,7 @@ class ActionError(SpendwatchError):
 
 class DeliveryError(SpendwatchError):
     """A notification could not be delivered."""
+
+
+class Interrupted(SpendwatchError):
+    """The daemon is stopping: the work stopped at a safe point (nothing half-written)."""

@@ -7,6 +7,7 @@ writes each in its own transaction, so one bad period or file costs that period 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from pydantic import Field
 
 from spendwatch.clock import Clock
 from spendwatch.config_types import Duration, Name
+from spendwatch.errors import Interrupted
 from spendwatch.plugins import Plugin, Registry, StrictModel
 from spendwatch.store import Store
 
@@ -112,9 +114,18 @@ class SourceContext:
     clients: dict[str, Any] = field(default_factory=dict)
     # Counters a source reports (API calls, bytes billed …); the runner exports them as metrics.
     counters: dict[str, float] = field(default_factory=dict)
+    # Set when the daemon is stopping (SIGTERM). Sources never write to the store, so any point where
+    # they count a request is a safe point to give up: the runner keeps the periods already committed.
+    stop: threading.Event | None = None
 
     def count(self, name: str, amount: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + amount
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Raise ``Interrupted`` if the daemon is stopping; sources may call it between long steps."""
+        if self.stop is not None and self.stop.is_set():
+            raise Interrupted("the daemon is stopping")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
@@ -67,7 +67,7 @@ class SimulatedSource(Source):
         end = self.config.end or window.until
         estate = SimulatedEstate(self.config.seed, self.config.days, end, self.config.incidents, self.config.scale)
         self.context.progress(f"{self.name}: simulating {self.config.days} days of an ML/data estate")
-        lines, jobs = estate.generate()
+        lines, jobs = estate.generate(self.context.checkpoint)
         yield from split_by_month(lines, label=self.name)
         yield JobBatch(jobs, label=f"{self.name} jobs")
 
@@ -153,9 +153,13 @@ class SimulatedEstate:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self) -> tuple[pa.Table, pa.Table]:
+    def generate(self, checkpoint: Callable[[], None] = lambda: None) -> tuple[pa.Table, pa.Table]:
+        """``checkpoint`` runs between streams: a stopping daemon gives up there (nothing is written yet)."""
         jobs = self._jobs()
-        frames = [self._background(stream) for stream in streams()]
+        frames = []
+        for stream in streams():
+            checkpoint()
+            frames.append(self._background(stream))
         frames.append(self._job_costs(jobs))
         frames.append(self._charges())
         lines = pd.concat(frames, ignore_index=True)

@@ -17,6 +17,7 @@ from spendwatch.errors import StoreError
 from spendwatch.store import SCHEMA_VERSION, Store
 from tests.doubles.clock import FixedClock
 from tests.doubles.lines import cost_lines
+from tests.doubles.waits import PATIENCE
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 DEC = datetime(2026, 12, 1, tzinfo=UTC)
@@ -144,7 +145,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from spendwatch.store import Store
 from tests.doubles.lines import cost_lines
-store = Store(Path(sys.argv[1]), lock_timeout=30)
+store = Store(Path(sys.argv[1]), lock_timeout=120)
 nov, dec = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 lines = cost_lines([{"day": f"2026-11-{d:02d}", "cost": 1.0} for d in range(1, 31)] * 200)
 began, loads = time.monotonic(), 0
@@ -160,7 +161,7 @@ def _cli_side(path: str, done: str, queue: multiprocessing.Queue[object]) -> Non
     """What a person does while the daemon loads: read incidents, change a setting."""
     from spendwatch.store import Store
 
-    store = Store(Path(path), lock_timeout=30)
+    store = Store(Path(path), lock_timeout=120)
     reads = writes = 0
     give_up = time.monotonic() + 100
     try:
@@ -189,7 +190,7 @@ def test_the_cli_reads_and_writes_while_another_process_loads(tmp_path: Path) ->
     reader.start()
     reader.join(timeout=120)
     out, _ = writer.communicate(timeout=120)
-    status, reads, writes = queue.get(timeout=10)  # type: ignore[misc]
+    status, reads, writes = queue.get(timeout=PATIENCE)  # type: ignore[misc]
     assert status == "ok", reads
     assert writer.returncode == 0
     assert int(out.strip()) >= 3, "the daemon side kept loading"

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.doubles.waits import PATIENCE
+
 S3_SLOW_DOWN = (
     503,
     {"Content-Type": "application/xml"},
@@ -124,7 +126,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 def _forward(
     netloc: str, method: str, path: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection(netloc, timeout=30)
+    connection = http.client.HTTPConnection(netloc, timeout=PATIENCE)
     try:
         headers = {k: v for k, v in headers.items() if k.lower() not in {"host", "connection"}}
         connection.request(method, path, body=body or None, headers={**headers, "Host": netloc})

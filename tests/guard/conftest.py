@@ -54,7 +54,7 @@ def gcp_config(
                     "projects": projects or [PROJECT],
                     "vertex": {"enabled": False},
                     "dataproc": {"enabled": False},
-                    "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "5s"},
+                    "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "60s"},
                 }
             ],
             "killswitch": killswitch,
