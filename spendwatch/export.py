@@ -38,6 +38,9 @@ FOCUS_COLUMNS: list[tuple[str, str]] = [
     ("x_Owner", "owner"),
     ("x_JobId", "job_id"),
     ("x_Source", "source"),
+    ("x_K8sCluster", "k8s_cluster"),
+    ("x_K8sNamespace", "k8s_namespace"),
+    ("x_K8sWorkload", "k8s_workload"),
 ]
 
 

@@ -37,6 +37,7 @@ from spendwatch.collectors.aws_api import AwsApi
 from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile
 from spendwatch.collectors.aws_cur_sql import Grain, kept_tag_keys
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, Problem, Source, SourceConfig
+from spendwatch.collectors.k8s_costs import KubernetesLabels, label_tag
 from spendwatch.config_types import ConfigPath, Duration
 from spendwatch.connections import AwsConnection
 from spendwatch.errors import InputError, PermissionDeniedError, SourceError
@@ -108,6 +109,39 @@ class DataExportConfig(SourceConfig):
     threads: int | None = Field(default=None, ge=1, le=64, description="DuckDB threads (default: all cores)")
     work_dir: ConfigPath | None = Field(default=None, description="scratch space for downloads and spills")
     athena: AthenaConfig | None = Field(default=None, description="push the reduction down to Athena")
+    kubernetes: KubernetesLabels | None = Field(
+        default=None,
+        description="EKS split cost allocation: cluster, namespace, workload, owner (docs/kubernetes.md)",
+    )
+
+    def k8s_columns(self) -> dict[str, list[str]] | None:
+        """Which tag keys name a pod line's cluster, namespace, workload and owner (EKS's aws:eks:* tags)."""
+        if self.kubernetes is None or not self.kubernetes.enabled:
+            return None
+        labels = self.kubernetes
+        return {
+            "k8s_cluster": ["aws:eks:cluster-name"],
+            "k8s_namespace": ["aws:eks:namespace"],
+            "k8s_workload": [
+                "aws:eks:workload-name",
+                "aws:eks:deployment",
+                *(label_tag(k) for k in labels.workload_labels),
+            ],
+            "owner": [label_tag(k) for k in labels.owner_labels],
+        }
+
+    def stored_tags(self) -> list[str]:
+        """Tag keys kept with each line: owner, job and keep_tags, then the Kubernetes ones."""
+        tags = kept_tag_keys(self.owner_tags, self.job_tags, self.keep_tags)
+        k8s = self.k8s_columns()
+        if k8s is None:
+            return tags
+        assert self.kubernetes is not None
+        extra = [key for keys in k8s.values() for key in keys]
+        extra += ["aws:eks:workload-type", *(label_tag(k) for k in self.kubernetes.stored_labels())]
+        # Kubernetes keys may read the same export column as an owner tag (k8s-label/owner and owner):
+        # they are kept under both names, since a pod's owner label and a node's owner tag differ.
+        return tags + [key for key in dict.fromkeys(extra) if key not in tags]
 
     @field_validator("prefix")
     @classmethod
@@ -259,7 +293,7 @@ class DataExportSource(Source):
     def _reduce(self, api: AwsApi, s3: Any, manifest: Manifest, files: list[tuple[str, str]]) -> Iterator[CostBatch]:
         work = Path(tempfile.mkdtemp(prefix="spendwatch-cur-", dir=self.config.work_dir))
         try:
-            tags = kept_tag_keys(self.config.owner_tags, self.config.job_tags, self.config.keep_tags)
+            tags = self.config.stored_tags()
             with CurLoader(
                 tag_keys=tags,
                 owner_tags=self.config.owner_tags,
@@ -268,6 +302,7 @@ class DataExportSource(Source):
                 work_dir=work,
                 memory_limit=self.config.memory_limit,
                 threads=self.config.threads,
+                k8s=self.config.k8s_columns(),
             ) as loader:
                 if self.config.athena is not None:
                     from spendwatch.collectors.aws_athena import AthenaPushdown

@@ -43,6 +43,8 @@ PLATFORM_SERVICES: dict[str, tuple[str, ...]] = {
     "vertex": ("vertex",),
     "dataproc": ("dataproc",),
     "redshift": ("redshift",),
+    # Kubernetes workloads run on EKS nodes (EC2) and GKE nodes (Compute Engine / GKE Autopilot).
+    "kubernetes": ("elastic compute cloud", "compute engine", "kubernetes engine", "elastic kubernetes service"),
 }
 
 # Job-record columns that correspond to a monitor dimension.

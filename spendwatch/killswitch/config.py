@@ -18,7 +18,8 @@ from pydantic import Field, HttpUrl, ValidationError, field_validator, model_val
 from spendwatch.collectors.base import DEFAULT_OWNER_TAGS
 from spendwatch.config_types import Duration, Name
 from spendwatch.connections import AwsConnection, GcpConnection
-from spendwatch.killswitch import aws, aws_jobs, gcp  # noqa: F401  (register the actions)
+from spendwatch.k8s_client import EXTRA_HINT, KubernetesConnection, kubernetes_installed
+from spendwatch.killswitch import aws, aws_jobs, gcp, k8s  # noqa: F401  (register the actions)
 from spendwatch.killswitch.base import RESOURCE_TYPES, actions_for, known_verbs, resource_types_for_verb
 from spendwatch.plugins import StrictModel
 from spendwatch.records import SEVERITY_ORDER
@@ -218,6 +219,11 @@ class Protection(StrictModel):
     projects: list[str] = Field(default_factory=list, description="GCP projects never acted on (globs)")
     resources: list[str] = Field(default_factory=list, description="resource ids never acted on (globs)")
     owners: list[str] = Field(default_factory=list, description="owners whose resources are never acted on (globs)")
+    namespaces: list[str] = Field(
+        default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease"],
+        description="Kubernetes namespaces never acted on (globs of 'namespace' or 'cluster/namespace')",
+    )
+    clusters: list[str] = Field(default_factory=list, description="Kubernetes clusters never acted on (globs)")
 
 
 class Caps(StrictModel):
@@ -227,6 +233,14 @@ class Caps(StrictModel):
     max_actions_per_hour: int = Field(default=10, ge=0, description="actions executed in any rolling hour")
     max_at_stake_per_run: float | None = Field(
         default=None, ge=0, description="sum of the $ at stake of the actions one run may execute"
+    )
+
+
+class KubernetesClusters(StrictModel):
+    """The clusters Kubernetes actions reach, by the name job records and cost lines give them."""
+
+    clusters: dict[str, KubernetesConnection] = Field(
+        default_factory=dict, description="cluster name → connection (kubeconfig context, in-cluster …)"
     )
 
 
@@ -254,9 +268,12 @@ class KillSwitchConfig(StrictModel):
         default_factory=dict, description="per-account connection (e.g. a role to assume in a member account)"
     )
     gcp: GcpConnection = Field(default_factory=GcpConnection)
+    kubernetes: KubernetesClusters = Field(default_factory=KubernetesClusters)
 
     @model_validator(mode="after")
     def _checks(self) -> KillSwitchConfig:
+        if self.kubernetes.clusters and not kubernetes_installed():
+            raise ValueError(f"kubernetes.clusters: {EXTRA_HINT}")
         seen: set[str] = set()
         for rule in self.rules:
             if rule.name in seen:

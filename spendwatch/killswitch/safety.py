@@ -50,6 +50,8 @@ def protection_reason(protection: Protection, target: Target, labels: Mapping[st
     tag = protecting_tag(protection, target.labels if labels is None else labels)
     if tag is not None:
         return f"protected by tag {tag}"
+    if target.provider == "kubernetes":
+        return _kubernetes_protection(protection, target)
     accounts = protection.accounts if target.provider == "aws" else protection.projects
     what = "account" if target.provider == "aws" else "project"
     hit = _glob(accounts, target.account)
@@ -64,6 +66,22 @@ def protection_reason(protection: Protection, target: Target, labels: Mapping[st
     if hit is not None:
         return f"protected owner {target.owner}"
     return None
+
+
+def _kubernetes_protection(protection: Protection, target: Target) -> str | None:
+    """Clusters, namespaces (``ns`` or ``cluster/ns``), resource ids and owners that are never acted on."""
+    cluster, namespace = target.account, target.region
+    hit = _glob(protection.clusters, cluster)
+    if hit is not None:
+        return f"protected cluster {cluster}"
+    hit = _glob(protection.namespaces, namespace) or _glob(protection.namespaces, f"{cluster}/{namespace}")
+    if hit is not None:
+        return f"protected namespace {namespace} (matches {hit!r})"
+    hit = _glob(protection.resources, target.resource_id) or _glob(protection.resources, target.name)
+    if hit is not None:
+        return f"protected resource (matches {hit!r})"
+    hit = _glob(protection.owners, target.owner)
+    return f"protected owner {target.owner}" if hit is not None else None
 
 
 def owner_from_labels(labels: Mapping[str, str], owner_tags: list[str]) -> str | None:
