@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+import pandas as pd
 from pydantic import Field, field_validator
 
 from spendwatch.config_types import Name
@@ -106,29 +107,61 @@ def scope_sql(budget: BudgetConfig, notify: NotifyConfig) -> tuple[str, list[Any
     return " AND ".join(clauses), params
 
 
-def scope_forecast(
-    store: Store, where: str, params: list[Any], as_of: date, *, currency: str, column: str = "effective_cost"
-) -> MonthForecast:
-    """The month-end forecast of the cost lines matching ``where``, with data up to ``as_of``."""
+Group = tuple[str, list[Any]]
+
+
+def scope_forecasts(
+    store: Store,
+    where: str,
+    params: list[Any],
+    as_of: date,
+    *,
+    column: str = "effective_cost",
+    group: Group | None = None,
+) -> dict[tuple[str | None, str], MonthForecast]:
+    """Month-end forecasts of the cost lines matching ``where`` with data up to ``as_of``, one per
+    (group value, currency) billed this month — ``group``: a SQL expression and its parameters (the
+    team, say), or none (``None`` in the key). One query for every group."""
     first, _ = month_bounds(as_of)
     previous_first = month_bounds(first - timedelta(days=1))[0]
     start = min(as_of - timedelta(days=HISTORY_DAYS), previous_first)
     end = datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=UTC)
+    expression, group_params = group if group is not None else ("NULL", [])
     rows = store.query(
-        f"SELECT CAST(date_trunc('day', charge_period_start) AS DATE) AS day, charge_category = 'Usage', "
-        f"sum({column}) FROM cost_lines WHERE {where} AND charge_period_start >= ? AND charge_period_start < ? "
-        "GROUP BY ALL",
-        [*params, datetime.combine(start, time(0), tzinfo=UTC), end],
+        f"SELECT {expression} AS grp, billing_currency, CAST(date_trunc('day', charge_period_start) AS DATE) AS day, "
+        f"charge_category = 'Usage', sum({column}) FROM cost_lines WHERE ({where}) AND charge_period_start >= ? "
+        "AND charge_period_start < ? GROUP BY ALL",
+        [*group_params, *params, datetime.combine(start, time(0), tzinfo=UTC), end],
     )
-    usage: dict[date, float] = defaultdict(float)
-    other: dict[date, float] = defaultdict(float)
-    for day, is_usage, cost in rows:
-        (usage if is_usage else other)[day] += float(cost or 0.0)
-    series = daily_series(usage, start, as_of)
-    other_to_date = sum(v for d, v in other.items() if first <= d <= as_of)
-    return forecast_month(
-        series, as_of, currency=currency, other_to_date=other_to_date, known_charges=known_future_charges(other, as_of)
-    )
+    usage: dict[tuple[str | None, str], dict[date, float]] = defaultdict(lambda: defaultdict(float))
+    other: dict[tuple[str | None, str], dict[date, float]] = defaultdict(lambda: defaultdict(float))
+    this_month: set[tuple[str | None, str]] = set()
+    for grp, currency, day, is_usage, cost in rows:
+        key = (None if grp is None else str(grp), str(currency))
+        (usage if is_usage else other)[key][day] += float(cost or 0.0)
+        if first <= day <= as_of:
+            this_month.add(key)
+    out = {}
+    for key in sorted(this_month, key=lambda k: (k[0] or "", k[1])):
+        charges = other.get(key, {})
+        out[key] = forecast_month(
+            daily_series(usage.get(key, {}), start, as_of),
+            as_of,
+            currency=key[1],
+            other_to_date=sum(v for d, v in charges.items() if first <= d <= as_of),
+            known_charges=known_future_charges(charges, as_of),
+        )
+    return out
+
+
+def scope_forecast(
+    store: Store, where: str, params: list[Any], as_of: date, *, currency: str, column: str = "effective_cost"
+) -> MonthForecast:
+    """The month-end forecast of the cost lines matching ``where`` billed in ``currency`` (nothing
+    billed this month: a month of zeros)."""
+    found = scope_forecasts(store, f"({where}) AND billing_currency = ?", [*params, currency], as_of, column=column)
+    empty = pd.Series(dtype=float, index=pd.DatetimeIndex([], freq="D"))
+    return found.get((None, currency)) or forecast_month(empty, as_of, currency=currency)
 
 
 def budget_statuses(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 
 from spendwatch.money import format_money
 from spendwatch.records import SeriesPoint
@@ -39,9 +40,19 @@ def incident_chart(
     granularity: str = "daily",
     window: tuple[datetime, datetime] | None = None,
 ) -> bytes | None:
-    """PNG bytes, or ``None`` when there is nothing to draw. ``window``: the incident's first/last step."""
+    """PNG bytes, or ``None`` when there is nothing to draw. ``window``: the incident's first/last step.
+
+    The same incident is drawn for the FinOps digest, its team's and each recipient's copy: charts
+    are kept by their content (a few hundred milliseconds each to draw)."""
     if len(points) < 2:
         return None
+    return _drawn(tuple(points), currency, granularity, window)
+
+
+@lru_cache(maxsize=64)
+def _drawn(
+    points: tuple[SeriesPoint, ...], currency: str, granularity: str, window: tuple[datetime, datetime] | None
+) -> bytes:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator

@@ -41,6 +41,7 @@ from spendwatch.notify.spend import (
     day_start,
     month_forecasts,
     report_day_spend,
+    team_forecasts,
     team_spend,
     top_jobs,
 )
@@ -297,7 +298,7 @@ def build_digest(
         timezone=config.daemon.timezone,
         providers=tuple(providers),
         accounts=tuple(accounts),
-        month=tuple(month_forecasts(store, report_day, column, scope)),
+        month=tuple(_month(config, store, report_day, team)),
         incidents=tuple(shown),
         more_incidents=len(full) - len(shown) + len(collapsed) - len(folded),
         awaiting_approval=tuple(a for a in actions if a.state == "awaiting-approval"),
@@ -447,26 +448,34 @@ def _actions(store: Store, window_start: datetime) -> list[ActionView]:
     return [view(r) for r in [*waiting, *recent]]
 
 
+def _month(config: Config, store: Store, report_day: date, team: str | None) -> list[MonthForecast]:
+    """The month-end forecast per currency: the whole estate's, or the team's (the same numbers as its
+    row in the FinOps table)."""
+    column = config.detection.cost_column
+    if team is None:
+        return month_forecasts(store, report_day, column)
+    found = team_forecasts(store, report_day, column, team_sql(config.notify))
+    return [forecast for (name, _), forecast in found.items() if name == team]
+
+
 def _team_rows(
     config: Config, store: Store, report_day: date, views: list[IncidentView], teams: TeamMap
 ) -> list[TeamRow]:
     """Per team (and ``untagged``): yesterday, the month's forecast, its budget, its incidents."""
-    from spendwatch.budgets import scope_forecast
-
     notify = config.notify
     column = config.detection.cost_column
-    expression, params = team_sql(notify)
-    spend = team_spend(store, report_day, column, (expression, params))
+    expression = team_sql(notify)
+    spend = team_spend(store, report_day, column, expression)
+    forecasts = team_forecasts(store, report_day, column, expression)
     budgets = {
         (b.team, b.currency): b.amount for b in config.budgets if b.team and not (b.owners or b.accounts or b.tags)
     }
     with_digest = {r.name for r in notify.routes if r.recipients and r.digest}
     rows = []
     for (team, currency), row in sorted(spend.items(), key=lambda item: (item[0][0] == UNTAGGED, -item[1].actual)):
-        forecast = scope_forecast(
-            store, f"{expression} = ? AND billing_currency = ?", [*params, team, currency], report_day,
-            currency=currency, column=column,
-        )  # fmt: skip
+        forecast = forecasts.get((team, currency))
+        if forecast is None:
+            continue
         count = sum(1 for v in views if team in v.teams and v.incident.is_alerting)
         rows.append(TeamRow(team, row, forecast, budgets.get((team, currency)), count, team in with_digest))
     return rows

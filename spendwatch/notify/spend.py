@@ -151,33 +151,22 @@ def report_day_spend(
     return providers, top_accounts
 
 
-def currencies(store: Store, report_day: date, scope: Scope = EVERYTHING) -> list[str]:
-    where, params = scope
-    first = report_day.replace(day=1)
-    rows = store.query(
-        f"SELECT DISTINCT billing_currency FROM cost_lines WHERE ({where}) AND charge_period_start >= ? "
-        "AND charge_period_start < ? ORDER BY 1",
-        [*params, day_start(first), day_start(report_day + timedelta(days=1))],
-    )
-    return [str(r[0]) for r in rows]
-
-
 def month_forecasts(store: Store, report_day: date, column: str, scope: Scope = EVERYTHING) -> list[MonthForecast]:
     """One month-end forecast per currency billed this month in the scope."""
-    from spendwatch.budgets import scope_forecast
+    from spendwatch.budgets import scope_forecasts
 
     where, params = scope
-    return [
-        scope_forecast(
-            store,
-            f"({where}) AND billing_currency = ?",
-            [*params, currency],
-            report_day,
-            currency=currency,
-            column=column,
-        )
-        for currency in currencies(store, report_day, scope)
-    ]
+    return list(scope_forecasts(store, where, params, report_day, column=column).values())
+
+
+def team_forecasts(
+    store: Store, report_day: date, column: str, team_expression: Scope
+) -> dict[tuple[str, str], MonthForecast]:
+    """(team, currency) → month-end forecast, every team from one query."""
+    from spendwatch.budgets import scope_forecasts
+
+    found = scope_forecasts(store, "TRUE", [], report_day, column=column, group=team_expression)
+    return {(str(team), currency): forecast for (team, currency), forecast in found.items()}
 
 
 def team_spend(store: Store, report_day: date, column: str, team_expression: Scope) -> dict[tuple[str, str], SpendRow]:
