@@ -24,6 +24,7 @@ from spendwatch.detect.incidents import load_incidents
 from spendwatch.detect.runner import run_detection
 from spendwatch.guard.demo import GuardDemoResult, replay_runaway
 from spendwatch.killswitch.engine import KillSwitchRun, run_killswitch
+from spendwatch.money import format_money
 from spendwatch.notify.cli import render_to_dir
 from spendwatch.records import Incident
 from spendwatch.store import Store
@@ -161,7 +162,7 @@ def summary_lines(findings: list[Finding]) -> list[str]:
             continue
         lines.append(
             f"[{mark}] {injected.key}: {injected.title} — incident #{incident.id} ({incident.kind}, "
-            f"{incident.severity}), +{incident.impact:,.0f} {incident.billing_currency} since "
+            f"{incident.severity}), {format_money(incident.impact, incident.billing_currency, signed=True)} since "
             f"{incident.first_seen:%Y-%m-%d}; {incident.culprit_sentence()}"
         )
     return lines

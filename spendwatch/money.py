@@ -63,3 +63,12 @@ def money_format(currency: str) -> MoneyFormat:
 def format_money(amount: float, currency: str, *, signed: bool = False, whole: bool = False) -> str:
     """``$8,400.00``, ``+¥1,235``, ``−€3.10``, ``CHF 12.50`` — see the module docstring."""
     return money_format(currency).format(amount, signed=signed, whole=whole)
+
+
+def format_share(share: float) -> str:
+    """``96%``; one decimal when whole percents would say 0% or 100% of something that is neither
+    (``99.7%`` beside a ``100%`` whose dollars differ reads as a mistake)."""
+    whole = f"{share:.0%}"
+    if whole in ("0%", "100%", "-0%", "-100%") and share not in (0.0, 1.0, -1.0):
+        return f"{share:.1%}"
+    return whole

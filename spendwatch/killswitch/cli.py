@@ -32,8 +32,10 @@ def _engine(env: Env) -> Any:
     return KillSwitch(env.config.killswitch, env.store, env.clock)
 
 
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+def _money(value: float | None, currency: str) -> str:
+    from spendwatch.money import format_money
+
+    return "-" if value is None else format_money(value, currency)
 
 
 def _when(value: datetime | None) -> str:
@@ -102,11 +104,10 @@ def actions_list(
     if not records:
         click.echo("no actions")
         return
-    click.echo(f"{'ID':>5}  {'STATE':<17} {'MODE':<8} {'RULE':<20} {'$/H':>9}  WHAT")
+    click.echo(f"{'ID':>5}  {'STATE':<17} {'MODE':<8} {'RULE':<20} {'SAVES/H':>11}  WHAT")
     for r in records:
-        click.echo(
-            f"{r.id:>5}  {r.state:<17} {r.mode:<8} {r.rule[:20]:<20} {_money(r.saving_per_hour):>9}  {r.summary}"
-        )
+        saves = _money(r.saving_per_hour, r.target.currency)
+        click.echo(f"{r.id:>5}  {r.state:<17} {r.mode:<8} {r.rule[:20]:<20} {saves:>11}  {r.summary}")
 
 
 @actions_group.command("show")
@@ -131,8 +132,8 @@ def actions_show(env: Env, action_id: int, as_json: bool) -> None:
         f"  rule      {record.rule}  (mode {record.mode}, {'reversible' if record.reversible else 'irreversible'})",
         f"  state     {record.state}",
         f"  reason    {record.reason}",
-        f"  saving    {_money(record.saving_per_hour)} {record.target.currency}/h, "
-        f"at stake {_money(record.at_stake)} {record.target.currency}",
+        f"  saving    {_money(record.saving_per_hour, record.target.currency)}/h, "
+        f"at stake {_money(record.at_stake, record.target.currency)}",
         f"  planned   {_when(record.planned_at)}"
         + (f", expires {_when(record.expires_at)}" if record.expires_at else ""),
     ]

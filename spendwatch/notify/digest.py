@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from spendwatch.clock import Clock
 from spendwatch.forecast import MonthForecast
-from spendwatch.money import format_money
+from spendwatch.money import format_money, format_share
 from spendwatch.notify.spend import (
     EVERYTHING,
     ChargeRow,
@@ -46,7 +46,7 @@ from spendwatch.notify.spend import (
     top_jobs,
 )
 from spendwatch.notify.teams import UNTAGGED, TeamMap, team_map, team_sql
-from spendwatch.records import SEVERITY_ORDER, Incident
+from spendwatch.records import SEVERITY_ORDER, Incident, JobLink
 from spendwatch.store import Store
 
 if TYPE_CHECKING:
@@ -90,8 +90,17 @@ class IncidentView:
     @property
     def title(self) -> str:
         """``account-service: aws / 123 / Amazon S3`` — the monitor says which view of spend moved."""
-        values = [untagged(v) for v in self.incident.dimensions.values()]
-        return f"{self.incident.monitor}: {' / '.join(values) if values else 'total'}"
+        incident = self.incident
+        dimensions = dict(incident.dimensions)
+        job = incident.top_job()
+        if incident.kind == "guard":
+            # The culprit line names the person; the job by its name, not ``project:LOCATION.id``.
+            dimensions.pop("platform", None)
+            dimensions.pop("owner", None)
+            if job is not None and "job_id" in dimensions:
+                dimensions["job_id"] = job.name or job_key(job)[1]
+        values = [untagged(v) for v in dimensions.values()]
+        return f"{incident.monitor}: {' / '.join(values) if values else 'total'}"
 
     @property
     def span(self) -> str:
@@ -101,6 +110,20 @@ class IncidentView:
             return first if first == last else f"{first} – {last}"
         first, last = f"{i.first_seen:%d %b %H:%M}", f"{i.last_seen:%d %b %H:%M}"
         return f"{first} UTC" if first == last else f"{first} – {last:} UTC"
+
+    @property
+    def members(self) -> tuple[Incident, ...]:
+        """The card's incident and those with the same cause listed under it."""
+        return (self.incident, *self.related)
+
+    @property
+    def alerting_ids(self) -> tuple[int, ...]:
+        """The card's incidents still alerting: what one click on its Acknowledge button settles."""
+        return tuple(i.id for i in self.members if i.is_alerting)
+
+    @property
+    def is_alerting(self) -> bool:
+        return bool(self.alerting_ids)
 
     @property
     def severity_rank(self) -> int:
@@ -183,7 +206,8 @@ class Digest:
 
     @property
     def alerting(self) -> list[IncidentView]:
-        return [v for v in (*self.incidents, *self.collapsed) if v.incident.is_alerting]
+        """Cards with an incident still alerting (a card is one cause, whichever monitors saw it)."""
+        return [v for v in (*self.incidents, *self.collapsed) if v.is_alerting]
 
     @property
     def stale_sources(self) -> list[SourceFreshness]:
@@ -199,7 +223,7 @@ class Digest:
         alerting = self.alerting
         if alerting:
             # Monitors overlap (a provider total contains its accounts), so impacts are never summed.
-            top = max(alerting, key=lambda v: v.incident.impact).incident
+            top = max((i for v in alerting for i in v.members if i.is_alerting), key=lambda i: i.impact)
             largest = format_money(top.impact, top.billing_currency, signed=True)
             count = f"{len(alerting)} open incident{'s' if len(alerting) != 1 else ''}"
             parts.append(f"{count}, the largest {largest} over expected")
@@ -367,7 +391,7 @@ def _split_views(views: list[IncidentView], collapse_below: str) -> tuple[list[I
     full, collapsed = [], []
     for view in views:
         small = view.severity_rank < limit
-        if view.incident.kind == "drop" or (small and not view.incident.is_alerting):
+        if view.incident.kind == "drop" or (small and not view.is_alerting):
             collapsed.append(view)
         else:
             full.append(view)
@@ -381,7 +405,7 @@ def _group_by_cause(views: list[IncidentView]) -> list[IncidentView]:
     grouped: list[IncidentView] = []
     for view in views:
         job = view.incident.top_job()
-        key = (job.platform, job.job_id) if job is not None and view.incident.kind != "drop" else None
+        key = job_key(job) if job is not None and view.incident.kind != "drop" else None
         if key is not None and key in primary:
             index = primary[key]
             first = grouped[index]
@@ -393,36 +417,49 @@ def _group_by_cause(views: list[IncidentView]) -> list[IncidentView]:
     return grouped
 
 
+def job_key(job: JobLink) -> tuple[str, str]:
+    """The same job as the guard and the bill name it: BigQuery's ``project:LOCATION.id`` is ``id``."""
+    job_id = job.job_id
+    if job.platform == "bigquery" and ":" in job_id:
+        job_id = job_id.rpartition(".")[2]
+    return job.platform, job_id
+
+
 def culprits(incident: Incident) -> tuple[Culprit, ...]:
     """Who and what: the jobs (the top one with its query), then the telling contributors.
 
     A contributor's dollars are its share of this incident's impact, so the card adds up. Lines without
-    a job tag are not a culprit, and ``untagged`` owners are left out when job records name the people
-    (the bill has no owner tag on BigQuery queries; the job records do); so is a region holding 100%.
+    a job tag or resource id are not a culprit, and ``untagged`` owners are left out when job records name the people
+    (the bill has no owner tag on BigQuery queries; the job records do); so is a region holding 100%,
+    and a job id or resource that only repeats a job listed above it.
     """
     found: list[Culprit] = []
     currency = incident.billing_currency
+    listed: set[str] = set()
     for index, job in enumerate(incident.jobs[:3]):
-        what = {"bigquery": "query", "athena": "query"}.get(job.platform, f"{job.platform} job")
-        where = f" in {job.sub_account_id}" if job.sub_account_id else ""
-        detail = f"{what}{where}, by {job.user or 'an unknown principal'}"
+        where = f" in {job.where}" if job.where else ""
+        detail = f"{job.what}{where}, by {job.user or 'an unknown principal'}"
         query = None
         if index == 0 and job.query_text:
             query = job.query_text[:400] + ("…" if len(job.query_text) > 400 else "")
         found.append(Culprit("job", job.name or job.job_id, detail, job.cost, query))
+        listed.update(v for v in (job.job_id, job.name, job.resource_id) if v)
     named_people = any(job.user for job in incident.jobs)
     shown = 0
     for contributor in incident.contributors:
         if shown == 3:
             break
         unnamed = contributor.value in ("", "(none)")
-        if unnamed and (contributor.dimension == "job_id" or (named_people and contributor.dimension == "owner")):
+        no_culprit = contributor.dimension in ("job_id", "resource_id")  # lines without one are many things
+        if unnamed and (no_culprit or (named_people and contributor.dimension == "owner")):
             continue
         if contributor.dimension in _OBVIOUS_WHEN_WHOLE and contributor.share >= 0.995:
             continue
+        if contributor.dimension in ("job_id", "resource_id") and contributor.value in listed:
+            continue
         label = contributor.dimension.replace("_", " ").replace("sub account id", "account")
         delta = format_money(incident.share_of_impact(contributor), currency, signed=True)
-        detail = f"{contributor.share:.0%} of the excess ({delta})"
+        detail = f"{format_share(contributor.share)} of the excess ({delta})"
         found.append(Culprit(label, untagged(contributor.value), detail, incident.share_of_impact(contributor)))
         shown += 1
     return tuple(found)
@@ -476,7 +513,7 @@ def _team_rows(
         forecast = forecasts.get((team, currency))
         if forecast is None:
             continue
-        count = sum(1 for v in views if team in v.teams and v.incident.is_alerting)
+        count = sum(1 for v in views if team in v.teams and v.is_alerting)
         rows.append(TeamRow(team, row, forecast, budgets.get((team, currency)), count, team in with_digest))
     return rows
 

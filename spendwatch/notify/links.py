@@ -57,8 +57,13 @@ class Link:
         return self.subject.partition(":")[0]
 
     @property
+    def target_ids(self) -> tuple[int, ...]:
+        """``incident:12`` → (12,); ``incident:12,16,8`` (one cause flagged by several monitors) → (12, 16, 8)."""
+        return tuple(int(part) for part in self.subject.partition(":")[2].split(","))
+
+    @property
     def target_id(self) -> int:
-        return int(self.subject.partition(":")[2])
+        return self.target_ids[0]
 
 
 class LinkRefused(Exception):
@@ -118,7 +123,8 @@ class LinkSigner:
             link = Link(str(data["id"]), str(data["r"]), data["v"], str(data["s"]))
             if link.verb not in (*INCIDENT_VERBS, *ACTION_VERBS) or link.kind not in ("incident", "action"):
                 raise ValueError(link.verb)
-            link.target_id  # noqa: B018  (a subject without a numeric id is not valid)
+            if not link.target_ids or (link.kind == "action" and len(link.target_ids) != 1):
+                raise ValueError(link.subject)  # a subject without numeric ids is not valid
         except (KeyError, TypeError, ValueError):
             raise LinkRefused("This link is not valid.", 400) from None
         return link
@@ -150,15 +156,26 @@ class RecipientLinks:
     def url(self, verb: Verb, subject: str) -> str:
         return f"{self.base_url}/a/{self.signer.token(self.recipient, verb, subject)}"
 
-    def incident(self, incident: Any) -> list[tuple[str, str]]:
-        if not incident.is_alerting:
+    def incident(self, view: Any) -> list[tuple[str, str]]:
+        """Buttons for a digest card (``IncidentView``) or an alert's ``Incident``: one click acknowledges
+        every still-alerting incident of the card (the same cause seen by several monitors)."""
+        ids = incident_ids(view)
+        if not ids:
             return []
-        return [(LABELS[v], self.url(v, f"incident:{incident.id}")) for v in INCIDENT_VERBS]
+        subject = "incident:" + ",".join(str(i) for i in ids)
+        return [(LABELS[v], self.url(v, subject)) for v in INCIDENT_VERBS]
 
     def action(self, action: Any) -> list[tuple[str, str]]:
         if action.state != "awaiting-approval" or not self.may_approve:
             return []
         return [(LABELS[v], self.url(v, f"action:{action.id}")) for v in ACTION_VERBS]
+
+
+def incident_ids(item: Any) -> list[int]:
+    """The alerting incident ids behind a digest card (its own and its same-cause ones) or one incident."""
+    if hasattr(item, "alerting_ids"):
+        return list(item.alerting_ids)
+    return [item.id] if item.is_alerting else []
 
 
 def approvers(config: Config) -> list[str]:

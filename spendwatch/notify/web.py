@@ -103,15 +103,24 @@ class ActionService:
             from spendwatch.detect.incidents import get_incident
             from spendwatch.money import format_money
 
-            incident = get_incident(self.store, link.target_id)
-            impact = format_money(incident.impact, incident.billing_currency, signed=True)
             what = {
                 "acknowledge": "stops alerting on it",
                 "expected": "stops alerting and makes its new level the series' baseline",
             }[link.verb]
+            described = []
+            for target in link.target_ids:
+                incident = get_incident(self.store, target)
+                impact = format_money(incident.impact, incident.billing_currency, signed=True)
+                baseline = "over its cap" if incident.kind == "guard" else "over expected"
+                described.append(
+                    f"incident #{incident.id} ({incident.severity} {incident.kind}, {impact} {baseline} on "
+                    f"{incident.title}; status {incident.status})"
+                )
+            if len(described) == 1:
+                return f"{LABELS[link.verb]} {described[0]}: this {what}."
             return (
-                f"{LABELS[link.verb]} incident #{incident.id} ({incident.severity} {incident.kind}, {impact} over "
-                f"expected on {incident.title}; status {incident.status}): this {what}."
+                f"{LABELS[link.verb]} {len(described)} incidents with one cause — {'; '.join(described)}: "
+                f"this {what.replace('it', 'each', 1)}."
             )
         from spendwatch.killswitch.journal import get_action
 
@@ -147,8 +156,11 @@ class ActionService:
             from spendwatch.detect.incidents import give_feedback
 
             verdict = "acknowledged" if link.verb == "acknowledge" else "expected"
-            incident = give_feedback(self.store, link.target_id, verdict, actor=actor, note="from the digest link")
-            return f"incident #{incident.id} {incident.status} by {actor}"
+            done = [
+                give_feedback(self.store, target, verdict, actor=actor, note="from a spendwatch link")
+                for target in link.target_ids
+            ]
+            return f"{', '.join(f'incident #{i.id}' for i in done)} {verdict} by {actor}"
         from spendwatch.killswitch.engine import KillSwitch
 
         engine = KillSwitch(self.config.killswitch, self.store, self.clock)
