@@ -53,6 +53,8 @@ class SourceRun:
     user_error: bool = False
     # True when the daemon's stop interrupted it at a safe point (not a failure; the next run resumes).
     interrupted: bool = False
+    # True when some problem is the user's to fix (a malformed file or manifest).
+    user_problems: bool = False
     counters: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -120,8 +122,10 @@ def _write(
     batch: CostBatch | JobBatch | Problem, run: SourceRun, store: Store, name: str, context: SourceContext
 ) -> None:
     if isinstance(batch, Problem):
-        log.warning("source %s: %s: %s", name, batch.label, batch.message)
+        # Info, not warning: the CLI prints each problem itself, and the run records them (status partial).
+        log.info("source %s: %s: %s", name, batch.label, batch.message)
         run.problems.append(f"{batch.label}: {batch.message}")
+        run.user_problems = run.user_problems or batch.user_error
         return
     if isinstance(batch, JobBatch):
         run.jobs += store.upsert_jobs(name, batch.jobs)

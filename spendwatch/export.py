@@ -11,6 +11,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from spendwatch.cli_util import check_output_file
 from spendwatch.errors import InputError
 from spendwatch.store import Store, Where
 
@@ -60,8 +61,7 @@ def export_focus(
         fmt = "FORMAT csv, HEADER true"
     else:
         raise InputError(f"{output}: the export format comes from the suffix; use .parquet or .csv")
-    if not output.parent.exists():
-        raise InputError(f"{output}: the folder {output.parent} does not exist")
+    check_output_file(output, "--output")
     provider_case = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROVIDER_NAMES.items())
     csv = fmt.startswith("FORMAT csv")
     select = ", ".join(f'{_column(column, csv)} AS "{name}"' for name, column in FOCUS_COLUMNS)

@@ -14,6 +14,9 @@ CHARGE_CATEGORIES: Final = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
 CHARGE_FREQUENCIES: Final = ("One-Time", "Recurring", "Usage-Based")
 SCORED_CHARGE_CATEGORY: Final = "Usage"
 
+# No bill line is a quadrillion in any currency; bigger finite values (1e300) still sum to infinity.
+MAX_AMOUNT: Final = 1e15
+
 TAGS_TYPE: Final = pa.map_(pa.string(), pa.string())
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 

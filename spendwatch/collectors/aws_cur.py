@@ -183,8 +183,12 @@ def manifest_period(key: str) -> tuple[datetime, datetime] | None:
     return None
 
 
-def data_keys(manifest: bytes, bucket: str, key: str) -> list[tuple[str, str]]:
-    """(bucket, key) of every data file a manifest lists; ``InputError`` naming the manifest if malformed."""
+def data_keys(manifest: bytes, bucket: str, key: str, *, prefix: str = "") -> list[tuple[str, str]]:
+    """(bucket, key) of every data file a manifest lists; ``InputError`` naming the manifest if malformed.
+
+    A manifest is data that whoever can write under the prefix controls, so every file it lists must
+    be in the export's own ``bucket`` under ``prefix``; one that is not is refused, naming it.
+    """
     where = f"s3://{bucket}/{key}"
     try:
         document = json.loads(manifest)
@@ -208,10 +212,32 @@ def data_keys(manifest: bytes, bucket: str, key: str) -> list[tuple[str, str]]:
         files.extend((target_bucket, k) for k in listed)
     else:
         raise InputError(f"{where}: malformed manifest: it lists neither dataFiles nor reportKeys")
+    if not files:
+        raise InputError(f"{where}: malformed manifest: it lists no data files")
+    for file_bucket, file_key in files:
+        outside = _outside(file_bucket, file_key, bucket, prefix)
+        if outside is not None:
+            raise InputError(
+                f"{where}: manifest lists s3://{file_bucket}/{file_key}: {outside}; refused (only files under the "
+                "export's bucket and prefix are read, and the prefix must be writable only by AWS: docs/security.md)"
+            )
     bad = [k for _, k in files if not k.lower().endswith(_DATA_SUFFIXES)]
     if bad:
         raise InputError(f"{where}: malformed manifest: {bad[0]} is not a Parquet or CSV file")
     return files
+
+
+def _outside(file_bucket: str, file_key: str, bucket: str, prefix: str) -> str | None:
+    """Why a listed file is outside the export's bucket and prefix, or ``None``."""
+    if file_bucket != bucket:
+        return f"not in the export bucket {bucket}"
+    if prefix and not file_key.startswith(f"{prefix}/"):
+        return f"not under s3://{bucket}/{prefix}/"
+    if any(part in (".", "..") for part in file_key.split("/")):
+        return "a '.' or '..' path segment"
+    if any(not ch.isprintable() for ch in file_key):
+        return "a control character in the key"
+    return None
 
 
 @SOURCES.register("aws-data-export")
@@ -224,8 +250,9 @@ class DataExportSource(Source):
         s3 = api.client("s3")
         manifests = self._discover(api, s3)
         if not manifests:
-            raise SourceError(
-                f"source {self.name}: no billing-period manifests under s3://{self.config.bucket}/{self.config.prefix}"
+            raise InputError(
+                f"source {self.name}: no billing-period manifests under s3://{self.config.bucket}/{self.config.prefix} "
+                "(check bucket and prefix: '<prefix>/<export-name>' for Data Exports)"
             )
         for manifest in manifests:
             if manifest.period_end <= window.since or manifest.period_start > window.until:
@@ -240,7 +267,7 @@ class DataExportSource(Source):
             params: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
             if token:
                 params["ContinuationToken"] = token
-            page = api.call(s3, "ListObjectsV2", **params)
+            page = self._listing(api, s3, params)
             for item in page.get("Contents", []):
                 key = str(item["Key"])
                 period = manifest_period(key)
@@ -254,6 +281,14 @@ class DataExportSource(Source):
             if not token:
                 break
         return [found for _, (_, found) in sorted(newest.items())]
+
+    def _listing(self, api: AwsApi, s3: Any, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return api.call(s3, "ListObjectsV2", **params)
+        except SourceError as exc:
+            if "NoSuchBucket" in str(exc):  # a typo in the config, not an AWS failure
+                raise InputError(f"source {self.name}: bucket {self.config.bucket!r} does not exist") from None
+            raise
 
     def _is_open(self, manifest: Manifest, now: datetime) -> bool:
         current = _month_start(now.year, now.month)
@@ -275,7 +310,7 @@ class DataExportSource(Source):
             if saved == fingerprint:
                 self.context.progress(f"{label}: manifest unchanged")
                 return
-            files = data_keys(body, self.config.bucket, manifest.key)
+            files = data_keys(body, self.config.bucket, manifest.key, prefix=self.config.prefix)
             batches = self._reduce(api, s3, manifest, files)
             # Every file is downloaded and reduced before the first batch comes out, so a bad file
             # fails here, before anything of this period is written.
@@ -283,7 +318,7 @@ class DataExportSource(Source):
         except PermissionDeniedError:
             raise
         except (InputError, SourceError) as exc:
-            yield Problem(label, str(exc))
+            yield Problem(label, str(exc), user_error=isinstance(exc, InputError))
             return
         if first is not None:
             yield first
@@ -332,7 +367,12 @@ class DataExportSource(Source):
                 suffix = ".csv.gz"
             path = work / f"part-{number:05d}{suffix}"
             self.context.progress(f"{self.name}: downloading s3://{bucket}/{key}")
-            answer = api.call(s3, "GetObject", Bucket=bucket, Key=key)
+            try:
+                answer = api.call(s3, "GetObject", Bucket=bucket, Key=key)
+            except SourceError as exc:
+                if "NoSuchKey" in str(exc):  # the manifest lists a file the export does not hold
+                    raise InputError(f"s3://{bucket}/{key}: listed in the manifest but not in the bucket") from None
+                raise
             with path.open("wb") as out:
                 for chunk in answer["Body"].iter_chunks(chunk_size=1 << 20):
                     out.write(chunk)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from spendwatch.clock import Clock
 from spendwatch.config_types import Duration, Name
@@ -66,6 +66,14 @@ class SourceConfig(StrictModel):
         description="tag/label keys that name the job a line belongs to, first match wins",
     )
 
+    @field_validator("every")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        # The scheduler would round 0 up to 1s and hammer the API; say so instead.
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
 
 @dataclass(frozen=True)
 class CostBatch:
@@ -92,6 +100,8 @@ class Problem:
 
     label: str
     message: str
+    # True when the user can fix it (a malformed file or manifest): the CLI then exits 2, not 1.
+    user_error: bool = False
 
 
 Batch = CostBatch | JobBatch | Problem

@@ -53,7 +53,7 @@ from spendwatch.collectors.k8s_costs import KubernetesLabels, label_tag
 from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.connections import GcpConnection
-from spendwatch.errors import SourceError
+from spendwatch.errors import MalformedAnswerError, SourceError
 from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, COST_LINE_SCHEMA, TAGS_TYPE, conform
 
 GIB = 1 << 30
@@ -324,7 +324,7 @@ class GcpBillingExportSource(Source):
             else:
                 lines = export_rows_to_lines(result, self.config)
         except (KeyError, ValueError, pa.ArrowInvalid) as exc:
-            raise SourceError(
+            raise MalformedAnswerError(
                 f"source {self.name}: BigQuery answered rows spendwatch cannot read for "
                 f"{start:%Y-%m-%d}..{end:%Y-%m-%d}: {exc}"
             ) from None

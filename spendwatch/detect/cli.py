@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from spendwatch.cli_util import Env, handle_errors, pass_env, progress
-from spendwatch.records import Incident
+from spendwatch.cli_util import Env, FiniteFloat, check_output_file, handle_errors, pass_env, progress
+from spendwatch.records import INCIDENT_STATUSES, Incident
 
 _ACTIVE = ("open", "ongoing")
 
@@ -36,7 +36,13 @@ def anomalies_group() -> None:
 
 
 @anomalies_group.command("list")
-@click.option("--status", "statuses", multiple=True, help="only these statuses (default: open, ongoing)")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(INCIDENT_STATUSES),
+    help="only these statuses (default: open, ongoing)",
+)
 @click.option("--all", "show_all", is_flag=True, help="every status, drops and withdrawn ones included")
 @click.option("--monitor", help="only this monitor")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
@@ -163,13 +169,21 @@ def anomalies_expected(env: Env, incident_id: int, note: str | None, actor: str 
 @click.argument("input_path", metavar="INPUT.csv", type=click.Path(dir_okay=False, exists=False))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="flags CSV to write")
 @click.option("--granularity", type=click.Choice(["daily", "hourly"]), help="default: from the timestamps")
-@click.option("--sensitivity", type=float, default=1.0, show_default=True)
+@click.option(
+    "--sensitivity",
+    type=FiniteFloat(above=0),
+    default=1.0,
+    show_default=True,
+    help="divides every z threshold (> 0): 2 flags on half the surprise",
+)
 @handle_errors
 def backtest_command(input_path: str, output: str, granularity: str | None, sensitivity: float) -> None:
     """Walk forward causally through series_id,timestamp,cost rows and write series_id,timestamp,score,is_anomaly."""
     from spendwatch.detect.backtest import read_long_csv, run_backtest, write_flags
     from spendwatch.detect.model import ModelParams
 
+    out = Path(output)
+    check_output_file(out, "--output")  # before minutes of computation, not after
     panel = read_long_csv(Path(input_path), granularity)
     click.echo(
         f"{len(panel.series_ids)} series × {len(panel.timestamps)} {panel.granularity} steps from {input_path}",
@@ -177,7 +191,12 @@ def backtest_command(input_path: str, output: str, granularity: str | None, sens
     )
     params = ModelParams.for_granularity(panel.granularity, sensitivity=sensitivity)  # type: ignore[arg-type]
     flags = run_backtest(panel, params)
-    write_flags(flags, Path(output), panel.granularity)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:  # written beside the destination and renamed: a failed write leaves no half file
+        write_flags(flags, partial, panel.granularity)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     flagged = int(flags["is_anomaly"].sum())
     click.echo(f"wrote {len(flags)} decisions ({flagged} anomalous) to {output}")
     sys.stdout.flush()

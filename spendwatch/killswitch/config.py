@@ -10,10 +10,11 @@ errors naming the file, line and key.
 from __future__ import annotations
 
 import fnmatch
+import re
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from spendwatch.collectors.base import DEFAULT_OWNER_TAGS
 from spendwatch.config_types import Duration, Name
@@ -24,6 +25,7 @@ from spendwatch.killswitch.base import RESOURCE_TYPES, actions_for, known_verbs,
 from spendwatch.plugins import StrictModel
 from spendwatch.records import SEVERITY_ORDER
 from spendwatch.schema import JOB_STATES_RUNNING
+from spendwatch.secrets import SecretUrl
 
 Mode = Literal["dry-run", "approve", "enforce"]
 SeverityName = Literal["low", "medium", "high", "critical"]
@@ -35,6 +37,7 @@ DEFAULT_PROTECT_TAGS: dict[str, list[str]] = {
     "env": ["prod", "production"],
     "environment": ["prod", "production"],
 }
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # States of job records a job rule looks at by default (collectors normalise to upper case).
 DEFAULT_JOB_STATES: tuple[str, ...] = (*sorted(JOB_STATES_RUNNING), "ACTIVE", "STOPPING", "PROVISIONING")
 
@@ -100,14 +103,27 @@ class When(StrictModel):
 
 
 class HookConfig(StrictModel):
-    """Run an executable or POST to a webhook; its exit status / HTTP status is the result."""
+    """Run an executable or POST to a webhook; its exit status / HTTP status is the result.
+
+    The URLs, header values and ``env`` values are secrets (``spendwatch.secrets``): never printed,
+    journaled or logged; a hook is named by its program or by its URL's host.
+    """
 
     command: list[str] | None = Field(default=None, min_length=1, description="argv; the payload arrives on stdin")
-    url: HttpUrl | None = Field(default=None, description="POST the JSON payload here")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (use ${ENV} for secrets)")
+    url: SecretUrl | None = Field(default=None, description="POST the JSON payload here (a secret: use ${ENV})")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra HTTP headers, secrets (use ${ENV})"
+    )
+    env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="environment given to the command besides PATH, HOME, LANG, TZ … (values are secrets)",
+    )
+    pass_env: list[str] = Field(
+        default_factory=list, description="names of spendwatch's own environment variables the command also gets"
+    )
     timeout: Duration = Field(default=timedelta(seconds=30))
     undo_command: list[str] | None = Field(default=None, min_length=1, description="makes the hook reversible")
-    undo_url: HttpUrl | None = None
+    undo_url: SecretUrl | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> HookConfig:
@@ -117,6 +133,11 @@ class HookConfig(StrictModel):
             raise ValueError("a hook names at most one of 'undo_command' or 'undo_url'")
         if self.timeout <= timedelta(0) or self.timeout > timedelta(minutes=15):
             raise ValueError("hook timeout must be between 1s and 15m")
+        for name in [*self.env, *self.pass_env]:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"hook env: {name!r} is not an environment variable name")
+        if (self.env or self.pass_env) and self.command is None and self.undo_command is None:
+            raise ValueError("a hook's 'env' and 'pass_env' are for a command, not a url")
         return self
 
     @property
@@ -213,7 +234,8 @@ class Protection(StrictModel):
 
     tags: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROTECT_TAGS.items()},
-        description="tag/label key → values (case-insensitive) that protect a resource; [] means any value",
+        description="tag/label key → values that protect a resource (any spelling of the key, case-insensitive "
+        "values; conflicting spellings protect); [] means any value",
     )
     accounts: list[str] = Field(default_factory=list, description="AWS accounts never acted on (globs)")
     projects: list[str] = Field(default_factory=list, description="GCP projects never acted on (globs)")

@@ -39,6 +39,7 @@ def gcp_config(
 ) -> Config:
     killswitch: dict[str, Any] = {
         "rules": rules or [],
+        "approvers": ["oncall@example.com"],
         "gcp": {"project": PROJECT, "anonymous": True, "endpoints": {"bigquery": endpoint}},
     }
     if protection is not None:
