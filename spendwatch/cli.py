@@ -220,6 +220,9 @@ main.add_command(guard_group)
 from spendwatch.store_cli import store_group  # noqa: E402
 
 main.add_command(store_group)
+from spendwatch.budgets_cli import budgets_group  # noqa: E402
+
+main.add_command(budgets_group)
 # Last: every subcommand takes -c/--config after its name too.
 accept_config_anywhere(main)
 

@@ -5,7 +5,7 @@ never shows "$8,400.00" beside "8,400.00 USD", nor yen with cents. The rules:
 
 * digits are the currency's minor units (USD 2, JPY 0, BHD 3), always — never "0 decimals when big";
 * the symbol when CLDR has one distinct from the code in English ($, €, £, ¥, CA$, ₹), else the
-  ISO code and a space ("CHF 1,234.50");
+  ISO code and a space ("CHF 1,234.50"); a value that is no ISO code is shown as it is, 2 digits;
 * ``signed`` puts "+" before gains and "−" (U+2212) before losses; an amount that rounds to zero has
   no sign;
 * ``whole`` drops the minor units (chart axis ticks only, where the digits are noise).
@@ -13,6 +13,7 @@ never shows "$8,400.00" beside "8,400.00 USD", nor yen with cents. The rules:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
@@ -54,7 +55,12 @@ class MoneyFormat:
 
 @lru_cache(maxsize=64)
 def money_format(currency: str) -> MoneyFormat:
-    code = (currency or "").strip().upper() or "XXX"
+    raw = (currency or "").strip()
+    code = raw.upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        # Not an ISO 4217 code (bad or hostile data): shown as it is, after the amount's digits, and
+        # escaped by whatever renders it (HTML, chat, terminal) like any other string from the bill.
+        return MoneyFormat(raw or "XXX", 2, raw or "XXX", symbol_is_code=True)
     digits = int(get_currency_precision(code))
     symbol = get_currency_symbol(code, locale=LOCALE)
     return MoneyFormat(code, digits, symbol, symbol_is_code=symbol.upper() == code)

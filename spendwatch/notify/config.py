@@ -196,6 +196,8 @@ class ActionPageConfig(StrictModel):
     def _http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} must start with http:// or https://")
+        if any(c.isspace() or c in "<>|\"'`\\" for c in value):
+            raise ValueError(f"{value!r}: a URL has no spaces, quotes, <, >, | or backslashes")
         return value.rstrip("/")
 
 

@@ -13,6 +13,9 @@ to, the verb and the subject (``incident:12`` / ``action:3``). So a link is
 * **single-use** — the page records the link id when it acts (``action_links_used``); a second use is
   refused, naming who used it and when.
 
+Alerts carry them too: an email alert is sent to each recipient with their own links; a chat
+alert's links are bound to the channel (``ChannelLinks``: who acts is who Slack or the ingress says).
+
 The page itself (``notify.web``) never changes anything on GET: it shows what will happen and asks
 for a POST carrying a CSRF token.
 """
@@ -33,6 +36,7 @@ from spendwatch.errors import ConfigError
 
 if TYPE_CHECKING:
     from spendwatch.config import Config
+    from spendwatch.notify.chat import ChatLink
     from spendwatch.notify.config import ActionPageConfig
 
 Verb = Literal["acknowledge", "expected", "approve", "reject"]
@@ -156,6 +160,10 @@ class RecipientLinks:
     def url(self, verb: Verb, subject: str) -> str:
         return f"{self.base_url}/a/{self.signer.token(self.recipient, verb, subject)}"
 
+    def text(self, pairs: list[tuple[str, str]]) -> str:
+        """``Acknowledge: https://…`` lines for a plain-text email."""
+        return "".join(f"{label}: {url}\n" for label, url in pairs)
+
     def incident(self, view: Any) -> list[tuple[str, str]]:
         """Buttons for a digest card (``IncidentView``) or an alert's ``Incident``: one click acknowledges
         every still-alerting incident of the card (the same cause seen by several monitors)."""
@@ -169,6 +177,54 @@ class RecipientLinks:
         if action.state != "awaiting-approval" or not self.may_approve:
             return []
         return [(LABELS[v], self.url(v, f"action:{action.id}")) for v in ACTION_VERBS]
+
+
+CHANNEL_PREFIX = "channel:"
+
+
+class ChannelLinks:
+    """The links one chat channel's alerts carry. A chat is shared, so the link is bound to the channel
+    (``channel:<name>``), not a person: the person is who Slack says clicked the button (``buttons``,
+    when a Slack signing secret is configured), or who the ingress in front of the page says is
+    signed in (``identity_header``). Approve / reject ride along only when one of those can say who
+    it is — the page checks them against ``killswitch.approvers``."""
+
+    def __init__(self, signer: LinkSigner, base_url: str, channel: str, *, buttons: bool, knows_who: bool) -> None:
+        self.signer = signer
+        self.base_url = base_url.rstrip("/")
+        self.recipient = CHANNEL_PREFIX + channel
+        self.buttons = buttons
+        self.knows_who = knows_who
+
+    def _links(self, verbs: tuple[Verb, ...], subject: str) -> tuple[ChatLink, ...]:
+        from spendwatch.notify.chat import ChatLink
+
+        out = []
+        for verb in verbs:
+            token = self.signer.token(self.recipient, verb, subject)
+            out.append(ChatLink(verb, LABELS[verb], f"{self.base_url}/a/{token}", token, button=self.buttons))
+        return tuple(out)
+
+    def incident(self, item: Any) -> tuple[ChatLink, ...]:
+        ids = incident_ids(item)
+        if not ids:
+            return ()
+        return self._links(INCIDENT_VERBS, "incident:" + ",".join(str(i) for i in ids))
+
+    def action(self, action: Any) -> tuple[ChatLink, ...]:
+        if action.state != "awaiting-approval" or not (self.buttons or self.knows_who):
+            return ()
+        return self._links(ACTION_VERBS, f"action:{action.id}")
+
+
+def channel_links(config: Config, channel: Any, signer: LinkSigner | None) -> ChannelLinks | None:
+    """The links a chat channel's alerts carry, or ``None`` (action page off, or not a chat channel)."""
+    page = config.notify.action_page
+    if signer is None or not page.enabled or getattr(channel, "type", None) != "webhook":
+        return None
+    buttons = bool(page.slack_signing_secret_env) and getattr(channel, "format", "slack") == "slack"
+    knows_who = page.identity_header is not None
+    return ChannelLinks(signer, page.base_url, channel.name, buttons=buttons, knows_who=knows_who)
 
 
 def incident_ids(item: Any) -> list[int]:
@@ -204,3 +260,24 @@ def links_for(config: Config, recipient: str, *, signer: LinkSigner | None = Non
     signer = signer or signer_for(config)
     assert signer is not None
     return RecipientLinks(signer, page.base_url, recipient, may_approve(config, recipient))
+
+
+class AlertLinks:
+    """What an alert pass hands each alert: links per email recipient and per chat channel."""
+
+    def __init__(self, config: Config, signer: LinkSigner) -> None:
+        self.config = config
+        self.signer = signer
+
+    def recipient(self, address: str) -> RecipientLinks:
+        page = self.config.notify.action_page
+        return RecipientLinks(self.signer, page.base_url, address, may_approve(self.config, address))
+
+    def channel(self, channel: Any) -> ChannelLinks | None:
+        return channel_links(self.config, channel, self.signer)
+
+
+def alert_links(config: Config, clock: Clock | None = None, environ: dict[str, str] | None = None) -> AlertLinks | None:
+    """Links for alerts, or ``None`` when the action page is off."""
+    signer = signer_for(config, environ, clock)
+    return AlertLinks(config, signer) if signer is not None else None

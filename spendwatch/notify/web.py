@@ -10,8 +10,13 @@ a page saying why, with a 4xx status.
 
 ``POST /slack/actions`` takes Slack's interactive button payloads when a signing secret is configured:
 ``X-Slack-Signature`` must be the HMAC-SHA256 of ``v0:<timestamp>:<body>`` and the timestamp within
-five minutes (replays are refused); the button carries the same signed token, and the person is the
-Slack user (``slack:<username>``, which is what ``killswitch.approvers`` must list).
+five minutes (replays are refused); the button carries the same kind of signed token, bound to the
+chat channel, and the person is the Slack user (``slack:<username>``, which is what
+``killswitch.approvers`` must list to approve). The outcome goes back to the payload's
+``response_url`` (Slack's hooks host only).
+
+A chat link opened in a browser (``channel:<name>``) acts as the person the ingress says is signed
+in (``identity_header``), else as the channel, which may acknowledge but not approve.
 
 Listens on 127.0.0.1 by default; to reach it from a phone put it behind an ingress that
 authenticates people (and set ``identity_header``) — docs/digest.md.
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from spendwatch.errors import SpendwatchError
-from spendwatch.notify.links import LABELS, Link, LinkRefused, LinkSigner, may_approve
+from spendwatch.notify.links import ACTION_VERBS, CHANNEL_PREFIX, LABELS, Link, LinkRefused, LinkSigner, may_approve
 from spendwatch.store import Store
 
 if TYPE_CHECKING:
@@ -76,22 +81,41 @@ class ActionService:
         self.clock = clock
         self.signer = signer
 
-    def check(self, token: str, signed_in: str | None) -> Link:
+    def check(self, token: str, signed_in: str | None) -> tuple[Link, str]:
+        """The link and who acts with it, or ``LinkRefused`` saying why not.
+
+        A digest or email-alert link is bound to its recipient (who acts); behind an authenticating
+        ingress the signed-in person must be that recipient. A chat link is bound to its channel:
+        whoever the ingress says is signed in acts, else the channel — which may acknowledge, but
+        never approve or reject (nobody would know who did)."""
         link = self.signer.read(token)
-        if signed_in is not None and signed_in.strip().lower() != link.recipient:
-            raise LinkRefused(
-                f"This link was sent to {link.recipient}; you are signed in as {signed_in.strip()}. "
-                "Use the link from your own digest."
-            )
+        who = signed_in.strip().lower() if signed_in and signed_in.strip() else None
+        if link.recipient.startswith(CHANNEL_PREFIX):
+            actor = who or link.recipient
+            if link.verb in ACTION_VERBS and who is None:
+                raise LinkRefused(
+                    f"This link came through the chat channel {link.recipient[len(CHANNEL_PREFIX):]}: to "
+                    f"{link.verb}, spendwatch must know who you are. Use the chat's own button, or your digest."
+                )
+        else:
+            if who is not None and who != link.recipient:
+                raise LinkRefused(
+                    f"This link was sent to {link.recipient}; you are signed in as {who}. "
+                    "Use the link from your own digest."
+                )
+            actor = link.recipient
+        self.refuse_used(link)
+        if link.verb in ACTION_VERBS and not self._may_approve(actor):
+            raise LinkRefused(f"{actor} is not on killswitch.approvers: only those listed may {link.verb}.")
+        return link, actor
+
+    def refuse_used(self, link: Link) -> None:
         used = self.store.query(
             "SELECT recipient, used_at, outcome FROM action_links_used WHERE link_id = ?", [link.id]
         )
         if used:
             who, at, outcome = used[0]
             raise LinkRefused(f"This link was already used by {who} at {at:%Y-%m-%d %H:%M} UTC ({outcome}).", 409)
-        if link.verb in ("approve", "reject") and not self._may_approve(link.recipient):
-            raise LinkRefused(f"{link.recipient} is not on killswitch.approvers: only those listed may {link.verb}.")
-        return link
 
     def _may_approve(self, who: str) -> bool:
         check = getattr(self.config.killswitch, "may_approve", None)
@@ -177,10 +201,13 @@ class ActionPage:
     """The listener: ``start()`` binds and serves on a daemon thread; ``stop()`` shuts it down."""
 
     def __init__(self, service: ActionService, *, bind: str, port: int, identity_header: str | None,
-                 slack_secret: str | None = None) -> None:  # fmt: skip
+                 slack_secret: str | None = None, respond: Callable[[str, dict[str, Any]], None] | None = None,
+                 now: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.service = service
         self.identity_header = identity_header
         self.slack_secret = slack_secret
+        self.respond = respond or slack_respond
+        self.now = now
         self._server = ThreadingHTTPServer((bind, port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -259,7 +286,7 @@ class ActionPage:
     def get(self, token: str, signed_in: str | None) -> tuple[int, str, str | None]:
         """(status, page, CSRF nonce for the cookie): shows what will happen; changes nothing."""
         try:
-            link = self.service.check(token, signed_in)
+            link, actor = self.service.check(token, signed_in)
             what = self.service.describe(link)
         except LinkRefused as refused:
             return (*_refusal(refused.reason, refused.status), None)
@@ -269,7 +296,7 @@ class ActionPage:
         csrf = self.service.signer.csrf(link, nonce)
         body = (
             f"<p id='what'>{html.escape(what)}</p>"
-            f"<p style='color:#6b7280;font-size:13px;'>As {html.escape(link.recipient)}. Nothing happens until you "
+            f"<p style='color:#6b7280;font-size:13px;'>As {html.escape(actor)}. Nothing happens until you "
             "confirm; the journal records who and when.</p>"
             f"<form method='post'><input type='hidden' name='csrf' value='{html.escape(csrf)}'>"
             f"<button id='confirm' type='submit' style='font-size:16px;padding:8px 16px;background:#1d4ed8;"
@@ -279,34 +306,66 @@ class ActionPage:
 
     def post(self, token: str, csrf: str, nonce: str | None, signed_in: str | None) -> tuple[int, str]:
         try:
-            link = self.service.check(token, signed_in)
+            link, actor = self.service.check(token, signed_in)
             self.service.signer.check_csrf(link, csrf, nonce)
-            outcome = self.service.act(link, link.recipient)
+            outcome = self.service.act(link, actor)
         except LinkRefused as refused:
             return _refusal(refused.reason, refused.status)
         ok = not outcome.startswith("refused")
         return _page("Done" if ok else "Not done", f"<p id='outcome'>{html.escape(outcome)}</p>", 200 if ok else 403)
 
     def slack(self, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+        """A Slack button click: signature and timestamp first, then the button's signed token.
+
+        Slack ignores the body of this answer for block actions: the outcome goes to the payload's
+        ``response_url`` (``respond``), in the background so Slack gets its 200 at once."""
         if not self.slack_secret:
             return 404, {"text": "Slack actions are not configured"}
-        refusal = verify_slack(self.slack_secret, headers, body, now=time.time)
+        refusal = verify_slack(self.slack_secret, headers, body, now=self.now)
         if refusal is not None:
+            log.warning("action page: a /slack/actions request was refused: %s", refusal)
             return 401, {"text": refusal}
         try:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
             token = str(payload["actions"][0]["value"])
             user = "slack:" + str(payload["user"].get("username") or payload["user"]["id"])
-        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+            response_url = str(payload.get("response_url") or "")
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError):
             return 400, {"text": "not a Slack block action"}
         try:
             link = self.service.signer.read(token)
-            if link.verb in ("approve", "reject") and not self.service._may_approve(user):
-                raise LinkRefused(f"{user} is not on killswitch.approvers")
+            if not link.recipient.startswith(CHANNEL_PREFIX):
+                raise LinkRefused("This button was not sent to a chat channel.")
+            self.service.refuse_used(link)
+            if link.verb in ACTION_VERBS and not self.service._may_approve(user):
+                raise LinkRefused(f"{user} is not on killswitch.approvers: only those listed may {link.verb}.")
             outcome = self.service.act(link, user)
+            answer = {"response_type": "in_channel", "replace_original": False, "text": outcome}
         except LinkRefused as refused:
-            return 200, {"response_type": "ephemeral", "replace_original": False, "text": refused.reason}
-        return 200, {"response_type": "in_channel", "replace_original": False, "text": outcome}
+            answer = {"response_type": "ephemeral", "replace_original": False, "text": refused.reason}
+        if response_url:
+            threading.Thread(target=self.respond, args=(response_url, answer), daemon=True).start()
+        return 200, answer
+
+
+def slack_respond(url: str, answer: dict[str, Any]) -> None:
+    """POST ``answer`` to a Slack ``response_url`` — only Slack's own hooks host, over HTTPS."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or parts.hostname != "hooks.slack.com":
+        log.warning("action page: not answering a response_url outside https://hooks.slack.com/")
+        return
+    request = urllib.request.Request(
+        url, data=json.dumps(answer).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read(200)
+    except (urllib.error.URLError, OSError) as exc:
+        log.warning("action page: could not answer Slack: %s", getattr(exc, "reason", exc))
 
 
 def verify_slack(secret: str, headers: Any, body: bytes, *, now: Callable[[], float]) -> str | None:
