@@ -113,7 +113,8 @@ class LinkSigner:
         self.ttl = ttl
 
     def token(self, recipient: str, verb: Verb, subject: str) -> str:
-        address = parseaddr(recipient)[1].lower() or recipient
+        # ``Ops <ops@example.com>`` → ``ops@example.com``; a channel (``channel:chat``) stays as it is.
+        address = (parseaddr(recipient)[1] if "@" in recipient else recipient).lower() or recipient
         return str(self._links.dumps({"id": secrets.token_urlsafe(16), "r": address, "v": verb, "s": subject}))
 
     def read(self, token: str) -> Link:
