@@ -61,13 +61,18 @@ class Tally:
     inside: list[bool] = field(default_factory=list)
     model_seconds: float = 0.0
     naive_seconds: float = 0.0
+    rows: list[dict[str, object]] = field(default_factory=list)
 
-    def add(self, actual: float, found: MonthForecast, naive: float) -> None:
+    def add(self, actual: float, found: MonthForecast, naive: float, name: str = "") -> None:
         if actual <= 0:
             return  # a month that cost nothing has no percentage error
         self.model.append(abs(found.forecast - actual) / actual)
         self.naive.append(abs(naive - actual) / actual)
         self.inside.append(found.lower <= actual <= found.upper)
+        self.rows.append(
+            {"series": name, "as_of": found.as_of, "actual": actual, "forecast": found.forecast, "lower": found.lower,
+             "upper": found.upper, "naive": naive, "method": found.method}
+        )  # fmt: skip
 
     def row(self, name: str, day: int) -> str:
         model, naive = np.array(self.model), np.array(self.naive)
@@ -118,7 +123,7 @@ def public_backtest(path: Path, series_count: int, seed: int) -> dict[int, Tally
                 naive = run_rate_month(series, as_of)
                 tallies[day].model_seconds += between - started
                 tallies[day].naive_seconds += time.perf_counter() - between
-                tallies[day].add(actual, found, naive)
+                tallies[day].add(actual, found, naive, str(series_id))
         print(f"  public {series_id}: done", file=sys.stderr)
     return tallies
 
@@ -191,24 +196,27 @@ def simulated_backtest(days: int) -> dict[int, Tally]:
                         started = time.perf_counter()
                         naive = run_rate_month(series, as_of, other_to_date=spent)
                         tallies[day].naive_seconds += time.perf_counter() - started
-                        tallies[day].add(actual, forecast, naive)
+                        tallies[day].add(actual, forecast, naive, f"{scope}:{value}")
             print(f"  simulated {month:%Y-%m}: done", file=sys.stderr)
     return tallies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--series", type=int, default=40, help="public series sampled (of 300)")
+    parser.add_argument("--series", type=int, default=24, help="public series sampled (of 300)")
     parser.add_argument("--seed", type=int, default=0, help="which public series are sampled")
-    parser.add_argument("--sim-days", type=int, default=400, help="days of the simulated estate")
+    parser.add_argument("--sim-days", type=int, default=300, help="days of the simulated estate")
     parser.add_argument("--skip-public", action="store_true")
     parser.add_argument("--skip-simulated", action="store_true")
+    parser.add_argument("--rows", type=Path, help="also write every forecast and its actual to this CSV")
     args = parser.parse_args()
+    every: list[dict[str, object]] = []
 
     lines = [HEADER]
     if not args.skip_simulated:
         for day, tally in simulated_backtest(args.sim_days).items():
             lines.append(tally.row(f"simulated estate ({args.sim_days} d; estate, accounts, teams)", day))
+            every += [{"data": "simulated", "day": day, **row} for row in tally.rows]
     if not args.skip_public:
         path = bench_dir() / "public" / "daily.csv"
         if not path.exists():
@@ -216,7 +224,10 @@ def main() -> None:
         else:
             for day, tally in public_backtest(path, args.series, args.seed).items():
                 lines.append(tally.row(f"public daily.csv ({args.series} series)", day))
+                every += [{"data": "public", "day": day, **row} for row in tally.rows]
     print("\n".join(lines))
+    if args.rows is not None:
+        pd.DataFrame(every).to_csv(args.rows, index=False)
 
 
 if __name__ == "__main__":

@@ -67,12 +67,28 @@ def config_group() -> None:
 
 @config_group.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="what it configures, as JSON")
 @handle_errors
-def config_validate(file: str) -> None:
+def config_validate(file: str, as_json: bool) -> None:
     """Validate FILE; prints what it configures, or one line naming the bad key."""
     from spendwatch.config import load_config
 
     config = load_config(file)
+    if as_json:
+        summary = {
+            "file": file,
+            "ok": True,
+            "store": str(config.store.path),
+            "sources": [{"name": s.name, "type": s.type, "enabled": s.enabled} for s in config.sources],
+            "monitors": [m.name for m in config.monitors],
+            "budgets": [{"name": b.name, "amount": b.amount, "currency": b.currency, "scope": b.scope}
+                        for b in config.budgets],
+            "channels": [{"name": c.name, "type": c.type} for c in config.notify.channels],
+            "routes": [r.name for r in config.notify.routes],
+            "killswitch_rules": [{"name": r.name, "how": r.how} for r in config.killswitch.rules],
+        }  # fmt: skip
+        click.echo(json.dumps(summary, indent=2))
+        return
     sources = ", ".join(f"{s.name} ({s.type})" for s in config.sources)
     click.echo(f"{file}: ok — store {config.store.path}; sources: {sources}; monitors: {len(config.monitors)}")
 

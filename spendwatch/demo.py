@@ -80,6 +80,7 @@ class DemoResult:
         return [
             f"spendwatch -c {config} anomalies list",
             f"spendwatch -c {config} actions list",
+            f"spendwatch -c {config} budgets list",
             f"spendwatch -c {config} digest --to-dir {shlex.quote(str(self.config_path.parent / 'digest'))}",
         ]
 

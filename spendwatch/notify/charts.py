@@ -62,11 +62,9 @@ def _drawn(
     figure = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI * _SCALE)
     axes = figure.add_axes((0.16, 0.15, 0.82, 0.70))
     clip = [min(v, top) for v in (p.upper for p in points)]
-    axes.fill_between(
-        times, [p.lower for p in points], clip, color=BAND, alpha=0.7, linewidth=0, label="expected range"
-    )
-    axes.plot(times, [min(p.expected, top) for p in points], color=EXPECTED, linewidth=1.4, linestyle="--",
-              label="expected")  # fmt: skip
+    band = axes.fill_between(times, [p.lower for p in points], clip, color=BAND, alpha=0.7, linewidth=0)
+    [expected] = axes.plot(times, [min(p.expected, top) for p in points], color=EXPECTED, linewidth=1.4,
+                           linestyle="--")  # fmt: skip
     axes.plot(times, [min(p.actual, top) for p in points], color=ACTUAL, linewidth=1.8, label="actual")
     flagged = [p for p in points if p.is_anomaly and _inside(p.at, window)]
     if flagged:
@@ -95,8 +93,11 @@ def _drawn(
         axes.spines[side].set_color("#d1d5db")
     axes.grid(axis="y", color="#e5e7eb", linewidth=0.6)
     # Above the plot, so it never hides the spike it is meant to explain.
-    axes.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), fontsize=FONT_PT - 1, frameon=False, ncol=4,
-                borderaxespad=0, handlelength=1.4, columnspacing=1.0)  # fmt: skip
+    # The band and its line are one entry: three labels fit the width at a size a phone can read.
+    handles, labels = axes.get_legend_handles_labels()
+    axes.legend([(band, expected), *handles], ["expected (range)", *labels], loc="lower left",
+                bbox_to_anchor=(0.0, 1.01), fontsize=FONT_PT - 1, frameon=False, ncol=3, borderaxespad=0,
+                handlelength=1.6, columnspacing=1.2)  # fmt: skip
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI * _SCALE, metadata={"Software": None})
     return _palette(buffer.getvalue())
