@@ -18,6 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from spendwatch.money import format_money
+from spendwatch.notify.chat import plain_text
 from spendwatch.records import SeriesPoint
 
 WIDTH_PX = 480
@@ -77,14 +78,14 @@ def _drawn(
     for at, point in zip(times, points, strict=True):
         if point.actual > top:
             # Off the scale: say how big rather than squash the incident to fit it.
-            label = f"↑ {format_money(point.actual, currency, whole=True)}"
+            label = f"↑ {tick_label(point.actual, currency)}"
             axes.annotate(label, (at, top), fontsize=FONT_PT - 1, color="#6b7280", ha="center", va="top",
                           xytext=(0, -2), textcoords="offset points")  # fmt: skip
     locator = AutoDateLocator(minticks=3, maxticks=5)  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=False))  # type: ignore[no-untyped-call]
     axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
-    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: format_money(value, currency, whole=True)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: tick_label(value, currency)))
     axes.set_ylim(bottom=min(0.0, *(p.lower for p in points)), top=top * 1.05)
     axes.tick_params(labelsize=FONT_PT, colors="#374151")
     for side in ("top", "right"):
@@ -115,6 +116,17 @@ def y_limit(points: Sequence[SeriesPoint], window: tuple[datetime, datetime] | N
     base = max(*own, *band, 1e-9)
     everything = max(max(p.actual, p.upper) for p in points)
     return everything if everything <= CLIP_FACTOR * base else base * 1.15
+
+
+def tick_label(value: float, currency: str) -> str:
+    """A y-axis label: the amount in the currency, as text.
+
+    The currency comes from the bill (FOCUS ``BillingCurrency``), so it is cut short, stripped of
+    control characters, and every ``$`` is escaped: matplotlib reads ``$…$`` as math text, and a
+    malformed one (``$\\frac{$``) would fail the chart and with it the digest.
+    """
+    text = format_money(value, plain_text(currency, 12), whole=True)
+    return text.replace("$", "\\$")
 
 
 def _palette(png: bytes) -> bytes:
