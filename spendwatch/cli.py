@@ -14,7 +14,15 @@ from pathlib import Path
 import click
 
 from spendwatch import __version__
-from spendwatch.cli_util import DEFAULT_CONFIG, Env, OneLineErrors, handle_errors, pass_env, progress
+from spendwatch.cli_util import (
+    DEFAULT_CONFIG,
+    Env,
+    OneLineErrors,
+    accept_config_anywhere,
+    handle_errors,
+    pass_env,
+    progress,
+)
 
 
 @click.group(
@@ -62,12 +70,28 @@ def config_group() -> None:
 
 @config_group.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="what it configures, as JSON")
 @handle_errors
-def config_validate(file: str) -> None:
+def config_validate(file: str, as_json: bool) -> None:
     """Validate FILE; prints what it configures, or one line naming the bad key."""
     from spendwatch.config import load_config
 
     config = load_config(file)
+    if as_json:
+        summary = {
+            "file": file,
+            "ok": True,
+            "store": str(config.store.path),
+            "sources": [{"name": s.name, "type": s.type, "enabled": s.enabled} for s in config.sources],
+            "monitors": [m.name for m in config.monitors],
+            "budgets": [{"name": b.name, "amount": b.amount, "currency": b.currency, "scope": b.scope}
+                        for b in config.budgets],
+            "channels": [{"name": c.name, "type": c.type} for c in config.notify.channels],
+            "routes": [r.name for r in config.notify.routes],
+            "killswitch_rules": [{"name": r.name, "how": r.how} for r in config.killswitch.rules],
+        }  # fmt: skip
+        click.echo(json.dumps(summary, indent=2))
+        return
     sources = ", ".join(f"{s.name} ({s.type})" for s in config.sources)
     click.echo(f"{file}: ok — store {config.store.path}; sources: {sources}; monitors: {len(config.monitors)}")
 
@@ -145,6 +169,10 @@ def demo(env: Env, output: str, seed: int, days: int) -> None:
     result = run_demo(Path(output), env.clock, seed=seed, days=days, say=lambda line: click.echo(line, err=True))
     findings = result.findings
     click.echo("")
+    click.echo("Look around the demo's store:")
+    for line in result.commands():
+        click.echo(f"  {line}")
+    click.echo("")
     click.echo("What spendwatch found in the simulated estate:")
     for line in summary_lines(findings):
         click.echo(f"  {line}")
@@ -211,6 +239,11 @@ main.add_command(guard_group)
 from spendwatch.store_cli import store_group  # noqa: E402
 
 main.add_command(store_group)
+from spendwatch.budgets_cli import budgets_group  # noqa: E402
+
+main.add_command(budgets_group)
+# Last: every subcommand takes -c/--config after its name too.
+accept_config_anywhere(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

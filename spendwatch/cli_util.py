@@ -147,6 +147,36 @@ def progress(message: str) -> None:
     click.echo(f"  {message}", err=True)
 
 
+def _set_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    env = ctx.find_object(Env)
+    if env is not None:
+        env.config_path = value
+
+
+def config_option() -> click.Option:
+    """``-c/--config`` for a subcommand: ``spendwatch anomalies list -c FILE`` == ``spendwatch -c FILE …``."""
+    return click.Option(
+        ["-c", "--config", "_config_path"],
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        is_eager=True,
+        callback=_set_config,
+        help="config file (same as the global --config)",
+    )
+
+
+def accept_config_anywhere(group: click.Group) -> None:
+    """Give every subcommand that lacks one the ``-c/--config`` option (habit: it goes after the command)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            accept_config_anywhere(command)
+            continue
+        if not any("--config" in getattr(p, "opts", ()) for p in command.params):
+            command.params.append(config_option())
+
+
 def check_output_file(path: Path, option: str) -> None:
     """Refuse, before any work, an output file that cannot be written (``InputError`` naming the option)."""
     folder = path.parent

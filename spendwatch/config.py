@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 import spendwatch.collectors  # noqa: F401  (registers the source types)
+from spendwatch.budgets import BudgetConfig
 from spendwatch.collectors.base import SOURCES, SourceConfig
 from spendwatch.config_types import ConfigPath, Duration
 from spendwatch.daemon import DaemonConfig
@@ -137,12 +138,16 @@ class Config(StrictModel):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="schedules of `spendwatch run`")
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig, description="the runaway-job guard (docs/guard.md)")
+    budgets: list[BudgetConfig] = Field(
+        default_factory=list, description="monthly budgets with a month-end forecast (docs/digest.md)"
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         for label, names in (
             ("sources", [s.name for s in self.sources]),
             ("monitors", [m.name for m in self.monitors]),
+            ("budgets", [b.name for b in self.budgets]),
         ):
             seen: set[str] = set()
             for name in names:

@@ -288,9 +288,13 @@ def run_daemon(
     logging.getLogger("apscheduler.scheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx = DaemonContext(config, store, clock, clients=dict(clients or {}), stop=stop or threading.Event())
     notifier = SystemdNotifier()
+    health = page = None
     try:  # before the signal handlers: a port in use fails the start with nothing of the process changed
         health = _start_health(ctx)
+        page = _start_action_page(ctx)
     except BaseException:
+        if health is not None:
+            health.stop()
         lock.release()
         raise
     if install_signals:
@@ -311,6 +315,8 @@ def run_daemon(
         while not ctx.stop.wait(0.5):
             pass
     finally:
+        if page is not None:
+            page.stop()
         code = _shutdown(ctx, scheduler, notifier, health, lock, watchdog)
     return code
 
@@ -339,6 +345,23 @@ def _start_health(ctx: DaemonContext) -> Any:
     server.start()
     log.info("health and metrics on http://%s:%d/ (/healthz /readyz /metrics)", *server.address)
     return server
+
+
+def _start_action_page(ctx: DaemonContext) -> Any:
+    """The digest's action page (notify.action_page), on its own listener; ``None`` when off."""
+    from spendwatch.notify.web import action_page
+
+    settings = ctx.config.notify.action_page
+    try:
+        page = action_page(ctx.config, ctx.store, ctx.clock)
+    except OSError as exc:
+        where = f"{settings.bind}:{settings.port}"
+        raise ConfigError(f"notify.action_page: cannot listen on {where}: {_why(exc)}") from None
+    if page is not None:
+        page.start()
+        log.info("action page on http://%s:%d/a/ (links: %s)", ctx.config.notify.action_page.bind, page.port,
+                 ctx.config.notify.action_page.base_url)  # fmt: skip
+    return page
 
 
 def _why(exc: OSError) -> str:

@@ -7,11 +7,13 @@ summary naming each injected incident, the user or job it was attributed to and 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from spendwatch.clock import Clock
 from spendwatch.collect import collect_source
@@ -22,6 +24,7 @@ from spendwatch.detect.incidents import load_incidents
 from spendwatch.detect.runner import run_detection
 from spendwatch.guard.demo import GuardDemoResult, replay_runaway
 from spendwatch.killswitch.engine import KillSwitchRun, run_killswitch
+from spendwatch.money import format_money
 from spendwatch.notify.cli import render_to_dir
 from spendwatch.records import Incident
 from spendwatch.store import Store
@@ -56,8 +59,11 @@ class Finding:
 
 
 def demo_config(output: Path) -> Config:
+    """The embedded demo config, also written to ``output/demo.yaml`` so the CLI can open its store."""
     text = resources.files("spendwatch").joinpath("demo.yaml").read_text(encoding="utf-8")
-    return parse_config(text, output / "demo.yaml", environ={})
+    path = output / "demo.yaml"
+    path.write_text(text, encoding="utf-8")
+    return parse_config(text, path, environ={})
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,17 @@ class DemoResult:
     plan: KillSwitchRun
     digest: list[Path]
     guard: GuardDemoResult
+    config_path: Path = Path("spendwatch-demo/demo.yaml")
+
+    def commands(self) -> list[str]:
+        """The exact commands that show this demo's store (quoted for a POSIX shell)."""
+        config = shlex.quote(str(self.config_path))
+        return [
+            f"spendwatch -c {config} anomalies list",
+            f"spendwatch -c {config} actions list",
+            f"spendwatch -c {config} budgets list",
+            f"spendwatch -c {config} digest --to-dir {shlex.quote(str(self.config_path.parent / 'digest'))}",
+        ]
 
 
 def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say: Say = print) -> DemoResult:
@@ -91,12 +108,14 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     say("4/5 replaying the runaway query poll by poll through the runaway-job guard …")
     guard = replay_runaway(store, clock, config)
     say("5/5 writing the daily digest …")
-    report_day = (clock.now() - timedelta(days=1)).date()
-    digest = render_to_dir(config, store, clock, report_day, output / "digest", charts=True)
+    # Dated today (in the config's zone): it reports on yesterday, the day of the headline incident.
+    today = clock.now().astimezone(ZoneInfo(config.daemon.timezone)).date()
+    digest = render_to_dir(config, store, clock, today, output / "digest", charts=True)
     for path in digest:
         say(f"    {path}")
     estate = SimulatedEstate(seed, days, clock.now())
-    return DemoResult(match_injected(estate.scenario, load_incidents(store)), plan, digest, guard)
+    findings = match_injected(estate.scenario, load_incidents(store))
+    return DemoResult(findings, plan, digest, guard, output / "demo.yaml")
 
 
 def _start_afresh(store_path: Path, say: Say) -> None:
@@ -144,7 +163,7 @@ def summary_lines(findings: list[Finding]) -> list[str]:
             continue
         lines.append(
             f"[{mark}] {injected.key}: {injected.title} — incident #{incident.id} ({incident.kind}, "
-            f"{incident.severity}), +{incident.impact:,.0f} {incident.billing_currency} since "
+            f"{incident.severity}), {format_money(incident.impact, incident.billing_currency, signed=True)} since "
             f"{incident.first_seen:%Y-%m-%d}; {incident.culprit_sentence()}"
         )
     return lines

@@ -55,6 +55,22 @@ class JobLink:
     region_id: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def what(self) -> str:
+        """How a person names it: ``query``, ``sagemaker job``, ``Kubernetes Job``."""
+        if self.platform == "kubernetes":
+            return f"Kubernetes {self.labels.get('k8s:kind', 'workload')}"
+        return {"bigquery": "query", "athena": "query"}.get(self.platform, f"{self.platform} job")
+
+    @property
+    def where(self) -> str | None:
+        """Where it ran: the account/project, or a workload's cluster/namespace."""
+        if self.platform == "kubernetes":
+            place = "/".join(v for v in (self.labels.get("k8s:cluster"), self.labels.get("k8s:namespace")) if v)
+            if place:
+                return place
+        return self.sub_account_id
+
 
 @dataclass(frozen=True)
 class SeriesPoint:
@@ -118,24 +134,34 @@ class Incident:
         return self.jobs[0] if self.jobs else None
 
     def culprit_sentence(self) -> str:
-        """``user X's query Y in project Z cost $N`` when a job explains it, else the telling contributor."""
+        """``user X's query Y in project Z cost $N`` when a job explains it, else the telling contributor.
+
+        A contributor's dollars are its share of *this incident's* excess (``share_of_impact``), so the
+        sentence agrees with the impact printed beside it; attribution's own baseline (the median of
+        the four cycles before) can differ from the detector's expected, and two baselines in one
+        card read as two different incidents.
+        """
+        from spendwatch.money import format_money, format_share
+
+        currency = self.billing_currency
         job = self.top_job()
         if job is not None and job.cost >= JOB_EXPLAINS_SHARE * self.impact:
             who = job.user or "an unknown principal"
-            what = {"bigquery": "query", "athena": "query"}.get(job.platform, f"{job.platform} job")
-            where = f" in {job.sub_account_id}" if job.sub_account_id else ""
-            if job.platform == "kubernetes":  # a workload: its kind, and the cluster/namespace it runs in
-                what = f"Kubernetes {job.labels.get('k8s:kind', 'workload')}"
-                place = "/".join(v for v in (job.labels.get("k8s:cluster"), job.labels.get("k8s:namespace")) if v)
-                where = f" in {place}" if place else where
-            return f"{who}'s {what} {job.name or job.job_id}{where} cost {job.cost:,.2f} {self.billing_currency}"
+            where = f" in {job.where}" if job.where else ""
+            return f"{who}'s {job.what} {job.name or job.job_id}{where} cost {format_money(job.cost, currency)}"
         top = self.top_contributor()
         if top is not None:
-            return (
-                f"{top.dimension} {top.value} accounts for {top.share:.0%} (+{top.delta:,.2f} {self.billing_currency})"
-            )
+            delta = format_money(self.share_of_impact(top), currency, signed=True)
+            share = format_share(top.share)
+            return f"{top.dimension.replace('_', ' ')} {top.value} accounts for {share} of the excess ({delta})"
+        if self.impact < 0:
+            return f"{self.title} is {format_money(-self.impact, currency)} below expected"
         baseline = "over its cap" if self.kind == "guard" else "over expected"
-        return f"{self.title} is {self.impact:,.2f} {self.billing_currency} {baseline}"
+        return f"{self.title} is {format_money(self.impact, currency)} {baseline}"
+
+    def share_of_impact(self, contributor: Contributor) -> float:
+        """The contributor's part of this incident's impact (its share × the impact)."""
+        return contributor.share * self.impact
 
     def top_contributor(self) -> Contributor | None:
         """The most telling contributor: a named value (not ``(none)``) holding most of the excess, by

@@ -33,8 +33,10 @@ def _engine(env: Env) -> Any:
     return KillSwitch(env.config.killswitch, env.store, env.clock)
 
 
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+def _money(value: float | None, currency: str) -> str:
+    from spendwatch.money import format_money
+
+    return "-" if value is None else format_money(value, currency)
 
 
 def _when(value: datetime | None) -> str:
@@ -103,31 +105,39 @@ def actions_list(
     if not records:
         click.echo("no actions")
         return
-    click.echo(f"{'ID':>5}  {'STATE':<17} {'MODE':<8} {'RULE':<20} {'$/H':>9}  WHAT")
+    click.echo(f"{'ID':>5}  {'STATE':<17} {'MODE':<8} {'RULE':<20} {'SAVES/H':>11}  WHAT")
     for r in records:
+        saves = clean(_money(r.saving_per_hour, r.target.currency))
         click.echo(
-            f"{r.id:>5}  {r.state:<17} {r.mode:<8} {clean(r.rule[:20]):<20} {_money(r.saving_per_hour):>9}  "
-            f"{clean(r.summary)}"
+            f"{r.id:>5}  {r.state:<17} {r.mode:<8} {clean(r.rule[:20]):<20} {saves:>11}  {clean(r.summary)}"
         )
 
 
 @actions_group.command("show")
 @click.argument("action_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="the action and its events as JSON")
 @pass_env
 @handle_errors
-def actions_show(env: Env, action_id: int) -> None:
+def actions_show(env: Env, action_id: int, as_json: bool) -> None:
     """Show one action: the plan, the result and every event."""
     from spendwatch.killswitch.journal import action_events, get_action
 
     record = get_action(env.store, action_id)
-    currency = clean(record.target.currency)
+    if as_json:
+        events = [
+            {"at": e.event_at, "state": e.state, "actor": e.actor, "detail": dict(e.detail or {})}
+            for e in action_events(env.store, action_id)
+        ]
+        click.echo(json.dumps({**_record_json(record), "events": events}, default=str, indent=2))
+        return
     lines = [
         f"action {record.id}: {clean(record.summary)}",
         f"  rule      {clean(record.rule)}  (mode {record.mode}, "
         f"{'reversible' if record.reversible else 'irreversible'})",
         f"  state     {record.state}",
         f"  reason    {clean(record.reason)}",
-        f"  saving    {_money(record.saving_per_hour)} {currency}/h, at stake {_money(record.at_stake)} {currency}",
+        f"  saving    {clean(_money(record.saving_per_hour, record.target.currency))}/h, "
+        f"at stake {clean(_money(record.at_stake, record.target.currency))}",
         f"  planned   {_when(record.planned_at)}"
         + (f", expires {_when(record.expires_at)}" if record.expires_at else ""),
     ]
@@ -212,15 +222,22 @@ def actions_resume(env: Env, actor: str | None) -> None:
 
 
 @actions_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="as JSON")
 @pass_env
 @handle_errors
-def actions_status(env: Env) -> None:
+def actions_status(env: Env, as_json: bool) -> None:
     """Paused or not, rules and their modes, and what awaits approval."""
     from spendwatch.killswitch.journal import list_actions
     from spendwatch.killswitch.safety import pause_info
 
     paused, by, at = pause_info(env.store)
     settings = env.config.killswitch
+    if as_json:
+        waiting = list_actions(env.store, states=["awaiting-approval"])
+        rules = [{"name": r.name, "do": r.do, "how": r.how, "enabled": r.enabled} for r in settings.rules]
+        data = {"paused": paused, "paused_by": by, "paused_at": at, "rules": rules, "awaiting_approval": len(waiting)}
+        click.echo(json.dumps(data, default=str, indent=2))
+        return
     click.echo(f"kill switch: {'PAUSED by ' + str(by) + ' at ' + _when(at) if paused else 'active'}")
     for rule in settings.rules:
         flag = "" if rule.enabled else " (disabled)"

@@ -7,7 +7,7 @@ The payload (version 1), sent on the executable's stdin or as the POST body::
       "phase": "act",                  # or "undo" (only with undo_command / undo_url)
       "action": {"id": 17, "rule": "page-owner", "verb": "hook", "mode": "enforce",
                  "planned_at": "2026-11-20T09:30:00+00:00"},
-      "reason": "incident #4 (high spike, +812.00 USD over expected on gcp / analytics): …",
+      "reason": "incident #4 (high spike, +$812.00 over expected on gcp / analytics): …",
       "target": {"provider": "gcp", "resource_type": "bigquery-job", "resource_id": "bquxjob_1",
                  "account": "analytics", "region": "US", "owner": "ana@example.com", "labels": {…},
                  "name": null, "state": "RUNNING", "saving_per_hour": 40.5, "at_stake": 972.0,

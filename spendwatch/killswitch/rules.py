@@ -18,6 +18,7 @@ from typing import Any
 from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import DEFAULT_JOB_STATES, IncidentWhen, JobWhen, Rule
 from spendwatch.killswitch.targets import Located, labels_dict, locate, locate_job, rate_and_stake
+from spendwatch.money import format_money
 from spendwatch.records import Incident, JobLink
 from spendwatch.store import Store
 
@@ -323,9 +324,12 @@ def match_rule(rule: Rule, incidents: Sequence[Incident], jobs: Sequence[JobReco
         for incident in incidents:
             if not incident_matches(rule.when.incident, incident):
                 continue
+            impact = format_money(incident.impact, incident.billing_currency, signed=True)
+            # A guard incident's "expected" is the cap the job crossed.
+            baseline = "over its cap" if incident.kind == "guard" else "over expected"
             reason = (
-                f"incident #{incident.id} ({incident.severity} {incident.kind}, +{incident.impact:,.2f} "
-                f"{incident.billing_currency} over expected on {incident.title}): {incident.culprit_sentence()}"
+                f"incident #{incident.id} ({incident.severity} {incident.kind}, {impact} {baseline} "
+                f"on {incident.title}): {incident.culprit_sentence()}"
             )
             context = {"incident": incident_context(incident), "job": None}
             for target in incident_targets(rule, incident, now):
@@ -342,7 +346,7 @@ def match_rule(rule: Rule, incidents: Sequence[Incident], jobs: Sequence[JobReco
             who = job.owner or job.user or "an unknown owner"
             reason = (
                 f"{job.platform} job {job.name or job.job_id} of {who} is {job.state} "
-                f"at {cost or 0.0:,.2f} {job.billing_currency}"
+                f"at {format_money(cost or 0.0, job.billing_currency or 'USD')}"
                 + (" (projected)" if job.projected_cost is not None else "")
             )
             context = {"incident": None, "job": job_context(job)}

@@ -6,7 +6,17 @@ What is announced:
   again only if it escalates to a higher severity (key ``incident:<id>:<severity>``);
 * a kill-switch action that reached one of ``alerts.action_states`` — once per state (key
   ``action:<id>:<state>``), through the journal's contract: ``unnotified_actions`` lists actions whose
-  state changed since last announced, ``mark_notified`` records the state once every channel took it.
+  state changed since last announced, ``mark_notified`` records the state once every channel took it;
+* a budget whose month-end forecast crossed it *with its interval* (``will-exceed``: the whole 80%
+  interval is over; or ``over``: already spent) — once per budget and month (key
+  ``budget:<name>:<YYYY-MM>``), whatever the forecast does later that month.
+
+Who gets what: ``alerts.channels`` / ``alerts.recipients``, plus each route (team) the subject
+belongs to — by the route's owner/account globs, or by the team its cost lines carry
+(``notify.teams``; a route named ``untagged`` gets what no team claims); a team budget goes to the
+team's route. With the action page on (``notify.action_page``), alerts carry its signed links: each
+email recipient gets their own copy, each chat channel links bound to it (Slack: buttons, when a
+signing secret is configured).
 
 ``alerts_sent`` (key, channel) is the dedup ledger; it is written after a channel accepted the alert,
 so a crash between the two can repeat one alert (at-least-once; a duplicate chat line is better than
@@ -19,24 +29,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from spendwatch.clock import Clock
-from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelError, build_channel
-from spendwatch.notify.chat import ChatMessage, render_chat
-from spendwatch.notify.config import NotifyConfig
-from spendwatch.notify.digest import format_money, incident_parties
+from spendwatch.money import format_money, format_share
+from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelConfig, ChannelError, build_channel
+from spendwatch.notify.chat import ChatLink, ChatMessage, render_chat
+from spendwatch.notify.config import NotifyConfig, RouteConfig
+from spendwatch.notify.digest import incident_parties
 from spendwatch.notify.render import build_email, new_message_id
 from spendwatch.notify.send import dedupe_addresses
 from spendwatch.records import SEVERITY_ORDER, Incident
 from spendwatch.store import Store
 
 if TYPE_CHECKING:
+    from spendwatch.budgets import BudgetStatus
     from spendwatch.config import Config
     from spendwatch.killswitch.journal import ActionRecord
+    from spendwatch.notify.links import AlertLinks
+    from spendwatch.notify.teams import TeamMap
 
 log = logging.getLogger("spendwatch.notify.alerts")
 _SEVERITY_ICON = {"critical": "rotating_light", "high": "red_circle", "medium": "large_orange_circle"}
@@ -62,12 +76,19 @@ class _Pending:
     channels: tuple[str, ...]
     at: datetime
     action: tuple[int, str] | None = None
+    # The alert as one channel gets it (its chat links are bound to that channel).
+    for_channel: Callable[[ChannelConfig], AlertMessage] | None = None
+
+    def message(self, channel: ChannelConfig) -> AlertMessage:
+        return self.for_channel(channel) if self.for_channel is not None else self.alert
 
 
 # -- building alerts -------------------------------------------------------------------------------
 
 
-def incident_alert(incident: Incident, notify: NotifyConfig, recipients: tuple[str, ...]) -> AlertMessage:
+def incident_alert(
+    incident: Incident, notify: NotifyConfig, recipients: tuple[str, ...], links: AlertLinks | None = None
+) -> AlertMessage:
     currency = incident.billing_currency
     impact = format_money(incident.impact, currency, signed=True)
     title = f"{incident.severity.upper()} {incident.kind}: {incident.title}"
@@ -87,17 +108,25 @@ def incident_alert(incident: Incident, notify: NotifyConfig, recipients: tuple[s
     text = (
         f"{title}\n\n{summary}\nCulprit: {culprit}\n\n"
         + "".join(
-            f"  - {c.dimension}: {c.value} ({c.share:.0%}, {format_money(c.delta, currency, signed=True)})\n"
+            f"  - {c.dimension}: {c.value} ({format_share(c.share)}, "
+            f"{format_money(incident.share_of_impact(c), currency, signed=True)})\n"
             for c in incident.contributors[:5]
         )
         + f"\nDetails: spendwatch anomalies show {incident.id}\nSilence: spendwatch anomalies ack {incident.id}\n"
     )
     key = f"incident:{incident.id}:{incident.severity}"
-    email = _alert_email(notify, f"[spendwatch] {title}", text, recipients, key)
-    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
+
+    def links_text(address: str) -> str:
+        assert links is not None
+        mine = links.recipient(address)
+        return "\n" + mine.text(mine.incident(incident))
+
+    return _alert(notify, key, title, chat, text, recipients, links_text if links is not None else None)
 
 
-def action_alert(action: ActionRecord, notify: NotifyConfig, recipients: tuple[str, ...]) -> AlertMessage:
+def action_alert(
+    action: ActionRecord, notify: NotifyConfig, recipients: tuple[str, ...], links: AlertLinks | None = None
+) -> AlertMessage:
     title = f"kill switch {action.state}: {action.summary}"
     lines = [f"Rule {action.rule} ({action.mode}): {action.reason}"]
     if action.state == "awaiting-approval":
@@ -116,8 +145,67 @@ def action_alert(action: ActionRecord, notify: NotifyConfig, recipients: tuple[s
         footer=f"action #{action.id}",
     )
     key = f"action:{action.id}:{action.state}"
-    email = _alert_email(notify, f"[spendwatch] {title}", body + "\n", recipients, key)
-    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
+
+    def links_text(address: str) -> str:
+        assert links is not None
+        mine = links.recipient(address)
+        return "\n" + mine.text(mine.action(action))
+
+    return _alert(notify, key, title, chat, body + "\n", recipients, links_text if links is not None else None)
+
+
+def budget_alert(status: BudgetStatus, notify: NotifyConfig, recipients: tuple[str, ...]) -> AlertMessage:
+    """A budget the month-end forecast crossed with its interval (or the month already spent)."""
+    budget, forecast = status.budget, status.forecast
+    currency = budget.currency
+
+    def money(value: float) -> str:
+        return format_money(value, currency)
+
+    state = "is already over" if status.state == "over" else "will be over"
+    title = f"budget {budget.name} {state} {money(budget.amount)} in {forecast.month}"
+    summary = (
+        f"month-end forecast {money(forecast.forecast)} (80%: {money(forecast.lower)} – {money(forecast.upper)}); "
+        f"{money(forecast.to_date)} spent in {forecast.days_covered} of {forecast.days_in_month} days"
+    )
+    chat = ChatMessage(
+        icon="warning",
+        title=title,
+        summary=summary,
+        lines=(("Scope", budget.scope),),
+        footer=f"budget {budget.name}",
+        command="spendwatch budgets list",
+    )
+    text = f"{title}\n\n{summary}\nScope: {budget.scope}\n\nDetails: spendwatch budgets list\n"
+    return _alert(notify, status.alert_key, title, chat, text, recipients, None)
+
+
+def _alert(
+    notify: NotifyConfig,
+    key: str,
+    title: str,
+    chat: ChatMessage,
+    text: str,
+    recipients: tuple[str, ...],
+    per_recipient: Callable[[str], str] | None,
+) -> AlertMessage:
+    """The alert: one email to every recipient, or (``per_recipient`` adds their own links) one each."""
+    subject = f"[spendwatch] {title}"
+    if per_recipient is None:
+        email = _alert_email(notify, subject, text, recipients, key)
+        return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
+    emails = tuple(
+        e for r in recipients if (e := _alert_email(notify, subject, text + per_recipient(r), (r,), key)) is not None
+    )
+    return AlertMessage(key, title, render_chat(chat, "slack"), None, chat, emails)
+
+
+def with_chat_links(alert: AlertMessage, links: tuple[ChatLink, ...]) -> AlertMessage:
+    """``alert`` with action links (or buttons) for one chat channel."""
+    if alert.chat is None or not links:
+        return alert
+    chat = replace(alert.chat, links=links)
+    return replace(alert, chat=chat, payload=render_chat(chat, "slack"))
 
 
 def _alert_email(notify: NotifyConfig, subject: str, text: str, recipients: tuple[str, ...], key: str) -> Any:
@@ -139,13 +227,19 @@ def _alert_email(notify: NotifyConfig, subject: str, text: str, recipients: tupl
 
 
 def _route(
-    notify: NotifyConfig, owners: list[str | None], accounts: list[str | None]
+    notify: NotifyConfig, owners: list[str | None], accounts: list[str | None], teams: TeamMap | None = None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(channels, email recipients) for an alert about these owners/accounts."""
+    """(channels, email recipients) for an alert about these owners/accounts: everyone's, plus each
+    route whose globs match them or that is the team their cost lines carry."""
+    their_teams = set(teams.of_parties(owners, accounts)) if teams is not None else set()
+    return _fan_out(notify, [r for r in notify.routes if r.matches(owners, accounts) or r.name in their_teams])
+
+
+def _fan_out(notify: NotifyConfig, routes: list[RouteConfig]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     channels = list(notify.alerts.channels)
     recipients = list(notify.alerts.recipients)
-    for route in notify.routes:
-        if route.alerts and route.matches(owners, accounts):
+    for route in routes:
+        if route.alerts:
             channels.extend(route.channels)
             recipients.extend(route.recipients)
     if len(recipients) > len(notify.alerts.recipients) and not any(_sends_email(notify, c) for c in channels):
@@ -162,23 +256,56 @@ def _sends_email(notify: NotifyConfig, name: str) -> bool:
 # -- the pass ----------------------------------------------------------------------------------------
 
 
-def pending_alerts(config: Config, store: Store, clock: Clock) -> list[_Pending]:
+def pending_alerts(
+    config: Config, store: Store, clock: Clock, *, sent: set[tuple[str, str]] | None = None
+) -> list[_Pending]:
     from spendwatch.detect.incidents import load_incidents
+    from spendwatch.notify.links import alert_links
+    from spendwatch.notify.spend import day_start
+    from spendwatch.notify.teams import team_map
 
     notify: NotifyConfig = config.notify
     horizon = clock.now() - notify.alerts.max_age
+    links = alert_links(config, clock)
+    incidents = [
+        i
+        for i in load_incidents(store, statuses=["open", "ongoing"], since=horizon)
+        if notify.alerts.wants_severity(i.severity)
+    ]
+    teams = None
+    if notify.routes and (incidents or config.budgets):
+        since = day_start(clock.now().date() - timedelta(days=35))
+        teams = team_map(notify, store, since=since, column=config.detection.cost_column)
     pending: list[_Pending] = []
-    for incident in load_incidents(store, statuses=["open", "ongoing"], since=horizon):
-        if not notify.alerts.wants_severity(incident.severity):
-            continue
-        channels, recipients = _route(notify, *incident_parties(incident))
+    for incident in incidents:
+        channels, recipients = _route(notify, *incident_parties(incident), teams)
         if channels:
-            pending.append(_Pending(incident_alert(incident, notify, recipients), channels, incident.last_seen))
-    pending.extend(_action_alerts(notify, store, horizon))
+            alert = incident_alert(incident, notify, recipients, links)
+            pending.append(_Pending(alert, channels, incident.last_seen, None, _chat(alert, links, incident, None)))
+    pending.extend(_action_alerts(notify, store, horizon, links, teams))
+    pending.extend(_budget_alerts(config, store, clock, sent if sent is not None else _sent_keys(store)))
     return pending
 
 
-def _action_alerts(notify: NotifyConfig, store: Store, horizon: datetime) -> list[_Pending]:
+def _chat(
+    alert: AlertMessage, links: AlertLinks | None, incident: Incident | None, action: ActionRecord | None
+) -> Callable[[ChannelConfig], AlertMessage] | None:
+    if links is None:
+        return None
+
+    def for_channel(channel: ChannelConfig) -> AlertMessage:
+        mine = links.channel(channel)
+        if mine is None:
+            return alert
+        found = mine.incident(incident) if incident is not None else mine.action(action)
+        return with_chat_links(alert, found)
+
+    return for_channel
+
+
+def _action_alerts(
+    notify: NotifyConfig, store: Store, horizon: datetime, links: AlertLinks | None, teams: TeamMap | None
+) -> list[_Pending]:
     from spendwatch.killswitch.journal import mark_notified, unnotified_actions
 
     out = []
@@ -186,12 +313,35 @@ def _action_alerts(notify: NotifyConfig, store: Store, horizon: datetime) -> lis
         if action.state not in notify.alerts.action_states or action.updated_at < horizon:
             mark_notified(store, action.id, action.state)  # not announced by configuration, or too old
             continue
-        channels, recipients = _route(notify, [action.owner], [action.target.account])
+        channels, recipients = _route(notify, [action.owner], [action.target.account], teams)
         if not channels:
             mark_notified(store, action.id, action.state)
             continue
-        alert = action_alert(action, notify, recipients)
-        out.append(_Pending(alert, channels, action.updated_at, (action.id, action.state)))
+        alert = action_alert(action, notify, recipients, links)
+        out.append(
+            _Pending(alert, channels, action.updated_at, (action.id, action.state), _chat(alert, links, None, action))
+        )
+    return out
+
+
+def _budget_alerts(config: Config, store: Store, clock: Clock, sent: set[tuple[str, str]]) -> list[_Pending]:
+    """Budgets whose forecast for the month crossed them with its interval, as of yesterday (UTC).
+
+    A budget already announced this month on every channel it goes to is not forecast again."""
+    from spendwatch.budgets import budget_statuses
+
+    notify: NotifyConfig = config.notify
+    as_of = clock.now().astimezone(UTC).date() - timedelta(days=1)
+    out = []
+    for budget in config.budgets:
+        routes = [r for r in notify.routes if budget.team is not None and r.name == budget.team]
+        channels, recipients = _fan_out(notify, routes)
+        key = f"budget:{budget.name}:{as_of:%Y-%m}"
+        if not channels or all((key, name) in sent for name in channels):
+            continue
+        [status] = budget_statuses([budget], notify, store, as_of, column=config.detection.cost_column)
+        if status.state in ("will-exceed", "over"):
+            out.append(_Pending(budget_alert(status, notify, recipients), channels, clock.now()))
     return out
 
 
@@ -212,7 +362,7 @@ def run_alerts(
     channels: dict[str, Channel] = {}
     sent = _sent_keys(store)
     failures = _failures(store)
-    for item in pending_alerts(config, store, clock):
+    for item in pending_alerts(config, store, clock, sent=sent):
         if item.alert.key.startswith("incident:") and _already_covered(item.alert.key, sent):
             run.skipped += 1
             continue
@@ -227,7 +377,8 @@ def run_alerts(
                 settled = settled and failure[1]  # given up counts as settled; waiting does not
                 continue
             channel = channels.setdefault(name, build_channel(notify.channel(name), clients))
-            if _send_one(channel, item.alert, store, clock, notify, run, stop, failure, item.at):
+            message = item.message(notify.channel(name))
+            if _send_one(channel, message, store, clock, notify, run, stop, failure, item.at):
                 sent.add((item.alert.key, name))
             else:
                 settled = False

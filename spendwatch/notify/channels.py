@@ -91,6 +91,12 @@ class AlertMessage:
     payload: dict[str, Any]
     email: OutgoingEmail | None = None
     chat: ChatMessage | None = None
+    # With the action page on, each recipient gets their own copy (their links are bound to them).
+    emails: tuple[OutgoingEmail, ...] = ()
+
+    @property
+    def all_emails(self) -> tuple[OutgoingEmail, ...]:
+        return self.emails or ((self.email,) if self.email is not None else ())
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,17 @@ class Channel(Plugin):
         raise ChannelError(f"channel {self.name} ({self.config.type}) cannot send email", transient=False)
 
     def send_alert(self, alert: AlertMessage) -> Delivery:
-        """Email channels send the alert's email; others override this."""
-        if alert.email is None:
+        """Email channels send the alert's email (one per recipient when each has their own links);
+        others override this. A failure part-way is retried whole: at-least-once, as alerts are."""
+        if not alert.all_emails:
             raise ChannelError(f"channel {self.name}: alert {alert.key} has no email recipients", transient=False)
-        return self.send_email(alert.email)
+        accepted: list[str] = []
+        refused: dict[str, str] = {}
+        for email in alert.all_emails:
+            delivery = self.send_email(email)
+            accepted += delivery.accepted
+            refused.update(delivery.refused)
+        return Delivery(self.name, tuple(accepted), refused)
 
     def confirm(self, message_id: str) -> bool | None:
         """Whether a message was delivered, if this channel can tell (``None``: it cannot)."""
@@ -175,9 +188,11 @@ class FolderChannel(Channel):
     def send_alert(self, alert: AlertMessage) -> Delivery:
         stem = safe_file_stem(f"alert-{alert.key}")
         self._write(f"{stem}.json", json.dumps(alert.payload, indent=2, sort_keys=True).encode())
-        if alert.email is not None:
-            self._write(f"{stem}.eml", alert.email.message.as_bytes())
-        return Delivery(self.name, alert.email.recipients if alert.email else (), detail=f"{stem}.json")
+        recipients: list[str] = []
+        for index, email in enumerate(alert.all_emails):
+            self._write(f"{stem}{f'-{index}' if index else ''}.eml", email.message.as_bytes())
+            recipients += email.recipients
+        return Delivery(self.name, tuple(recipients), detail=f"{stem}.json")
 
     def confirm(self, message_id: str) -> bool | None:
         return (self.config.path / f"{safe_file_stem(message_id)}.eml").exists()

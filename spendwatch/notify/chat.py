@@ -15,6 +15,12 @@ format         escaping
 ``teams``      the same, for Adaptive Card ``TextBlock`` Markdown (``[t](u)``, ``<at>``)
 =============  ================================================================================
 
+Action links (``ChatMessage.links``: acknowledge, mark expected, approve, reject — signed URLs of the
+action page, ``notify.links``) are the only links spendwatch writes, from its own configured
+``base_url`` and a URL-safe token, never from data: Slack gets buttons (``actions`` block, the token
+as the button's value, answered at ``/slack/actions``) when a signing secret is configured, else
+``<url|label>`` links; Mattermost and Rocket.Chat ``[label](url)``; Teams ``Action.OpenUrl``.
+
 Every format also: drops control characters and bidirectional overrides, turns line breaks into
 spaces (a field cannot forge a line of its own), puts a word joiner after an ``@`` that starts a
 word (``@channel``, ``@all``, ``@here``, ``@someone`` never notify; ``ana@example.com`` is left
@@ -39,6 +45,25 @@ _ICONS = {"rotating_light": "🚨", "red_circle": "🔴", "large_orange_circle":
           "gear": "⚙️"}  # fmt: skip
 
 
+_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+$")
+
+
+@dataclass(frozen=True)
+class ChatLink:
+    """A signed action link: ``label`` (spendwatch's own words), ``url`` on the action page, and the
+    ``token`` a Slack button sends back instead of opening the URL (``button``)."""
+
+    verb: str
+    label: str
+    url: str
+    token: str
+    button: bool = False
+
+    def __post_init__(self) -> None:
+        if not _SAFE_URL.match(self.url) or any(c in self.url for c in "<>|\"\\ `"):
+            raise ValueError(f"not a link spendwatch writes: {self.url[:80]!r}")
+
+
 @dataclass(frozen=True)
 class ChatMessage:
     """An alert as text. ``icon`` is an emoji short name chosen by spendwatch, never from data."""
@@ -49,6 +74,7 @@ class ChatMessage:
     lines: tuple[tuple[str, str], ...] = ()  # (label, value); a label may be "" for a plain line
     footer: str = ""
     command: str = ""  # a spendwatch command line, shown as code
+    links: tuple[ChatLink, ...] = ()  # signed action links (see the module docstring)
 
 
 def plain_text(text: object, limit: int = MAX_FIELD) -> str:
@@ -108,6 +134,18 @@ def _slack(message: ChatMessage) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header}}]
     if section:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(section)}})
+    buttons = [link for link in message.links if link.button]
+    if buttons:
+        blocks.append({"type": "actions", "block_id": "spendwatch-actions", "elements": [
+            {"type": "button", "action_id": f"spendwatch-{link.verb}", "value": link.token,
+             "text": {"type": "plain_text", "text": escape(link.label, "slack", markup=False)},
+             **({"style": "primary"} if link.verb in ("acknowledge", "approve") else {}),
+             **({"style": "danger"} if link.verb == "reject" else {})}
+            for link in buttons
+        ]})  # fmt: skip
+    urls = [f"<{link.url}|{escape(link.label, 'slack')}>" for link in message.links if not link.button]
+    if urls:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(urls)}]})
     if context.strip():
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {"text": text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False}
@@ -121,6 +159,8 @@ def _markdown(message: ChatMessage, chat_format: str) -> str:
     if message.summary:
         out.append(f"**{e(message.summary)}**")
     out += [f"**{e(label)}:** {e(value)}" if label else e(value) for label, value in message.lines]
+    if message.links:
+        out.append(" · ".join(f"[{e(link.label)}]({link.url})" for link in message.links))
     footer = e(message.footer) + (f" · `{e(message.command)}`" if message.command else "")
     if footer.strip():
         out.append(footer.strip(" ·"))
@@ -145,8 +185,12 @@ def _teams(message: ChatMessage) -> dict[str, Any]:
     footer = e(message.footer) + (f" · {e(message.command)}" if message.command else "")
     if footer.strip():
         body.append({"type": "TextBlock", "text": footer.strip(" ·"), "isSubtle": True, "wrap": True})
-    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-            "version": "1.4", "body": body}  # fmt: skip
+    card: dict[str, Any] = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+                            "version": "1.4", "body": body}  # fmt: skip
+    if message.links:
+        card["actions"] = [
+            {"type": "Action.OpenUrl", "title": e(link.label), "url": link.url} for link in message.links
+        ]
     return {
         "type": "message",
         "summary": f"spendwatch: {e(message.title)}",

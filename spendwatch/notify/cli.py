@@ -58,39 +58,46 @@ def digest_command(
 
 
 def render_to_dir(config: Any, store: Store, clock: Clock, day: date, folder: Path, *, charts: bool) -> list[Path]:
-    """Write the digest as ``.html`` (images inlined, opens in a browser), ``.eml`` and ``.txt``; send nothing."""
+    """Write each part of the digest (FinOps, then each team) as ``.html`` (images inlined, opens in a
+    browser), ``.eml`` and ``.txt``; send nothing. The FinOps files come first."""
     from spendwatch.errors import InputError
     from spendwatch.notify.config import effective_notify
-    from spendwatch.notify.digest import build_digest
     from spendwatch.notify.ledger import DigestLedger
+    from spendwatch.notify.links import links_for, signer_for
     from spendwatch.notify.render import digest_email, digest_filename, new_message_id
-    from spendwatch.notify.send import digest_recipients
+    from spendwatch.notify.send import digest_parts
 
     notify = effective_notify(config)
     ledger = DigestLedger(store, clock, notify.digest)
     last = ledger.last_sent(day)
-    the_digest = build_digest(config, store, clock, day, since=last.day if last else None)
-    email, rendered = digest_email(
-        the_digest,
-        subject_template=notify.digest.subject,
-        sender=notify.sender,
-        recipients=digest_recipients(notify, the_digest) or ("digest@localhost",),
-        message_id=new_message_id(),
-        charts=charts,
-    )
+    signer = signer_for(config, clock=clock)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--to-dir {folder}: cannot create the folder ({exc.strerror})") from None
-    stem = folder / digest_filename(day)
-    outputs = [
-        (stem.with_suffix(".html"), rendered.preview_html.encode()),
-        (stem.with_suffix(".eml"), email.message.as_bytes()),
-        (stem.with_suffix(".txt"), rendered.text.encode()),
-    ]
-    for path, data in outputs:
-        path.write_bytes(data)
-    return [path for path, _ in outputs]
+    written: list[Path] = []
+    for part in digest_parts(config, store, clock, day, since=last.day if last else None):
+        # Files are for a person to open: with the action page on, they carry the first recipient's links.
+        links = links_for(config, part.recipients[0], signer=signer) if signer is not None else None
+        email, rendered = digest_email(
+            part.digest,
+            subject_template=notify.digest.subject,
+            sender=notify.sender,
+            recipients=part.recipients,
+            message_id=new_message_id(),
+            charts=charts,
+            links=links,
+        )
+        stem = folder / digest_filename(day, part.digest.audience)
+        outputs = [
+            (stem.with_suffix(".html"), rendered.preview_html.encode()),
+            (stem.with_suffix(".eml"), email.message.as_bytes()),
+            (stem.with_suffix(".txt"), rendered.text.encode()),
+        ]
+        for path, data in outputs:
+            path.write_bytes(data)
+        written += [path for path, _ in outputs]
+    return written
 
 
 @click.command("run")

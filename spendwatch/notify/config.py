@@ -15,10 +15,10 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 import spendwatch.notify.plugins  # noqa: F401  (registers the channel types)
-from spendwatch.config_types import Duration, Name
+from spendwatch.config_types import ConfigPath, Duration, Name
 from spendwatch.notify.channels import CHANNELS, ChannelConfig
 from spendwatch.plugins import StrictModel, config_models
 from spendwatch.records import SEVERITY_ORDER, Severity
@@ -77,6 +77,16 @@ class DigestConfig(StrictModel):
     top_accounts: int = Field(default=8, ge=1, le=50, description="accounts/projects listed per provider")
     max_incidents: int = Field(default=15, ge=1, le=100, description="incidents shown in full (the rest are counted)")
     charts: bool = Field(default=True, description="an inline PNG chart per incident")
+    collapse_below: Severity = Field(
+        default="high",
+        description="incidents no longer alerting (resolved, acknowledged …) below this severity get one line",
+    )
+    max_collapsed: int = Field(default=12, ge=0, le=200, description="one-line incidents listed (the rest counted)")
+    teams: bool = Field(
+        default=True,
+        description="send each team with recipients its own digest (its spend, incidents, jobs, actions); "
+        "digest.recipients get the whole estate with a per-team table",
+    )
     stale_after: Duration = Field(
         default=timedelta(days=2),
         description="a source whose newest data is older than this (beyond its settle lag) is flagged stale",
@@ -124,11 +134,17 @@ class AlertsConfig(StrictModel):
 
 
 class RouteConfig(StrictModel):
-    """A team: its incidents and actions (by owner or account) also go to its recipients and channels."""
+    """A team: its spend, incidents and actions (by owner, account or tag) go to its recipients and channels.
+
+    A route named like a value of the team tag (``notify.team_tag``) needs no matchers.
+    """
 
     name: Name
     owners: list[str] = Field(default_factory=list, description="owner globs, e.g. '*@ml.example.com'")
     accounts: list[str] = Field(default_factory=list, description="AWS account / GCP project id globs")
+    tags: dict[str, list[str]] = Field(
+        default_factory=dict, description="tag/label key → value globs, e.g. {cost-center: ['cc-41*']}"
+    )
     recipients: list[EmailAddress] = Field(default_factory=list)
     channels: list[Name] = Field(default_factory=list, description="extra alert channels (e.g. the team's Slack)")
     digest: bool = Field(default=True, description="send the team the digest on days it lists their incidents")
@@ -136,8 +152,6 @@ class RouteConfig(StrictModel):
 
     @model_validator(mode="after")
     def _matches_something(self) -> RouteConfig:
-        if not self.owners and not self.accounts:
-            raise ValueError("a route needs owners or accounts to match")
         if not self.recipients and not self.channels:
             raise ValueError("a route needs recipients or channels to send to")
         return self
@@ -147,6 +161,44 @@ class RouteConfig(StrictModel):
             return any(v and fnmatch.fnmatchcase(v.lower(), p.lower()) for v in values for p in patterns)
 
         return hit(owners, self.owners) or hit(accounts, self.accounts)
+
+    def matches_team(self, teams: Iterable[str]) -> bool:
+        """Whether this route is one of ``teams`` (a cost line's or an incident's teams)."""
+        return self.name in set(teams)
+
+
+class ActionPageConfig(StrictModel):
+    """The page behind the digest's buttons (acknowledge, expected, approve, reject): docs/digest.md."""
+
+    enabled: bool = Field(default=False, description="put signed action links in the digest and serve the page")
+    base_url: str = Field(
+        default="http://127.0.0.1:9465",
+        description="what the links point at: the listener, or the ingress in front of it (https://…)",
+    )
+    bind: str = Field(default="127.0.0.1", description="the page's own listener (not the health port)")
+    port: int = Field(default=9465, ge=0, le=65535, description="TCP port (0: any free port, logged)")
+    key_env: str = Field(default="SPENDWATCH_LINK_KEY", description="environment variable holding the HMAC key")
+    key_file: ConfigPath | None = Field(default=None, description="or a credentials file whose first line is the key")
+    link_ttl: Duration = Field(default=timedelta(days=3), description="a link expires this long after it was sent")
+    identity_header: str | None = Field(
+        default=None,
+        description="header an authenticating ingress sets to the signed-in address (e.g. X-Forwarded-Email): "
+        "it must equal the link's recipient",
+    )
+    slack_signing_secret_env: str | None = Field(
+        default=None,
+        description="environment variable holding the Slack app's signing secret: alerts get buttons, "
+        "POSTed to {base_url}/slack/actions",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        if any(c.isspace() or c in "<>|\"'`\\" for c in value):
+            raise ValueError(f"{value!r}: a URL has no spaces, quotes, <, >, | or backslashes")
+        return value.rstrip("/")
 
 
 class NotifyConfig(StrictModel):
@@ -158,7 +210,12 @@ class NotifyConfig(StrictModel):
     channels: list[ChannelSpec] = Field(default_factory=list)
     digest: DigestConfig = Field(default_factory=DigestConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    routes: list[RouteConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list, description="teams (see RouteConfig)")
+    action_page: ActionPageConfig = Field(default_factory=ActionPageConfig)
+    team_tag: str | None = Field(
+        default="team",
+        description="tag/label whose value names a cost line's team when no route claims it (null: routes only)",
+    )
 
     model_config = StrictModel.model_config | {"populate_by_name": True}
 
@@ -178,6 +235,12 @@ class NotifyConfig(StrictModel):
         needs = digest_channel is not None and CHANNELS.get(digest_channel.type).needs_recipients
         if self.digest.enabled and digest_channel is not None and needs and not self.digest.recipients:
             raise ValueError(f"digest.recipients: {digest_channel.type} channel {digest_channel.name!r} needs them")
+        for i, route in enumerate(self.routes):
+            if not (route.owners or route.accounts or route.tags or self.team_tag):
+                raise ValueError(
+                    f"routes[{i}]: route {route.name!r} matches nothing: give owners, accounts or tags "
+                    "(or set notify.team_tag so the tag value names it)"
+                )
         for where, wanted in [("alerts.channels", self.alerts.channels)] + [
             (f"routes[{i}].channels", r.channels) for i, r in enumerate(self.routes)
         ]:

@@ -1,75 +1,69 @@
-"""The digest model: what one day's email says, read from the store (never from the billing APIs).
+"""The digest model: what one day's email says to one audience, read from the store (never the billing APIs).
 
 A digest is dated by the day it goes out (``day``, in the daemon's timezone) and reports on the
 UTC billing day before it (``report_day``). It covers everything since the last digest that was
-sent (``since``), so a day the daemon was down is folded into the next digest, not lost.
+sent (``since``) up to the end of its own day — an incident seen after that belongs to the next one.
+
+Audiences: the FinOps digest (``digest.recipients``) covers the whole estate and carries a per-team
+table; each team with recipients (``notify.routes``) gets its own digest — its spend, its
+incidents, the day's costliest jobs of its people and its pending actions (``notify.teams``).
 
 "Expected" spend per provider and account is the median of the same weekday in the four weeks
 before — robust to one bad week and to the weekly rhythm, and simple to explain in an email. The
-incidents carry the detector's own expected values. Month-end forecast = month-to-date + the mean
-of the last seven complete days × the days left.
+incidents carry the detector's own expected values. The month-end forecast is the seasonal model of
+``spendwatch.forecast`` with its 80% interval.
+
+Order: critical first, then new, then the rest by severity and impact; incidents that stopped
+alerting below ``digest.collapse_below`` get one line each, so a day of small hourly blips does not
+push the card that matters off the first screen.
 """
 
 from __future__ import annotations
 
-import calendar
 import json
-import statistics
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from spendwatch.clock import Clock
-from spendwatch.records import SEVERITY_ORDER, Incident
+from spendwatch.forecast import MonthForecast
+from spendwatch.money import format_money, format_share
+from spendwatch.notify.spend import (
+    EVERYTHING,
+    ChargeRow,
+    JobRow,
+    Scope,
+    SpendRow,
+    TeamRow,
+    charges,
+    day_start,
+    month_forecasts,
+    report_day_spend,
+    team_forecasts,
+    team_spend,
+    top_jobs,
+)
+from spendwatch.notify.teams import UNTAGGED, TeamMap, team_map, team_sql
+from spendwatch.records import SEVERITY_ORDER, Incident, JobLink
 from spendwatch.store import Store
 
 if TYPE_CHECKING:
+    from spendwatch.budgets import BudgetStatus
     from spendwatch.config import Config
 
+__all__ = [
+    "ActionView", "ChargeRow", "Culprit", "Digest", "IncidentView", "JobRow", "SourceFreshness", "SpendRow",
+    "TeamRow", "build_digest", "format_money", "incident_parties", "untagged",
+]  # fmt: skip
+
 RECENT_STATUSES = ("resolved", "withdrawn", "acknowledged", "expected", "reported")
-ACTION_WINDOW_STATES = ("done", "failed", "undone", "expired", "running")
-
-
-@dataclass(frozen=True)
-class SpendRow:
-    """Spend on the report day for a provider (or one account) in one currency, against expected."""
-
-    provider: str
-    currency: str
-    actual: float
-    expected: float | None
-    account_id: str | None = None
-    account_name: str | None = None
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.expected is None else self.actual - self.expected
-
-    @property
-    def delta_pct(self) -> float | None:
-        if self.expected is None or abs(self.expected) < 0.005:
-            return None
-        return (self.actual - self.expected) / abs(self.expected)
-
-    @property
-    def label(self) -> str:
-        if self.account_id is None:
-            return self.provider
-        if self.account_name and self.account_name != self.account_id:
-            return f"{self.account_name} ({self.account_id})"
-        return self.account_id
-
-
-@dataclass(frozen=True)
-class MonthToDate:
-    currency: str
-    month: str
-    to_date: float
-    forecast: float
-    days_covered: int
-    days_in_month: int
+ACTION_WINDOW_STATES = ("done", "failed", "undone", "expired", "running", "skipped")
+FINOPS = "finops"
+JOBS_SHOWN = 5
+# Dimensions whose single 100% value says nothing the title does not (every BigQuery line is in "US").
+_OBVIOUS_WHEN_WHOLE = ("region_id",)
 
 
 @dataclass(frozen=True)
@@ -91,12 +85,22 @@ class IncidentView:
     chart_cid: str | None = None
     # Other incidents with the same top job (the same cause seen by other monitors/granularities).
     related: tuple[Incident, ...] = ()
+    teams: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
         """``account-service: aws / 123 / Amazon S3`` — the monitor says which view of spend moved."""
-        values = [untagged(v) for v in self.incident.dimensions.values()]
-        return f"{self.incident.monitor}: {' / '.join(values) if values else 'total'}"
+        incident = self.incident
+        dimensions = dict(incident.dimensions)
+        job = incident.top_job()
+        if incident.kind == "guard":
+            # The culprit line names the person; the job by its name, not ``project:LOCATION.id``.
+            dimensions.pop("platform", None)
+            dimensions.pop("owner", None)
+            if job is not None and "job_id" in dimensions:
+                dimensions["job_id"] = job.name or job_key(job)[1]
+        values = [untagged(v) for v in dimensions.values()]
+        return f"{incident.monitor}: {' / '.join(values) if values else 'total'}"
 
     @property
     def span(self) -> str:
@@ -104,12 +108,38 @@ class IncidentView:
         if i.granularity == "daily":
             first, last = f"{i.first_seen:%d %b}", f"{i.last_seen:%d %b}"
             return first if first == last else f"{first} – {last}"
-        return f"{i.first_seen:%d %b %H:%M} – {i.last_seen:%d %b %H:%M} UTC"
+        first, last = f"{i.first_seen:%d %b %H:%M}", f"{i.last_seen:%d %b %H:%M}"
+        return f"{first} UTC" if first == last else f"{first} – {last:} UTC"
+
+    @property
+    def members(self) -> tuple[Incident, ...]:
+        """The card's incident and those with the same cause listed under it."""
+        return (self.incident, *self.related)
+
+    @property
+    def alerting_ids(self) -> tuple[int, ...]:
+        """The card's incidents still alerting: what one click on its Acknowledge button settles."""
+        return tuple(i.id for i in self.members if i.is_alerting)
+
+    @property
+    def is_alerting(self) -> bool:
+        return bool(self.alerting_ids)
 
     @property
     def severity_rank(self) -> int:
         order = list(SEVERITY_ORDER)
         return order.index(self.incident.severity) if self.incident.severity in order else -1
+
+    @property
+    def culprit(self) -> str:
+        return self.incident.culprit_sentence()
+
+    @property
+    def one_line(self) -> str:
+        """``spike · gcp / analytics-warehouse / BigQuery · +$36.34 · 04 Dec 07:00 UTC · resolved``."""
+        i = self.incident
+        impact = format_money(i.impact, i.billing_currency, signed=True)
+        return f"{i.kind} · {untagged_title(i)} · {impact} · {self.span} ({i.granularity}) · {i.status}"
 
 
 @dataclass(frozen=True)
@@ -128,16 +158,7 @@ class ActionView:
     error: str | None
     currency: str = "USD"
     outcome: str | None = None
-
-
-@dataclass(frozen=True)
-class ChargeRow:
-    provider: str
-    category: str
-    service: str | None
-    account: str | None
-    currency: str
-    amount: float
+    rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,7 +182,7 @@ class Digest:
     timezone: str
     providers: tuple[SpendRow, ...]
     accounts: tuple[SpendRow, ...]
-    month: tuple[MonthToDate, ...]
+    month: tuple[MonthForecast, ...]
     incidents: tuple[IncidentView, ...]
     more_incidents: int
     awaiting_approval: tuple[ActionView, ...]
@@ -172,14 +193,29 @@ class Digest:
     delivery_problems: tuple[str, ...] = ()
     cost_column: str = "effective_cost"
     skipped_days: tuple[date, ...] = field(default=())
+    team: str | None = None
+    collapsed: tuple[IncidentView, ...] = ()
+    teams: tuple[TeamRow, ...] = ()
+    budgets: tuple[BudgetStatus, ...] = ()
+    jobs: tuple[JobRow, ...] = ()
+    plans: tuple[ActionView, ...] = ()
+
+    @property
+    def audience(self) -> str:
+        return self.team or FINOPS
 
     @property
     def alerting(self) -> list[IncidentView]:
-        return [v for v in self.incidents if v.incident.is_alerting]
+        """Cards with an incident still alerting (a card is one cause, whichever monitors saw it)."""
+        return [v for v in (*self.incidents, *self.collapsed) if v.is_alerting]
 
     @property
     def stale_sources(self) -> list[SourceFreshness]:
         return [f for f in self.freshness if f.stale]
+
+    @property
+    def budgets_at_risk(self) -> list[BudgetStatus]:
+        return [b for b in self.budgets if b.state != "ok"]
 
     @property
     def headline(self) -> str:
@@ -187,7 +223,7 @@ class Digest:
         alerting = self.alerting
         if alerting:
             # Monitors overlap (a provider total contains its accounts), so impacts are never summed.
-            top = max(alerting, key=lambda v: v.incident.impact).incident
+            top = max((i for v in alerting for i in v.members if i.is_alerting), key=lambda i: i.impact)
             largest = format_money(top.impact, top.billing_currency, signed=True)
             count = f"{len(alerting)} open incident{'s' if len(alerting) != 1 else ''}"
             parts.append(f"{count}, the largest {largest} over expected")
@@ -195,6 +231,9 @@ class Digest:
             parts.append(f"{len(self.awaiting_approval)} action(s) awaiting approval")
         if self.actions_failed:
             parts.append(f"{len(self.actions_failed)} action(s) failed")
+        over = [b for b in self.budgets if b.state in ("over", "will-exceed")]
+        if over:
+            parts.append(f"{len(over)} budget(s) forecast over")
         if self.stale_sources:
             parts.append(f"{len(self.stale_sources)} stale source(s)")
         return "; ".join(parts) if parts else "all quiet"
@@ -202,7 +241,7 @@ class Digest:
     def incident_owners_and_accounts(self) -> list[tuple[list[str | None], list[str | None]]]:
         """Per incident and action: (owners, accounts) it concerns, for team routing."""
         out: list[tuple[list[str | None], list[str | None]]] = []
-        for view in self.incidents:
+        for view in (*self.incidents, *self.collapsed):
             out.append(incident_parties(view.incident))
         for action in (*self.awaiting_approval, *self.actions_taken, *self.actions_failed):
             out.append(([action.owner], [action.account]))
@@ -212,6 +251,11 @@ class Digest:
 def untagged(value: str | None) -> str:
     """Attribution reports lines without a value as ``(none)``: say what that means."""
     return "untagged" if value in (None, "", "(none)") else str(value)
+
+
+def untagged_title(incident: Incident) -> str:
+    values = [untagged(v) for v in incident.dimensions.values()]
+    return " / ".join(values) if values else incident.monitor
 
 
 def incident_parties(incident: Incident) -> tuple[list[str | None], list[str | None]]:
@@ -229,23 +273,13 @@ def incident_parties(incident: Incident) -> tuple[list[str | None], list[str | N
     return owners, accounts
 
 
-_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
-
-
-def format_money(amount: float, currency: str, *, signed: bool = False) -> str:
-    sign = "+" if signed and amount > 0 else ("−" if amount < 0 else "")
-    value = abs(amount)
-    digits = 0 if value >= 10_000 else 2
-    number = f"{value:,.{digits}f}"
-    symbol = _SYMBOLS.get(currency)
-    return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {currency}"
-
-
 # -- building ---------------------------------------------------------------------------------------
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
+def digest_cutoff(day: date, timezone: str, now: datetime) -> datetime:
+    """The end of the digest's own day (local), or now if sooner: later incidents go in the next one."""
+    end_of_day = datetime.combine(day + timedelta(days=1), time(0), tzinfo=ZoneInfo(timezone))
+    return min(end_of_day, now)
 
 
 def build_digest(
@@ -257,21 +291,29 @@ def build_digest(
     since: date | None = None,
     delivery_problems: Sequence[str] = (),
     skipped_days: Sequence[date] = (),
+    team: str | None = None,
+    teams: TeamMap | None = None,
 ) -> Digest:
-    """The digest going out on ``day``; ``since`` is the first report day it covers (default: the day before)."""
-    from spendwatch.detect.incidents import load_incidents
+    """The digest going out on ``day`` to FinOps (``team=None``) or one team.
+
+    ``since`` is the first report day it covers (default: the day before).
+    """
+    from spendwatch.budgets import budget_statuses
 
     notify = config.notify
     report_day = day - timedelta(days=1)
     since = min(since or report_day, report_day)
-    window_start = _day_start(since)
+    window_start = day_start(since)
+    cutoff = digest_cutoff(day, config.daemon.timezone, clock.now())
     column = config.detection.cost_column
-    providers, accounts = _spend(store, report_day, column, notify.digest.top_accounts)
-    alerting = load_incidents(store, statuses=["open", "ongoing"])
-    recent = load_incidents(store, statuses=RECENT_STATUSES, since=window_start)
-    views = _incident_views(alerting, recent, window_start)
-    shown = views[: notify.digest.max_incidents]
-    actions = _actions(store, window_start)
+    teams = teams or team_map(notify, store, since=day_start(report_day - timedelta(days=35)), column=column)
+    scope = _team_scope(config, team)
+    providers, accounts = report_day_spend(store, report_day, column, notify.digest.top_accounts, scope)
+    views = [v for v in _incident_views(store, window_start, cutoff, teams) if team is None or team in v.teams]
+    full, collapsed = _split_views(views, notify.digest.collapse_below)
+    shown, folded = full[: notify.digest.max_incidents], collapsed[: notify.digest.max_collapsed]
+    actions = [a for a in _actions(store, window_start) if team is None or team in _action_teams(a, teams)]
+    budgets = [b for b in config.budgets if team is None or b.team == team]
     return Digest(
         day=day,
         report_day=report_day,
@@ -280,106 +322,80 @@ def build_digest(
         timezone=config.daemon.timezone,
         providers=tuple(providers),
         accounts=tuple(accounts),
-        month=tuple(_month_to_date(store, report_day, column)),
+        month=tuple(_month(config, store, report_day, team)),
         incidents=tuple(shown),
-        more_incidents=len(views) - len(shown),
+        more_incidents=len(full) - len(shown) + len(collapsed) - len(folded),
         awaiting_approval=tuple(a for a in actions if a.state == "awaiting-approval"),
         actions_taken=tuple(a for a in actions if a.state in ("done", "undone", "running", "expired")),
         actions_failed=tuple(a for a in actions if a.state == "failed"),
-        charges=tuple(_charges(store, window_start, _day_start(day), column)),
+        charges=tuple(charges(store, window_start, day_start(day), column, scope)),
         freshness=tuple(source_freshness(config, store, clock)),
         delivery_problems=tuple(delivery_problems),
         cost_column=column,
         skipped_days=tuple(skipped_days),
+        team=team,
+        collapsed=tuple(folded),
+        teams=tuple(_team_rows(config, store, report_day, views, teams)) if team is None else (),
+        budgets=tuple(budget_statuses(budgets, notify, store, report_day, column=column)),
+        jobs=tuple(_jobs(store, report_day, team, teams)),
+        plans=tuple(a for a in actions if a.mode == "dry-run" and a.state == "skipped"),
     )
 
 
-def _spend(store: Store, report_day: date, column: str, top: int) -> tuple[list[SpendRow], list[SpendRow]]:
-    """Report-day usage per provider and per account, against the same weekday of the 4 weeks before."""
-    days = [report_day - timedelta(days=7 * k) for k in range(5)]
-    rows = store.query(
-        f"SELECT CAST(date_trunc('day', charge_period_start) AS DATE) AS day, provider, sub_account_id, "
-        f"any_value(sub_account_name), billing_currency, sum({column}) FROM cost_lines "
-        f"WHERE charge_category = 'Usage' AND CAST(date_trunc('day', charge_period_start) AS DATE) IN "
-        f"({', '.join('?' * len(days))}) GROUP BY ALL",
-        list(days),
-    )
-    per_account: dict[tuple[str, str | None, str], dict[date, float]] = defaultdict(dict)
-    names: dict[tuple[str, str | None, str], str | None] = {}
-    for day, provider, account, name, currency, cost in rows:
-        key = (provider, account, currency)
-        per_account[key][day] = float(cost)
-        names[key] = name or names.get(key)
-    per_provider: dict[tuple[str, str], dict[date, float]] = defaultdict(lambda: defaultdict(float))
-    for (provider, _, currency), series in per_account.items():
-        for day, cost in series.items():
-            per_provider[(provider, currency)][day] += cost
-
-    def expected(series: dict[date, float]) -> float | None:
-        history = [series.get(d, 0.0) for d in days[1:] if any(d in s for s in per_account.values())]
-        return statistics.median(history) if history else None
-
-    providers = [
-        SpendRow(provider, currency, series.get(report_day, 0.0), expected(series))
-        for (provider, currency), series in sorted(per_provider.items())
-    ]
-    accounts = [
-        SpendRow(provider, currency, series.get(report_day, 0.0), expected(series), account, names.get(key))
-        for key, series in per_account.items()
-        for provider, account, currency in [key]
-        if series.get(report_day, 0.0) > 0 or (expected(series) or 0) > 0
-    ]
-    accounts.sort(key=lambda r: (r.provider, -r.actual))
-    top_accounts: list[SpendRow] = []
-    counts: dict[str, int] = defaultdict(int)
-    for row in accounts:
-        if counts[row.provider] < top:
-            top_accounts.append(row)
-            counts[row.provider] += 1
-    return providers, top_accounts
+def _action_teams(action: ActionView, teams: TeamMap) -> tuple[str, ...]:
+    return teams.of_parties([action.owner], [action.account])
 
 
-def _month_to_date(store: Store, report_day: date, column: str) -> list[MonthToDate]:
-    first = report_day.replace(day=1)
-    end = _day_start(report_day + timedelta(days=1))
-    days_in_month = calendar.monthrange(report_day.year, report_day.month)[1]
-    rows = store.query(
-        f"SELECT billing_currency, sum({column}), "
-        f"sum(CASE WHEN charge_category = 'Usage' AND charge_period_start >= ? THEN {column} ELSE 0 END) "
-        f"FROM cost_lines WHERE charge_period_start >= ? AND charge_period_start < ? GROUP BY ALL ORDER BY 1",
-        [end - timedelta(days=7), _day_start(first), end],
-    )
-    out = []
-    covered = report_day.day
-    remaining = days_in_month - covered
-    for currency, to_date, last_week_usage in rows:
-        daily = float(last_week_usage or 0.0) / 7.0
-        out.append(
-            MonthToDate(
-                currency=currency,
-                month=first.strftime("%B %Y"),
-                to_date=float(to_date or 0.0),
-                forecast=float(to_date or 0.0) + daily * remaining,
-                days_covered=covered,
-                days_in_month=days_in_month,
-            )
-        )
-    return out
+def _team_scope(config: Config, team: str | None) -> Scope:
+    if team is None:
+        return EVERYTHING
+    expression, params = team_sql(config.notify)
+    return f"{expression} = ?", [*params, team]
 
 
-def _incident_views(alerting: list[Incident], recent: list[Incident], window_start: datetime) -> list[IncidentView]:
+def _incident_views(store: Store, window_start: datetime, cutoff: datetime, teams: TeamMap) -> list[IncidentView]:
+    from spendwatch.detect.incidents import load_incidents
+
+    alerting = load_incidents(store, statuses=["open", "ongoing"])
+    recent = load_incidents(store, statuses=RECENT_STATUSES, since=window_start)
     seen: set[int] = set()
     views: list[IncidentView] = []
     for incident in [*alerting, *recent]:
-        if incident.id in seen:
+        if incident.id in seen or incident.first_seen >= cutoff or incident.status == "withdrawn":
             continue
         seen.add(incident.id)
         is_new = incident.first_seen >= window_start or (
             incident.created_at is not None and incident.created_at >= window_start
         )
-        views.append(IncidentView(incident, is_new, culprits(incident), chart_cid=f"incident-{incident.id}@spendwatch"))
-    views.sort(key=lambda v: (not v.incident.is_alerting, -v.severity_rank, -abs(v.incident.impact)))
+        views.append(
+            IncidentView(
+                incident, is_new, culprits(incident), chart_cid=f"incident-{incident.id}@spendwatch",
+                teams=teams.of_incident(incident),
+            )
+        )  # fmt: skip
+    views.sort(key=_order)
     return _group_by_cause(views)
+
+
+def _order(view: IncidentView) -> tuple[bool, int, bool, bool, float]:
+    """Critical first, then new before old, alerting before settled, then by severity and impact."""
+    critical = view.incident.severity == "critical"
+    incident = view.incident
+    return (not critical, -view.severity_rank, not view.is_new, not incident.is_alerting, -abs(incident.impact))
+
+
+def _split_views(views: list[IncidentView], collapse_below: str) -> tuple[list[IncidentView], list[IncidentView]]:
+    """(cards, one-liners): settled incidents below ``collapse_below`` and drops get one line."""
+    order = list(SEVERITY_ORDER)
+    limit = order.index(collapse_below)  # type: ignore[arg-type]
+    full, collapsed = [], []
+    for view in views:
+        small = view.severity_rank < limit
+        if view.incident.kind == "drop" or (small and not view.is_alerting):
+            collapsed.append(view)
+        else:
+            full.append(view)
+    return full, collapsed
 
 
 def _group_by_cause(views: list[IncidentView]) -> list[IncidentView]:
@@ -389,7 +405,7 @@ def _group_by_cause(views: list[IncidentView]) -> list[IncidentView]:
     grouped: list[IncidentView] = []
     for view in views:
         job = view.incident.top_job()
-        key = (job.platform, job.job_id) if job is not None and view.incident.kind != "drop" else None
+        key = job_key(job) if job is not None and view.incident.kind != "drop" else None
         if key is not None and key in primary:
             index = primary[key]
             first = grouped[index]
@@ -401,25 +417,57 @@ def _group_by_cause(views: list[IncidentView]) -> list[IncidentView]:
     return grouped
 
 
+def job_key(job: JobLink) -> tuple[str, str]:
+    """The same job as the guard and the bill name it: BigQuery's ``project:LOCATION.id`` is ``id``."""
+    job_id = job.job_id
+    if job.platform == "bigquery" and ":" in job_id:
+        job_id = job_id.rpartition(".")[2]
+    return job.platform, job_id
+
+
 def culprits(incident: Incident) -> tuple[Culprit, ...]:
-    """Who and what: the jobs (with their user and query), then the top contributors by $."""
+    """Who and what: the jobs (the top one with its query), then the telling contributors.
+
+    A contributor's dollars are its share of this incident's impact, so the card adds up. Lines without
+    a job tag or resource id are not a culprit, and ``untagged`` owners are left out when job records name the people
+    (the bill has no owner tag on BigQuery queries; the job records do); so is a region holding 100%,
+    and a job id or resource that only repeats a job listed above it.
+    """
     found: list[Culprit] = []
     currency = incident.billing_currency
-    for job in incident.jobs[:3]:
-        what = {"bigquery": "query", "athena": "query"}.get(job.platform, f"{job.platform} job")
-        where = f" in {job.sub_account_id}" if job.sub_account_id else ""
-        detail = f"{what}{where}, by {job.user or 'an unknown principal'}"
-        query = job.query_text[:400] + ("…" if len(job.query_text) > 400 else "") if job.query_text else None
+    listed: set[str] = set()
+    for index, job in enumerate(incident.jobs[:3]):
+        where = f" in {job.where}" if job.where else ""
+        detail = f"{job.what}{where}, by {job.user or 'an unknown principal'}"
+        query = None
+        if index == 0 and job.query_text:
+            query = job.query_text[:400] + ("…" if len(job.query_text) > 400 else "")
         found.append(Culprit("job", job.name or job.job_id, detail, job.cost, query))
-    for contributor in incident.contributors[:3]:
+        listed.update(v for v in (job.job_id, job.name, job.resource_id) if v)
+    named_people = any(job.user for job in incident.jobs)
+    shown = 0
+    for contributor in incident.contributors:
+        if shown == 3:
+            break
+        unnamed = contributor.value in ("", "(none)")
+        no_culprit = contributor.dimension in ("job_id", "resource_id")  # lines without one are many things
+        if unnamed and (no_culprit or (named_people and contributor.dimension == "owner")):
+            continue
+        if contributor.dimension in _OBVIOUS_WHEN_WHOLE and contributor.share >= 0.995:
+            continue
+        if contributor.dimension in ("job_id", "resource_id") and contributor.value in listed:
+            continue
         label = contributor.dimension.replace("_", " ").replace("sub account id", "account")
-        detail = f"{contributor.share:.0%} of the excess ({format_money(contributor.delta, currency, signed=True)})"
-        found.append(Culprit(label, untagged(contributor.value), detail, contributor.delta))
+        delta = format_money(incident.share_of_impact(contributor), currency, signed=True)
+        detail = f"{format_share(contributor.share)} of the excess ({delta})"
+        found.append(Culprit(label, untagged(contributor.value), detail, incident.share_of_impact(contributor)))
+        shown += 1
     return tuple(found)
 
 
 def _actions(store: Store, window_start: datetime) -> list[ActionView]:
-    """Every action awaiting approval, and those that finished, failed or were undone in the window."""
+    """Every action awaiting approval, and those that finished, failed, were undone or only planned
+    (dry-run) in the window."""
     from spendwatch.killswitch.journal import ActionRecord, list_actions
 
     def view(record: ActionRecord) -> ActionView:
@@ -429,6 +477,7 @@ def _actions(store: Store, window_start: datetime) -> list[ActionView]:
             owner=target.owner, account=target.account, reason=record.reason, saving_per_hour=record.saving_per_hour,
             at_stake=record.at_stake, when=record.finished_at or record.decided_at or record.started_at
             or record.planned_at, error=record.error, currency=target.currency, outcome=record.outcome,
+            rule=record.rule,
         )  # fmt: skip
 
     waiting = list_actions(store, states=["awaiting-approval"], limit=50)
@@ -436,14 +485,44 @@ def _actions(store: Store, window_start: datetime) -> list[ActionView]:
     return [view(r) for r in [*waiting, *recent]]
 
 
-def _charges(store: Store, start: datetime, end: datetime, column: str) -> list[ChargeRow]:
-    rows = store.query(
-        f"SELECT provider, charge_category, service_name, sub_account_id, billing_currency, sum({column}) AS amount "
-        "FROM cost_lines WHERE charge_category <> 'Usage' AND charge_period_start >= ? AND charge_period_start < ? "
-        "GROUP BY ALL HAVING abs(amount) >= 0.005 ORDER BY abs(amount) DESC LIMIT 20",
-        [start, end],
-    )
-    return [ChargeRow(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
+def _month(config: Config, store: Store, report_day: date, team: str | None) -> list[MonthForecast]:
+    """The month-end forecast per currency: the whole estate's, or the team's (the same numbers as its
+    row in the FinOps table)."""
+    column = config.detection.cost_column
+    if team is None:
+        return month_forecasts(store, report_day, column)
+    found = team_forecasts(store, report_day, column, team_sql(config.notify))
+    return [forecast for (name, _), forecast in found.items() if name == team]
+
+
+def _team_rows(
+    config: Config, store: Store, report_day: date, views: list[IncidentView], teams: TeamMap
+) -> list[TeamRow]:
+    """Per team (and ``untagged``): yesterday, the month's forecast, its budget, its incidents."""
+    notify = config.notify
+    column = config.detection.cost_column
+    expression = team_sql(notify)
+    spend = team_spend(store, report_day, column, expression)
+    forecasts = team_forecasts(store, report_day, column, expression)
+    budgets = {
+        (b.team, b.currency): b.amount for b in config.budgets if b.team and not (b.owners or b.accounts or b.tags)
+    }
+    with_digest = {r.name for r in notify.routes if r.recipients and r.digest}
+    rows = []
+    for (team, currency), row in sorted(spend.items(), key=lambda item: (item[0][0] == UNTAGGED, -item[1].actual)):
+        forecast = forecasts.get((team, currency))
+        if forecast is None:
+            continue
+        count = sum(1 for v in views if team in v.teams and v.is_alerting)
+        rows.append(TeamRow(team, row, forecast, budgets.get((team, currency)), count, team in with_digest))
+    return rows
+
+
+def _jobs(store: Store, report_day: date, team: str | None, teams: TeamMap) -> list[JobRow]:
+    jobs = top_jobs(store, report_day)
+    if team is not None:
+        jobs = [j for j in jobs if team in teams.of_parties([j.user], [j.account])]
+    return jobs[:JOBS_SHOWN]
 
 
 def source_freshness(config: Config, store: Store, clock: Clock) -> list[SourceFreshness]:
@@ -492,9 +571,10 @@ def _age(delta: timedelta) -> str:
 def digest_summary(digest: Digest) -> dict[str, Any]:
     """A small JSON-able summary (stored with the run, logged)."""
     return {
+        "audience": digest.audience,
         "day": digest.day.isoformat(),
         "report_day": digest.report_day.isoformat(),
-        "incidents": len(digest.incidents) + digest.more_incidents,
+        "incidents": len(digest.incidents) + len(digest.collapsed) + digest.more_incidents,
         "alerting": len(digest.alerting),
         "awaiting_approval": len(digest.awaiting_approval),
         "stale_sources": [f.source for f in digest.stale_sources],

@@ -23,8 +23,9 @@ import jinja2
 from markupsafe import Markup
 
 from spendwatch import __version__
+from spendwatch.money import format_money
 from spendwatch.notify.channels import OutgoingEmail
-from spendwatch.notify.digest import Digest, format_money
+from spendwatch.notify.digest import Digest
 
 MAX_CHARTS = 8  # each chart is ~15-25 kB; past eight the email gets heavy for phones
 _ENCODED_WORD = re.compile(r"=\?")
@@ -97,9 +98,20 @@ class RenderedDigest:
     images: dict[str, bytes]
 
 
-def render_digest(digest: Digest, subject_template: str, *, charts: bool = True) -> RenderedDigest:
+class NoLinks:
+    """Links for a recipient's buttons; this one has none (no action page configured): CLI hints instead."""
+
+    def incident(self, incident: Any) -> list[tuple[str, str]]:
+        return []
+
+    def action(self, action: Any) -> list[tuple[str, str]]:
+        return []
+
+
+def render_digest(digest: Digest, subject_template: str, *, charts: bool = True, links: Any = None) -> RenderedDigest:
+    """``links``: per-recipient signed links (``spendwatch.notify.links.RecipientLinks``), or none."""
     images = _charts(digest) if charts else {}
-    context = {"d": digest, "version": __version__, "has_image": images.__contains__}
+    context = {"d": digest, "version": __version__, "has_image": images.__contains__, "links": links or NoLinks()}
     html = _HTML.get_template("digest.html.j2").render(**context, image_src=lambda cid: f"cid:{cid}")
     preview = _HTML.get_template("digest.html.j2").render(**context, image_src=lambda cid: _data_uri(images[cid]))
     text = _TEXT.get_template("digest.txt.j2").render(**context)
@@ -114,8 +126,12 @@ def _charts(digest: Digest) -> dict[str, bytes]:
     for view in digest.incidents[:MAX_CHARTS]:
         if view.chart_cid is None:
             continue
+        incident = view.incident
         png = incident_chart(
-            view.incident.points, view.incident.billing_currency, granularity=view.incident.granularity
+            incident.points,
+            incident.billing_currency,
+            granularity=incident.granularity,
+            window=(incident.first_seen, incident.last_seen),
         )
         if png is not None:
             images[view.chart_cid] = png
@@ -170,8 +186,9 @@ def digest_email(
     recipients: tuple[str, ...],
     message_id: str,
     charts: bool = True,
+    links: Any = None,
 ) -> tuple[OutgoingEmail, RenderedDigest]:
-    rendered = render_digest(digest, subject_template, charts=charts)
+    rendered = render_digest(digest, subject_template, charts=charts, links=links)
     email = build_email(
         subject=rendered.subject,
         text=rendered.text,
@@ -180,11 +197,15 @@ def digest_email(
         recipients=recipients,
         message_id=message_id,
         images=rendered.images,
-        headers={"X-Spendwatch-Digest-Date": digest.day.isoformat()},
+        headers={"X-Spendwatch-Digest-Date": digest.day.isoformat(), "X-Spendwatch-Digest-For": digest.audience},
         preview_html=rendered.preview_html,
     )
     return email, rendered
 
 
-def digest_filename(day: date) -> str:
-    return f"spendwatch-digest-{day.isoformat()}"
+def digest_filename(day: date, audience: str | None = None) -> str:
+    """``spendwatch-digest-2026-12-04`` (FinOps) or ``spendwatch-digest-2026-12-04-team-ml-research``."""
+    if audience is None or audience == "finops":
+        return f"spendwatch-digest-{day.isoformat()}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", audience).strip("-.") or "team"
+    return f"spendwatch-digest-{day.isoformat()}-team-{safe}"

@@ -208,3 +208,9 @@ def test_a_zero_byte_store_file_is_a_new_store(tmp_path: Path, clock: FixedClock
     store = Store(path, clock=clock)
     assert store.migrate() == SCHEMA_VERSION
     assert total(store) == 0.0
+
+
+def test_migration_numbers_are_contiguous() -> None:
+    """The runner applies versions above a store's newest: a gap filled later would never be applied."""
+    versions = [version for version, _ in _migrations()]
+    assert versions == list(range(1, len(versions) + 1))

@@ -54,8 +54,8 @@ SMTP = {"name": "mail", "type": "smtp", "host": "smtp.example.com"}
         ({"notify": {"alerts": {"channels": ["ghost"]}}}, "alerts.channels: no channel named 'ghost'"),
         ({"notify": {"alerts": {"min_severity": "apocalyptic"}}}, "notify.alerts.min_severity"),
         (
-            {"notify": {"routes": [{"name": "ml", "recipients": ["a@b.c"]}]}},
-            "a route needs owners or accounts to match",
+            {"notify": {"team_tag": None, "routes": [{"name": "ml", "recipients": ["a@b.c"]}]}},
+            "routes[0]: route 'ml' matches nothing",
         ),
         ({"notify": {"routes": [{"name": "ml", "owners": ["x"]}]}}, "a route needs recipients or channels"),
         (

@@ -34,7 +34,8 @@ def smtp_notify(server: SmtpServer, **digest: Any) -> dict[str, Any]:
                 "timeout": "10s",
             }
         ],
-        "digest": {"recipients": ["finops@example.com", "CFO <cfo@example.com>"], **digest},
+        # One message to everyone (teams folded in); per-team digests are tested in test_teams.py.
+        "digest": {"recipients": ["finops@example.com", "CFO <cfo@example.com>"], "teams": False, **digest},
         "routes": [
             {"name": "ml", "owners": ["ben.okafor@example.com"], "recipients": ["ml-team@example.com"]},
             {"name": "nobody", "accounts": ["999999999999"], "recipients": ["ghost@example.com"]},

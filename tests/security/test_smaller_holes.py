@@ -20,7 +20,7 @@ from spendwatch.config import load_config
 from spendwatch.export import export_focus
 from spendwatch.killswitch.engine import run_killswitch
 from spendwatch.killswitch.journal import list_actions
-from spendwatch.notify.charts import incident_chart, tick_label
+from spendwatch.notify.charts import HEIGHT_PX, WIDTH_PX, incident_chart, tick_label
 from spendwatch.store import Store
 from spendwatch.terminal import SafeStream, clean
 from tests.doubles.clock import FixedClock
@@ -35,7 +35,7 @@ def test_a_currency_with_math_text_draws_a_chart(currency: str) -> None:
     png = incident_chart(hostile_incident("a").points, currency)
     assert png is not None
     with Image.open(io.BytesIO(png)) as image:
-        assert image.format == "PNG" and image.size == (1200, 400)
+        assert image.format == "PNG" and image.size == (WIDTH_PX * 2, HEIGHT_PX * 2)  # drawn at 2x
 
 
 @pytest.mark.parametrize("currency", MATH)
