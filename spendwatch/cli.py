@@ -208,6 +208,9 @@ main.add_command(guard_group)
 from spendwatch.store_cli import store_group  # noqa: E402
 
 main.add_command(store_group)
+from spendwatch.plugins_cli import plugins_group  # noqa: E402
+
+main.add_command(plugins_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

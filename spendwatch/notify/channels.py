@@ -134,7 +134,7 @@ class Channel(Plugin):
         return None
 
 
-CHANNELS: Registry[type[Channel]] = Registry("channel type")
+CHANNELS: Registry[type[Channel]] = Registry("channel type", group="spendwatch.channels")
 
 
 def build_channel(config: ChannelConfig, clients: dict[str, Any] | None = None) -> Channel:

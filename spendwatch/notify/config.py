@@ -13,22 +13,20 @@ from collections.abc import Iterable
 from datetime import timedelta
 from email.headerregistry import Address
 from email.utils import parseaddr
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 import spendwatch.notify.plugins  # noqa: F401  (registers the channel types)
 from spendwatch.config_types import Duration, Name
 from spendwatch.notify.channels import CHANNELS, ChannelConfig
-from spendwatch.plugins import StrictModel, config_models
+from spendwatch.plugins import PluginUnion, StrictModel
 from spendwatch.records import SEVERITY_ORDER, Severity
 
-# A discriminated union, as sources are: each channel validates with its own type's model, the JSON
-# Schema lists every type's keys, and spendwatch.config strips the union tag from error paths.
-if TYPE_CHECKING:
-    ChannelSpec = ChannelConfig
-else:
-    ChannelSpec = Annotated[Union[config_models(CHANNELS)], Field(discriminator="type")]  # noqa: UP007
+# A discriminated union, as sources are: each channel validates with its own type's model (plugins'
+# too, once loaded), the JSON Schema lists every type's keys, and spendwatch.config strips the union
+# tag from error paths.
+ChannelSpec = Annotated[ChannelConfig, PluginUnion(CHANNELS)]
 
 
 def _check_address(value: str) -> str:
