@@ -29,6 +29,8 @@ from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelE
 from spendwatch.notify.chat import ChatMessage, render_chat
 from spendwatch.notify.config import NotifyConfig
 from spendwatch.notify.digest import format_money, incident_parties
+from spendwatch.notify.events import action_event, incident_event
+from spendwatch.notify.lifecycle import follow_ups
 from spendwatch.notify.render import build_email, new_message_id
 from spendwatch.notify.send import dedupe_addresses
 from spendwatch.records import SEVERITY_ORDER, Incident
@@ -94,7 +96,8 @@ def incident_alert(incident: Incident, notify: NotifyConfig, recipients: tuple[s
     )
     key = f"incident:{incident.id}:{incident.severity}"
     email = _alert_email(notify, f"[spendwatch] {title}", text, recipients, key)
-    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
+    event = incident_event(incident, "trigger", f"{title} — {summary}")
+    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat, event)
 
 
 def action_alert(action: ActionRecord, notify: NotifyConfig, recipients: tuple[str, ...]) -> AlertMessage:
@@ -117,7 +120,7 @@ def action_alert(action: ActionRecord, notify: NotifyConfig, recipients: tuple[s
     )
     key = f"action:{action.id}:{action.state}"
     email = _alert_email(notify, f"[spendwatch] {title}", body + "\n", recipients, key)
-    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
+    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat, action_event(action, title))
 
 
 def _alert_email(notify: NotifyConfig, subject: str, text: str, recipients: tuple[str, ...], key: str) -> Any:
@@ -175,6 +178,8 @@ def pending_alerts(config: Config, store: Store, clock: Clock) -> list[_Pending]
         if channels:
             pending.append(_Pending(incident_alert(incident, notify, recipients), channels, incident.last_seen))
     pending.extend(_action_alerts(notify, store, horizon))
+    # Channels that track alerts (PagerDuty) also hear when an incident is acknowledged, over or back.
+    pending.extend(_Pending(f.alert, f.channels, f.at) for f in follow_ups(config, store, clock))
     return pending
 
 
