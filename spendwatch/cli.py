@@ -40,8 +40,11 @@ from spendwatch.cli_util import DEFAULT_CONFIG, Env, OneLineErrors, handle_error
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_level: str, log_json: bool, debug: bool) -> None:
     """spendwatch: watches cloud spend, names who and what caused a spike, and can switch it off."""
+    from spendwatch import terminal
     from spendwatch.logs import configure_logging
 
+    # Data strings (tags, job names, queries) reach this terminal: no escape sequence gets through.
+    ctx.call_on_close(terminal.install())
     configure_logging(log_level, json_lines=log_json)
     ctx.obj = Env(config_path, debug)
 

@@ -111,7 +111,10 @@ def _check_connection(con: duckdb.DuckDBPyConnection, path: Path) -> CheckResult
             # block's checksum as it reads it.
             con.execute(f"SELECT sum(hash(COLUMNS(*))) FROM {_quote(table)}").fetchall()
             rows[table] = int(count[0]) if count else 0
-        version_row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        # A file a process created but was stopped before migrating is an empty store, not a damaged one.
+        version_row = (
+            con.execute("SELECT max(version) FROM schema_version").fetchone() if "schema_version" in rows else None
+        )
     except duckdb.Error as exc:
         return CheckResult(path, problem=_first_line(exc), rows=rows)
     version = int(version_row[0]) if version_row and version_row[0] is not None else 0

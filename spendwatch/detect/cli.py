@@ -14,6 +14,7 @@ import click
 
 from spendwatch.cli_util import Env, FiniteFloat, check_output_file, handle_errors, pass_env, progress
 from spendwatch.records import INCIDENT_STATUSES, Incident
+from spendwatch.terminal import clean
 
 _ACTIVE = ("open", "ongoing")
 
@@ -69,9 +70,9 @@ def anomalies_list(
         when = i.last_seen.strftime("%Y-%m-%d %H:%M")
         click.echo(
             f"{i.id:>5}  {i.status:<12} {i.severity:<8} {i.kind:<6} {when:<16} "
-            f"{i.impact:>12,.2f}  [{i.monitor}/{i.granularity}] {i.title}"
+            f"{i.impact:>12,.2f}  [{i.monitor}/{i.granularity}] {clean(i.title)}"
         )
-        click.echo(f"{'':>5}  {'':<12} {'':<8} {'':<6} {'':<16} {'':>12}  {i.culprit_sentence()}")
+        click.echo(f"{'':>5}  {'':<12} {'':<8} {'':<6} {'':<16} {'':>12}  {clean(i.culprit_sentence())}")
 
 
 def _summary(incident: Incident) -> dict[str, Any]:
@@ -94,8 +95,8 @@ def anomalies_show(env: Env, incident_id: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(asdict(incident), default=str, indent=2))
         return
-    c = incident.billing_currency
-    click.echo(f"incident #{incident.id}: {incident.title}  [{incident.monitor}/{incident.granularity}]")
+    c = clean(incident.billing_currency)
+    click.echo(f"incident #{incident.id}: {clean(incident.title)}  [{incident.monitor}/{incident.granularity}]")
     click.echo(f"  status {incident.status}, severity {incident.severity}, kind {incident.kind}")
     click.echo(f"  seen {incident.first_seen:%Y-%m-%d %H:%M} → {incident.last_seen:%Y-%m-%d %H:%M} UTC")
     click.echo(
@@ -106,22 +107,23 @@ def anomalies_show(env: Env, incident_id: int, as_json: bool) -> None:
         f"  peak {incident.peak_actual:,.2f} {c} at {incident.peak_at:%Y-%m-%d %H:%M} "
         f"(expected {incident.peak_expected:,.2f}, robust z {incident.peak_score:.1f})"
     )
-    click.echo(f"  culprit: {incident.culprit_sentence()}")
+    click.echo(f"  culprit: {clean(incident.culprit_sentence())}")
     if incident.contributors:
         click.echo("  contributors:")
         for item in incident.contributors:
-            click.echo(f"    {item.dimension:<16} {item.value:<48} +{item.delta:>12,.2f} {c}  {item.share:>6.1%}")
+            value = clean(item.value)
+            click.echo(f"    {item.dimension:<16} {value:<48} +{item.delta:>12,.2f} {c}  {item.share:>6.1%}")
     if incident.jobs:
         click.echo("  jobs:")
         for job in incident.jobs:
-            who = job.user or "?"
+            who = clean(job.user or "?")
             click.echo(
-                f"    {job.platform:<10} {job.job_id:<40} {who:<28} {job.cost:>12,.2f} {c}  {job.state}"
-                + (f"\n      {job.query_text[:160]}" if job.query_text else "")
+                f"    {clean(job.platform):<10} {clean(job.job_id):<40} {who:<28} {job.cost:>12,.2f} {c}  "
+                f"{clean(job.state)}" + (f"\n      {clean(job.query_text[:160])}" if job.query_text else "")
             )
     if incident.feedback:
         click.echo(
-            f"  feedback: {incident.feedback} by {incident.feedback_by} at {incident.feedback_at:%Y-%m-%d %H:%M}"
+            f"  feedback: {incident.feedback} by {clean(incident.feedback_by)} at {incident.feedback_at:%Y-%m-%d %H:%M}"
         )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from tests.doubles.waits import PATIENCE
 
@@ -39,6 +39,7 @@ class Seen:
     target: str  # X-Amz-Target of JSON-protocol calls ("AWSInsightsIndexService.GetCostAndUsage")
     attempt: int  # from amz-sdk-request
     status: int
+    action: str = ""  # Action of query-protocol calls (EC2, RDS …: "StopInstances"), from the form body
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 status, headers, payload = fault
             else:
                 status, headers, payload = _forward(upstream.netloc, self.command, self.path, dict(self.headers), body)
-            proxy.record(Seen(self.command, self.path, target, attempt, status))
+            proxy.record(Seen(self.command, self.path, target, attempt, status, _action(body)))
             self.send_response(status)
             for name, value in headers.items():
                 if name.lower() not in {"content-length", "transfer-encoding", "connection", "server", "date"}:
@@ -134,6 +135,12 @@ def _forward(
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+def _action(body: bytes) -> str:
+    if not body.startswith(b"Action="):
+        return ""
+    return parse_qs(body.decode(errors="replace")).get("Action", [""])[0]
 
 
 def _attempt(header: str) -> int:

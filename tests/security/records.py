@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
 
 from spendwatch.killswitch.base import Target
+from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.killswitch.journal import ActionRecord
-from spendwatch.records import Contributor, Incident, JobLink, SeriesPoint
+from spendwatch.records import Contributor, Incident, JobLink, SeriesPoint, to_json
+from spendwatch.schema import TAGS_TYPE
+from spendwatch.store import Store
+from tests.doubles.lines import cost_lines
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
@@ -51,3 +59,57 @@ def hostile_action(text: str, *, state: str = "awaiting-approval", action_id: in
         prior_state=None, result={"summary": text}, error=text, planned_at=NOW, expires_at=None, decided_at=None,
         decided_by=text, started_at=None, finished_at=None, undone_at=None, notified_state=None, updated_at=NOW,
     )  # fmt: skip
+
+
+def store_incident(store: Store, incident: Incident) -> int:
+    """Write ``incident`` as detection would (same columns and JSON), returning its id."""
+    row: dict[str, Any] = {
+        "monitor": incident.monitor, "granularity": incident.granularity, "series_key": incident.series_key,
+        "dimensions": json.dumps(incident.dimensions), "billing_currency": incident.billing_currency,
+        "kind": incident.kind, "status": incident.status, "severity": incident.severity,
+        "first_seen": incident.first_seen, "last_seen": incident.last_seen, "peak_at": incident.peak_at,
+        "peak_actual": incident.peak_actual, "peak_expected": incident.peak_expected,
+        "peak_score": incident.peak_score, "actual_total": incident.actual_total,
+        "expected_total": incident.expected_total, "impact": incident.impact, "impact_pct": incident.impact_pct,
+        "contributors": to_json(list(incident.contributors)), "jobs": to_json(list(incident.jobs)),
+        "points": to_json(list(incident.points)), "created_at": NOW, "updated_at": NOW,
+    }  # fmt: skip
+    with store.transaction() as con:
+        found = con.execute(
+            f"INSERT INTO anomalies ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) RETURNING id",
+            list(row.values()),
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def hostile_settings(text: str) -> KillSwitchConfig:
+    """Dry-run hook rules that journal an action per hostile target (the hook is never run)."""
+    return KillSwitchConfig.model_validate(
+        {
+            "approvers": ["lead"],
+            "rules": [
+                {"name": "page", "when": {"incident": {}}, "do": "hook", "how": "dry-run", "max_targets": 100,
+                 "hook": {"command": ["/bin/true"]}, "description": text},
+                {"name": "ask", "when": {"incident": {}}, "do": "hook", "how": "approve", "max_targets": 100,
+                 "hook": {"url": "https://hooks.example.com/x"}},
+            ],
+        }
+    )  # fmt: skip
+
+
+TEXT_FIELDS = ("billing_account_id", "sub_account_id", "sub_account_name", "service_name", "service_category",
+               "sku_id", "region_id", "resource_id", "resource_name", "charge_description", "owner", "job_id")  # fmt: skip
+
+
+def hostile_cost_lines(text: str, day: datetime, *, currency: str = "USD") -> pa.Table:
+    """A credit whose every text column (and a tag key and value) is ``text``, and a plain usage line."""
+    rows = [
+        {"start": day, "cost": -3.5, "charge_category": "Credit", "billing_currency": currency,
+         **dict.fromkeys(TEXT_FIELDS, text)},
+        {"start": day, "cost": 812.25, "billing_currency": currency, "sub_account_id": text, "owner": text,
+         "service_name": "Amazon EC2"},
+    ]  # fmt: skip
+    table = cost_lines(rows)
+    tags = pa.array([[(text, text), ("team", text)], None], type=TAGS_TYPE)
+    return table.set_column(table.schema.get_field_index("tags"), "tags", tags)

@@ -117,7 +117,9 @@ def test_a_secret_in_a_validator_message_is_redacted(tmp_path: Path) -> None:
     assert PASSWORD not in str(caught.value) and "${LOCK}" in str(caught.value)
 
 
-ENV_SCRIPT = "import json, os, sys; text = json.dumps(dict(os.environ)); open(sys.argv[1], 'w').write(text); print(text)"
+ENV_SCRIPT = (
+    "import json, os, sys; text = json.dumps(dict(os.environ)); open(sys.argv[1], 'w').write(text); print(text)"
+)
 
 
 def test_a_hook_gets_a_minimal_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
