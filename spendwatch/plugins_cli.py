@@ -25,6 +25,7 @@ def plugins_list(as_json: bool) -> None:
     from spendwatch.collectors.base import SOURCES
     from spendwatch.killswitch.base import ACTIONS
     from spendwatch.notify.channels import CHANNELS
+    from spendwatch.terminal import clean
 
     infos = []
     for registry in (SOURCES, CHANNELS, ACTIONS):
@@ -36,9 +37,6 @@ def plugins_list(as_json: bool) -> None:
     width = max((len(i.name) for i in infos), default=4)
     for info in infos:
         where = info.origin + (f" ({info.entry_point})" if info.entry_point else "")
-        click.echo(_printable(f"{info.kind:<12} {info.name:<{width}}  {info.status:<10}  {where}"))
-
-
-def _printable(text: str) -> str:
-    """A package's metadata and its import error are not ours: no control characters reach the terminal."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+        # A package's metadata and its import error are not ours: each field is cleaned for the terminal.
+        line = f"{info.kind:<12} {clean(info.name):<{width}}  {clean(info.status):<10}  {clean(where)}"
+        click.echo(line)
