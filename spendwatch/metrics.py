@@ -44,7 +44,7 @@ log = logging.getLogger("spendwatch.metrics")
 ACTION_STATES = ("planned", "awaiting-approval", "running", "done", "failed", "undone", "expired", "undoing")
 DIGEST_STATUSES = ("sending", "committing", "sent", "unconfirmed", "failed", "superseded")
 RUN_STATUSES = ("ok", "partial", "failed", "interrupted", "running")
-DAEMON_JOBS = ("detect", "killswitch", "alerts", "digest", "housekeeping")
+DAEMON_JOBS = ("detect", "killswitch", "alerts", "guard", "digest", "housekeeping", "snapshot")
 MAX_COUNTERS_PER_SOURCE = 20
 
 
