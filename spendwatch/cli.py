@@ -172,20 +172,31 @@ def costs_group() -> None:
 @pass_env
 @handle_errors
 def costs_export(env: Env, output: str, since: datetime | None, until: datetime | None, provider: str | None) -> None:
-    """Export cost lines as a FOCUS file (Parquet or CSV, FOCUS column names)."""
+    """Export cost lines as a FOCUS 1.0 dataset (Parquet or CSV) with its FOCUS metadata beside it.
+
+    Every FOCUS 1.0 column is written (NULL where the source lacks it), then spendwatch's x_ columns;
+    FILE.metadata.json states the FOCUS version and each column's type.
+    """
     from spendwatch.errors import InputError
     from spendwatch.export import export_focus
 
     if since is not None and until is not None and since >= until:
         raise InputError(f"--since {since:%Y-%m-%d} is not before --until {until:%Y-%m-%d}: no period to export")
-    rows = export_focus(
+    result = export_focus(
         env.store,
         Path(output),
         since=since.replace(tzinfo=UTC) if since else None,
         until=until.replace(tzinfo=UTC) if until else None,
         provider=provider,
     )
-    click.echo(f"wrote {rows} cost line(s) to {output}")
+    click.echo(
+        f"wrote {result.rows} cost line(s) to {output} (FOCUS {result.focus_version}; "
+        f"metadata: {result.metadata_path})"
+    )
+    if result.missing_mandatory:
+        # Not an error: the source never had these (a Cost Explorer source has no billing period …).
+        gaps = ", ".join(f"{name} ({count})" for name, count in result.missing_mandatory.items())
+        click.echo(f"spendwatch: note: FOCUS mandatory columns left NULL where the source lacks them: {gaps}", err=True)
 
 
 # -- commands contributed by subsystems ------------------------------------------------------------
