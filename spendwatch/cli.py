@@ -14,7 +14,16 @@ from pathlib import Path
 import click
 
 from spendwatch import __version__
-from spendwatch.cli_util import DEFAULT_CONFIG, Env, OneLineErrors, handle_errors, pass_env, progress
+from spendwatch.cli_util import (
+    DEFAULT_CONFIG,
+    Env,
+    OneLineErrors,
+    echo_json,
+    handle_errors,
+    json_option,
+    pass_env,
+    progress,
+)
 
 
 @click.group(
@@ -62,12 +71,26 @@ def config_group() -> None:
 
 @config_group.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
+@json_option()
 @handle_errors
-def config_validate(file: str) -> None:
+def config_validate(file: str, as_json: bool) -> None:
     """Validate FILE; prints what it configures, or one line naming the bad key."""
     from spendwatch.config import load_config
 
     config = load_config(file)
+    if as_json:
+        echo_json(
+            {
+                "file": file,
+                "valid": True,
+                "store": config.store.path,
+                "sources": [{"name": s.name, "type": s.type, "enabled": s.enabled} for s in config.sources],
+                "monitors": [m.name for m in config.monitors],
+                "channels": [{"name": c.name, "type": c.type} for c in config.notify.channels],
+                "killswitch_rules": [{"name": r.name, "do": r.do, "how": r.how} for r in config.killswitch.rules],
+            }
+        )
+        return
     sources = ", ".join(f"{s.name} ({s.type})" for s in config.sources)
     click.echo(f"{file}: ok — store {config.store.path}; sources: {sources}; monitors: {len(config.monitors)}")
 
@@ -86,9 +109,10 @@ def config_schema() -> None:
 @main.command("collect")
 @click.option("--source", "source_names", multiple=True, help="only this source (repeatable)")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="backfill from this day (UTC)")
+@json_option()
 @pass_env
 @handle_errors
-def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> None:
+def collect(env: Env, source_names: tuple[str, ...], since: datetime | None, as_json: bool) -> None:
     """Collect cost and job data from the configured sources into the store.
 
     Exits 2 when a file, manifest or setting is the user's to fix, 1 when a cloud API kept failing;
@@ -98,6 +122,7 @@ def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> 
 
     sources = [env.config.source(n) for n in source_names] if source_names else env.config.sources
     exit_code = 0
+    records = []
     for source in sources:
         if not source.enabled and not source_names:
             continue
@@ -110,14 +135,22 @@ def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> 
             click.echo(f"spendwatch: problem: {source.name}: {problem}", err=True)
         if run.problems:
             exit_code = max(exit_code, 2 if run.user_problems else 1)
+        records.append(
+            {"source": source.name, "type": source.type, "ok": run.error is None, "cost_lines": run.cost_rows,
+             "replaced_lines": run.replaced_rows, "periods": run.periods, "jobs": run.jobs,
+             "seconds": round(run.seconds, 3), "problems": run.problems, "error": run.error,
+             "interrupted": run.interrupted, "counters": run.counters}
+        )  # fmt: skip
         if run.error:
             exit_code = max(exit_code, 2 if run.user_error else 1)
             click.echo(f"spendwatch: error: {source.name}: {run.error}", err=True)
-        else:
+        elif not as_json:
             click.echo(
                 f"{source.name}: {run.cost_rows} cost line(s) in {run.periods} period(s), "
                 f"{run.jobs} job record(s), {run.seconds:.1f}s"
             )
+    if as_json:
+        echo_json(records)
     if exit_code:
         sys.exit(exit_code)
 
@@ -169,9 +202,12 @@ def costs_group() -> None:
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="charge periods from this day (UTC)")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="charge periods before this day (UTC)")
 @click.option("--provider", help="only this provider (aws, gcp …)")
+@json_option()
 @pass_env
 @handle_errors
-def costs_export(env: Env, output: str, since: datetime | None, until: datetime | None, provider: str | None) -> None:
+def costs_export(
+    env: Env, output: str, since: datetime | None, until: datetime | None, provider: str | None, as_json: bool
+) -> None:
     """Export cost lines as a FOCUS 1.0 dataset (Parquet or CSV) with its FOCUS metadata beside it.
 
     Every FOCUS 1.0 column is written (NULL where the source lacks it), then spendwatch's x_ columns;
@@ -189,6 +225,9 @@ def costs_export(env: Env, output: str, since: datetime | None, until: datetime 
         until=until.replace(tzinfo=UTC) if until else None,
         provider=provider,
     )
+    if as_json:
+        echo_json(result)
+        return
     click.echo(
         f"wrote {result.rows} cost line(s) to {output} (FOCUS {result.focus_version}; "
         f"metadata: {result.metadata_path})"
