@@ -13,6 +13,10 @@ so a crash between the two can repeat one alert (at-least-once; a duplicate chat
 a lost kill-switch notice). Failures go to ``alert_failures`` with the next attempt time
 (exponential backoff) and are retried on later runs until the subject is older than ``alerts.max_age``;
 the digest lists them.
+
+Channels that track alerts (``Channel.follows_incidents``: PagerDuty) also get each incident's
+acknowledge, resolve and re-trigger once they took its trigger (``notify.lifecycle``), through the
+same ledger; every alert carries an ``AlertEvent`` (``notify.events``) for them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The ``notify:`` section: channels (notifier plugins), the daily digest, immediate alerts, team routes.
 
 A channel is a notifier plugin registered by name in ``CHANNELS`` (``smtp``, ``ses``, ``webhook``,
-``folder``); each carries its own config model, so the whole section is validated before anything
-runs. The digest and the alerts name the channels they use; routes add team recipients to the
-digest and to alerts when an incident or action belongs to the team (by owner or account).
+``msteams``, ``pagerduty``, ``folder``, and any a plugin package adds); each carries its own config
+model, so the whole section is validated before anything runs. The digest and the alerts name the
+channels they use; routes add team recipients to the digest and to alerts when an incident or action
+belongs to the team (by owner or account).
 """
 
 from __future__ import annotations
