@@ -19,15 +19,15 @@ from spendwatch.cli_util import (
     Env,
     OneLineErrors,
     accept_config_anywhere,
+    echo_json,
     handle_errors,
+    json_option,
     pass_env,
     progress,
 )
 
 
-@click.group(
-    cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
-)
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="spendwatch")
 @click.option(
     "-c",
@@ -70,7 +70,7 @@ def config_group() -> None:
 
 @config_group.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="what it configures, as JSON")
+@json_option()
 @handle_errors
 def config_validate(file: str, as_json: bool) -> None:
     """Validate FILE; prints what it configures, or one line naming the bad key."""
@@ -78,19 +78,22 @@ def config_validate(file: str, as_json: bool) -> None:
 
     config = load_config(file)
     if as_json:
-        summary = {
-            "file": file,
-            "ok": True,
-            "store": str(config.store.path),
-            "sources": [{"name": s.name, "type": s.type, "enabled": s.enabled} for s in config.sources],
-            "monitors": [m.name for m in config.monitors],
-            "budgets": [{"name": b.name, "amount": b.amount, "currency": b.currency, "scope": b.scope}
-                        for b in config.budgets],
-            "channels": [{"name": c.name, "type": c.type} for c in config.notify.channels],
-            "routes": [r.name for r in config.notify.routes],
-            "killswitch_rules": [{"name": r.name, "how": r.how} for r in config.killswitch.rules],
-        }  # fmt: skip
-        click.echo(json.dumps(summary, indent=2))
+        echo_json(
+            {
+                "file": file,
+                "valid": True,
+                "store": config.store.path,
+                "sources": [{"name": s.name, "type": s.type, "enabled": s.enabled} for s in config.sources],
+                "monitors": [m.name for m in config.monitors],
+                "budgets": [
+                    {"name": b.name, "amount": b.amount, "currency": b.currency, "scope": b.scope}
+                    for b in config.budgets
+                ],
+                "channels": [{"name": c.name, "type": c.type} for c in config.notify.channels],
+                "routes": [r.name for r in config.notify.routes],
+                "killswitch_rules": [{"name": r.name, "do": r.do, "how": r.how} for r in config.killswitch.rules],
+            }
+        )
         return
     sources = ", ".join(f"{s.name} ({s.type})" for s in config.sources)
     click.echo(f"{file}: ok — store {config.store.path}; sources: {sources}; monitors: {len(config.monitors)}")
@@ -110,9 +113,10 @@ def config_schema() -> None:
 @main.command("collect")
 @click.option("--source", "source_names", multiple=True, help="only this source (repeatable)")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="backfill from this day (UTC)")
+@json_option()
 @pass_env
 @handle_errors
-def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> None:
+def collect(env: Env, source_names: tuple[str, ...], since: datetime | None, as_json: bool) -> None:
     """Collect cost and job data from the configured sources into the store.
 
     Exits 2 when a file, manifest or setting is the user's to fix, 1 when a cloud API kept failing;
@@ -122,6 +126,7 @@ def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> 
 
     sources = [env.config.source(n) for n in source_names] if source_names else env.config.sources
     exit_code = 0
+    records = []
     for source in sources:
         if not source.enabled and not source_names:
             continue
@@ -134,14 +139,22 @@ def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> 
             click.echo(f"spendwatch: problem: {source.name}: {problem}", err=True)
         if run.problems:
             exit_code = max(exit_code, 2 if run.user_problems else 1)
+        records.append(
+            {"source": source.name, "type": source.type, "ok": run.error is None, "cost_lines": run.cost_rows,
+             "replaced_lines": run.replaced_rows, "periods": run.periods, "jobs": run.jobs,
+             "seconds": round(run.seconds, 3), "problems": run.problems, "error": run.error,
+             "interrupted": run.interrupted, "counters": run.counters}
+        )  # fmt: skip
         if run.error:
             exit_code = max(exit_code, 2 if run.user_error else 1)
             click.echo(f"spendwatch: error: {source.name}: {run.error}", err=True)
-        else:
+        elif not as_json:
             click.echo(
                 f"{source.name}: {run.cost_rows} cost line(s) in {run.periods} period(s), "
                 f"{run.jobs} job record(s), {run.seconds:.1f}s"
             )
+    if as_json:
+        echo_json(records)
     if exit_code:
         sys.exit(exit_code)
 
@@ -197,23 +210,39 @@ def costs_group() -> None:
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="charge periods from this day (UTC)")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="charge periods before this day (UTC)")
 @click.option("--provider", help="only this provider (aws, gcp …)")
+@json_option()
 @pass_env
 @handle_errors
-def costs_export(env: Env, output: str, since: datetime | None, until: datetime | None, provider: str | None) -> None:
-    """Export cost lines as a FOCUS file (Parquet or CSV, FOCUS column names)."""
+def costs_export(
+    env: Env, output: str, since: datetime | None, until: datetime | None, provider: str | None, as_json: bool
+) -> None:
+    """Export cost lines as a FOCUS 1.0 dataset (Parquet or CSV) with its FOCUS metadata beside it.
+
+    Every FOCUS 1.0 column is written (NULL where the source lacks it), then spendwatch's x_ columns;
+    FILE.metadata.json states the FOCUS version and each column's type.
+    """
     from spendwatch.errors import InputError
     from spendwatch.export import export_focus
 
     if since is not None and until is not None and since >= until:
         raise InputError(f"--since {since:%Y-%m-%d} is not before --until {until:%Y-%m-%d}: no period to export")
-    rows = export_focus(
+    result = export_focus(
         env.store,
         Path(output),
         since=since.replace(tzinfo=UTC) if since else None,
         until=until.replace(tzinfo=UTC) if until else None,
         provider=provider,
     )
-    click.echo(f"wrote {rows} cost line(s) to {output}")
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(
+        f"wrote {result.rows} cost line(s) to {output} (FOCUS {result.focus_version}; metadata: {result.metadata_path})"
+    )
+    if result.missing_mandatory:
+        # Not an error: the source never had these (a Cost Explorer source has no billing period …).
+        gaps = ", ".join(f"{name} ({count})" for name, count in result.missing_mandatory.items())
+        click.echo(f"spendwatch: note: FOCUS mandatory columns left NULL where the source lacks them: {gaps}", err=True)
 
 
 # -- commands contributed by subsystems ------------------------------------------------------------
@@ -239,6 +268,9 @@ main.add_command(guard_group)
 from spendwatch.store_cli import store_group  # noqa: E402
 
 main.add_command(store_group)
+from spendwatch.plugins_cli import plugins_group  # noqa: E402
+
+main.add_command(plugins_group)
 from spendwatch.budgets_cli import budgets_group  # noqa: E402
 
 main.add_command(budgets_group)

@@ -5,11 +5,14 @@ Kept apart from ``cli.py`` so subsystem command modules can import it without a 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,6 +144,30 @@ def _debugging() -> bool:
     ctx = click.get_current_context(silent=True)
     env = ctx.find_object(Env) if ctx else None
     return env is not None and env.debug
+
+
+def json_option() -> Callable[[F], F]:
+    """``--json``: print the command's records as JSON on stdout (messages stay on stderr)."""
+    return click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def echo_json(data: Any) -> None:
+    """``data`` as indented JSON: timestamps ISO 8601, paths as text, dataclasses as objects."""
+    click.echo(json.dumps(data, default=_json_default, indent=2))
 
 
 def progress(message: str) -> None:

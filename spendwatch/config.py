@@ -16,10 +16,11 @@ import dataclasses
 import difflib
 import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -34,8 +35,9 @@ from spendwatch.detect.monitors import MonitorConfig, default_monitors
 from spendwatch.errors import ConfigError
 from spendwatch.guard.config import GuardConfig
 from spendwatch.killswitch.config import KillSwitchConfig
+from spendwatch.notify.channels import CHANNELS
 from spendwatch.notify.config import NotifyConfig
-from spendwatch.plugins import Registry, StrictModel, config_models
+from spendwatch.plugins import PluginUnion, Registry, StrictModel, config_models
 from spendwatch.secrets import MIN_SECRET, remember
 from spendwatch.store import check_memory_limit
 
@@ -45,10 +47,8 @@ _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 # A YAML alias can repeat a subtree: a handful of lines may expand to billions of values ("billion laughs").
 MAX_CONFIG_VALUES = 100_000
 
-if TYPE_CHECKING:
-    SourceSpec = SourceConfig
-else:
-    SourceSpec = Annotated[Union[config_models(SOURCES)], Field(discriminator="type")]  # noqa: UP007
+# Any registered source's config, chosen by ``type`` (plugins' too: see ``prepare_plugins``).
+SourceSpec = Annotated[SourceConfig, PluginUnion(SOURCES)]
 
 
 class SnapshotConfig(StrictModel):
@@ -260,11 +260,62 @@ def parse_config(text: str, path: Path, *, environ: dict[str, str]) -> Config:
     hidden = Interpolated()  # values from the environment: never echoed in an error
     data = _interpolate(data, (), path, root_node, environ, hidden)
     try:
+        prepare_plugins(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
         config = Config.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, data, root_node, hidden)) from None
     remember(config)  # every log line of this process is scrubbed of the config's secrets
     return config
+
+
+# -- third-party plugins --------------------------------------------------------------------------
+
+_PLUGINS_LOCK = threading.Lock()
+# The registry generations the config models were last built from.
+_BUILT_WITH = {"sources": SOURCES.generation, "channels": CHANNELS.generation}
+
+
+def prepare_plugins(data: Any = None) -> None:
+    """Load the plugins a config (as parsed YAML) names that are not registered yet, then rebuild the
+    config models if any registry changed; ``None`` loads every installed plugin (the JSON Schema).
+
+    Only the ``type`` values the config uses are looked up, so a config of built-in types reads no
+    entry-point metadata at all. Action plugins are loaded when the config has kill-switch rules: a
+    rule names a verb, and any action may answer it.
+    """
+    from spendwatch.killswitch.base import ACTIONS
+
+    with _PLUGINS_LOCK:
+        if data is None:
+            for registry in (SOURCES, CHANNELS, ACTIONS):
+                registry.load_plugins()
+        elif isinstance(data, dict):
+            SOURCES.load_plugins(_types(data.get("sources")))
+            notify = data.get("notify")
+            CHANNELS.load_plugins(_types(notify.get("channels") if isinstance(notify, dict) else None))
+            killswitch = data.get("killswitch")
+            if isinstance(killswitch, dict) and killswitch.get("rules"):
+                ACTIONS.load_plugins()
+        _rebuild_models()
+
+
+def _types(items: Any) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    return [item["type"] for item in items if isinstance(item, dict) and isinstance(item.get("type"), str)]
+
+
+def _rebuild_models() -> None:
+    """Rebuild the models holding a ``PluginUnion`` (innermost first) when a registry gained a plugin."""
+    current = {"sources": SOURCES.generation, "channels": CHANNELS.generation}
+    if current == _BUILT_WITH:
+        return
+    NotifyConfig.model_rebuild(force=True)
+    Config.model_rebuild(force=True)
+    _BUILT_WITH.update(current)
 
 
 def _interpolate(
@@ -415,7 +466,7 @@ def _describe(
     if named:  # a whole-model check naming its own key path ("guard.sources: …") points at that key
         path_named = _parse_loc(named.group(1))
         # The path may be absolute ("killswitch.rules" from the killswitch section) or relative.
-        loc = path_named if loc and path_named[: 1] == loc[: 1] else (*loc, *path_named)
+        loc = path_named if loc and path_named[:1] == loc[:1] else (*loc, *path_named)
         message = named.group(2)
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{_where(path, root, loc)}: {format_loc(loc)}: {message}{more}"
@@ -456,7 +507,8 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...], hidden: Interpolat
         what = f"{names[-1].removesuffix('s')} type" if names else "type"  # sources[0] -> "source type"
         if kind == "union_tag_not_found":
             return f"'type' is required (one of: {known})"
-        return f"unknown {what} {context.get('tag')!r} (known: {known})"
+        # A type from a plugin package that is not installed here looks just like a typo.
+        return f"unknown {what} {context.get('tag')!r} (known: {known}; plugins: `spendwatch plugins list`)"
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -470,8 +522,6 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...], hidden: Interpolat
 
 
 def _registry_names(loc: tuple[str | int, ...]) -> str:
-    from spendwatch.notify.channels import CHANNELS
-
     registries: dict[str, Registry[Any]] = {"sources": SOURCES, "channels": CHANNELS}
     for part in reversed(loc):
         if isinstance(part, str) and part in registries:
@@ -506,16 +556,43 @@ def _known_keys() -> list[str]:
 
 
 def _models_in(annotation: Any) -> list[Any]:
-    found = []
+    found: list[Any] = []
     if isinstance(annotation, type) and issubclass(annotation, StrictModel):
         found.append(annotation)
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, PluginUnion):
+            found.extend(meta.models())
     for arg in getattr(annotation, "__args__", ()) or ():
         found.extend(_models_in(arg))
     return found
 
 
 def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file, with every installed plugin's config model."""
+    prepare_plugins(None)
     schema = Config.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "spendwatch configuration"
+    _add_action_options(schema)
     return schema
+
+
+def _add_action_options(schema: dict[str, Any]) -> None:
+    """A rule's ``options`` are checked against its actions' models at load; the schema lists them too."""
+    from spendwatch.killswitch.base import ACTIONS
+
+    defs: dict[str, Any] = schema.setdefault("$defs", {})
+    options = defs.get("Rule", {}).get("properties", {}).get("options")
+    if options is None:
+        return
+    choices: list[dict[str, Any]] = [{"type": "object", "maxProperties": 0}]
+    for name, action in ACTIONS.items():
+        model = action.config_model
+        if not model.model_fields:
+            continue
+        part = model.model_json_schema(mode="validation", ref_template="#/$defs/{model}")
+        defs.update(part.pop("$defs", {}))
+        defs.setdefault(model.__name__, part)
+        choices.append({"$ref": f"#/$defs/{model.__name__}", "description": f"options of the {name} action"})
+    options.pop("additionalProperties", None)
+    options["anyOf"] = choices

@@ -71,6 +71,23 @@ def _parse_clock_time(value: Any) -> Any:
 ClockTime = Annotated[time, BeforeValidator(_parse_clock_time)]
 
 
+class SpendMetricsConfig(StrictModel):
+    """The spend gauges on /metrics (``spend_metrics``): label values are bounded, the rest is ``other``."""
+
+    enabled: bool = Field(default=True, description="export spend, incident excess, budget and guard burn gauges")
+    top_accounts: int = Field(
+        default=20, ge=1, le=500, description="accounts per provider and currency with their own label (rest: other)"
+    )
+    top_providers: int = Field(default=10, ge=1, le=50, description="providers with their own label (rest: other)")
+    top_platforms: int = Field(default=10, ge=1, le=50, description="guard platforms with their own label")
+    max_currencies: int = Field(
+        default=5, ge=1, le=20, description="currencies exported (money in different currencies is never summed)"
+    )
+    refresh: Duration = Field(
+        default=timedelta(minutes=5), description="scrapes within this reuse the last figures (bills change hourly)"
+    )
+
+
 class HealthConfig(StrictModel):
     enabled: bool = Field(default=True, description="serve /healthz, /readyz and /metrics")
     bind: str = Field(default="127.0.0.1", description="address to listen on (0.0.0.0 in a container)")
@@ -79,6 +96,7 @@ class HealthConfig(StrictModel):
         default=timedelta(0),
         description="/readyz fails when a source's last good collection is older (0: 3 × its interval + 10m)",
     )
+    spend: SpendMetricsConfig = Field(default_factory=SpendMetricsConfig, description="spend gauges on /metrics")
 
 
 class DaemonConfig(StrictModel):

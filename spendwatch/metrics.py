@@ -18,6 +18,9 @@ Metrics (all gauges unless ``_total``):
 * ``spendwatch_incidents_open{severity}``, ``spendwatch_actions{state}``;
 * ``spendwatch_digest_last_sent_timestamp_seconds``, ``spendwatch_digest_last_day_status{status}``;
 * ``spendwatch_alerts_sent_total``, ``spendwatch_alert_failures{given_up}``.
+
+Spend itself (cost yesterday and month to date, incident excess, budgets, guard burn) is in
+``spend_metrics``; ``deploy/grafana/spendwatch.json`` and ``deploy/kubernetes/prometheusrule.yaml`` use both.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ log = logging.getLogger("spendwatch.metrics")
 ACTION_STATES = ("planned", "awaiting-approval", "running", "done", "failed", "undone", "expired", "undoing")
 DIGEST_STATUSES = ("sending", "committing", "sent", "unconfirmed", "failed", "superseded")
 RUN_STATUSES = ("ok", "partial", "failed", "interrupted", "running")
-DAEMON_JOBS = ("detect", "killswitch", "alerts", "digest", "housekeeping")
+DAEMON_JOBS = ("detect", "killswitch", "alerts", "guard", "digest", "housekeeping", "snapshot")
 MAX_COUNTERS_PER_SOURCE = 20
 
 
@@ -221,10 +224,13 @@ def _numeric_counters(detail: Any) -> dict[str, float]:
 
 
 def store_registry(config: Config, store: Store) -> CollectorRegistry:
-    """A registry with the store collector and the process collector (CPU, memory, fds)."""
+    """A registry with the store collector, the spend collector (``spend_metrics``) and the process collector."""
     from prometheus_client import ProcessCollector
+
+    from spendwatch.spend_metrics import SpendCollector
 
     registry = CollectorRegistry(auto_describe=False)
     StoreCollector(config, store, registry=registry)
+    SpendCollector(config, store, registry=registry)
     ProcessCollector(registry=registry)
     return registry

@@ -163,4 +163,4 @@ class Source(Plugin):
         raise NotImplementedError
 
 
-SOURCES: Registry[type[Source]] = Registry("source type")
+SOURCES: Registry[type[Source]] = Registry("source type", group="spendwatch.sources")

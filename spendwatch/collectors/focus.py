@@ -64,7 +64,31 @@ _COLUMNS: dict[str, str] = {
     "resourceid": "resource_id",
     "resourcename": "resource_name",
     "chargedescription": "charge_description",
+    # The rest of FOCUS 1.0's text columns, kept for ``costs export`` (1.0-preview names as aliases).
+    "billingaccountname": "billing_account_name",
+    "chargeclass": "charge_class",
+    "availabilityzone": "availability_zone",
+    "regionname": "region_name",
+    "resourcetype": "resource_type",
+    "skupriceid": "sku_price_id",
+    "pricingcategory": "pricing_category",
+    "pricingunit": "pricing_unit",
+    "consumedunit": "consumed_unit",
+    "commitmentdiscountid": "commitment_discount_id",
+    "commitmentdiscountname": "commitment_discount_name",
+    "commitmentdiscountcategory": "commitment_discount_category",
+    "commitmentdiscountstatus": "commitment_discount_status",
+    "commitmentdiscounttype": "commitment_discount_type",
+    "invoiceissuername": "invoice_issuer_name",
+    "invoiceissuer": "invoice_issuer_name",
+    "publishername": "publisher_name",
+    "publisher": "publisher_name",
 }
+# Unit prices are money (capped like costs); quantities are counts of anything (bytes, requests …).
+_PRICES = {"listunitprice": "list_unit_price", "contractedunitprice": "contracted_unit_price"}
+_AMOUNTS = {"contractedcost": "contracted_cost"}
+_QUANTITIES = {"pricingquantity": "pricing_quantity", "consumedquantity": "consumed_quantity"}
+_PERIODS = {"billingperiodstart": "billing_period_start", "billingperiodend": "billing_period_end"}
 _PROVIDER_COLUMNS = ("providername", "serviceprovidername", "provider")
 _REQUIRED = ("chargeperiodstart", "chargeperiodend", "billedcost", "billingcurrency", "chargecategory")
 _CATEGORY = {c.lower(): c for c in CHARGE_CATEGORIES}
@@ -209,8 +233,17 @@ class FocusReader:
             out["charge_frequency"] = cell.choice(columns["chargefrequency"], _FREQUENCY, required=False)
         out["provider"] = self._providers(cell, provider_column, raw.num_rows)
         for focus_name, store_name in _COLUMNS.items():
-            if focus_name in columns:
+            if focus_name in columns and store_name not in out:
                 out[store_name] = cell.text(columns[focus_name], required=False)
+        for focus_name, store_name in (*_PRICES.items(), *_AMOUNTS.items()):
+            if focus_name in columns:
+                out[store_name] = cell.numbers(columns[focus_name], required=False)
+        for focus_name, store_name in _QUANTITIES.items():
+            if focus_name in columns:
+                out[store_name] = cell.numbers(columns[focus_name], required=False, limit=None)
+        for focus_name, store_name in _PERIODS.items():
+            if focus_name in columns:
+                out[store_name] = cell.timestamps(columns[focus_name], required=False)
         tags = cell.tags(columns["tags"]) if "tags" in columns else tags_array([None] * raw.num_rows)
         out["tags"] = tags
         out["owner"] = derive_column(tags, self.owner_tags)
@@ -359,7 +392,7 @@ class _Cells:
         if empty.any():
             raise self._fail(column, self._first(empty), "empty value in a required column")
 
-    def timestamps(self, column: str) -> pa.Array:
+    def timestamps(self, column: str, *, required: bool = True) -> pa.Array:
         kind = self.table.column(column).type
         if pa.types.is_integer(kind) or pa.types.is_floating(kind):
             # An epoch number is ambiguous (seconds? milliseconds?); FOCUS dates are timestamps or ISO 8601.
@@ -368,7 +401,8 @@ class _Cells:
                 "(FOCUS dates are timestamps or ISO 8601 text)"
             )
         raw = self._strings(column, typed=True)
-        self._check_required(column, raw)
+        if required:
+            self._check_required(column, raw)
         if pd.api.types.is_datetime64_any_dtype(raw):
             parsed = pd.to_datetime(raw, utc=True)
         else:
@@ -391,7 +425,7 @@ class _Cells:
             index = int(backwards.nonzero()[0][0])
             raise self._fail(column, index, "charge period ends before it starts")
 
-    def numbers(self, column: str, *, required: bool) -> pa.Array:
+    def numbers(self, column: str, *, required: bool, limit: float | None = MAX_AMOUNT) -> pa.Array:
         raw = self._strings(column, typed=True)
         if required:
             self._check_required(column, raw)
@@ -406,7 +440,7 @@ class _Cells:
         if infinite.any():  # "Infinity", "1e400": stored, they would make every total infinite
             index = int(infinite.nonzero()[0][0])
             raise self._fail(column, index, f"{raw.iloc[index]!r} is not a finite number")
-        absurd = magnitude >= MAX_AMOUNT
+        absurd = magnitude >= (limit if limit is not None else np.inf)
         if absurd.any():  # 1e300 is finite, but two of them add up to infinity
             index = int(absurd.nonzero()[0][0])
             raise self._fail(column, index, f"{raw.iloc[index]!r} is not a plausible amount (at most 1e15)")

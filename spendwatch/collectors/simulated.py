@@ -254,6 +254,10 @@ class SimulatedEstate:
         if k8s is not None:  # the workload's labels, as EKS/GKE cost allocation carries them
             tags.update({f"k8s-label/{k}": v for k, v in (("owner", owner), ("team", team)) if v})
         billed = np.round(cost, 6)
+        # FOCUS columns a real bill carries: the calendar-month billing period, who invoices, and (for
+        # hourly usage) an hour of the SKU as the priced quantity.
+        month = starts.tz_convert("UTC").tz_localize(None).to_period("M")
+        hourly = frequency == "Usage-Based" and charge_category == "Usage"
         return pd.DataFrame(
             {
                 "provider": account.provider,
@@ -281,6 +285,14 @@ class SimulatedEstate:
                 "k8s_cluster": k8s[0] if k8s else None,
                 "k8s_namespace": k8s[1] if k8s else None,
                 "k8s_workload": k8s[2] if k8s else None,
+                "billing_account_name": "Example Corp (payer)" if account.provider == "aws" else "Example Corp",
+                "billing_period_start": month.to_timestamp().tz_localize("UTC"),
+                "billing_period_end": (month + 1).to_timestamp().tz_localize("UTC"),
+                "pricing_quantity": 1.0 if hourly else None,
+                "pricing_unit": "Hours" if hourly else None,
+                "contracted_cost": billed,
+                "invoice_issuer_name": ISSUERS[account.provider],
+                "publisher_name": ISSUERS[account.provider],
             }
         )
 
@@ -651,6 +663,9 @@ def _compute_job(
         "resource_id": job_id,
         "labels": [("owner", f"{user}@example.com"), ("job", name)],
     }
+
+
+ISSUERS = {"aws": "Amazon Web Services, Inc.", "gcp": "Google LLC"}
 
 
 def _text(value: object) -> str | None:

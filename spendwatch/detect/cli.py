@@ -12,7 +12,16 @@ from typing import Any
 
 import click
 
-from spendwatch.cli_util import Env, FiniteFloat, check_output_file, handle_errors, pass_env, progress
+from spendwatch.cli_util import (
+    Env,
+    FiniteFloat,
+    check_output_file,
+    echo_json,
+    handle_errors,
+    json_option,
+    pass_env,
+    progress,
+)
 from spendwatch.records import INCIDENT_STATUSES, Incident
 from spendwatch.terminal import clean
 
@@ -21,13 +30,25 @@ _ACTIVE = ("open", "ongoing")
 
 @click.command("detect")
 @click.option("--monitor", "monitors", multiple=True, help="only this monitor (repeatable)")
+@json_option()
 @pass_env
 @handle_errors
-def detect_command(env: Env, monitors: tuple[str, ...]) -> None:
+def detect_command(env: Env, monitors: tuple[str, ...], as_json: bool) -> None:
     """Score the stored series and update incidents (attribution included)."""
     from spendwatch.detect.runner import run_detection
 
     run = run_detection(env.config, env.store, env.clock, monitors=monitors or None, progress=progress)
+    if as_json:
+        per_monitor = [
+            {"monitor": m.monitor, "granularity": m.granularity, "series": m.series, "steps": m.steps,
+             "newest": m.newest, "anomalous_series": m.anomalous_series, **asdict(m.counts)}
+            for m in run.monitors
+        ]  # fmt: skip
+        echo_json(
+            {"series_scored": run.series_scored, "opened": run.opened, "seconds": round(run.seconds, 3),
+             "monitors": per_monitor}
+        )  # fmt: skip
+        return
     click.echo(f"{run.series_scored} series scored in {run.seconds:.1f}s; {run.opened} new incident(s)")
 
 
@@ -140,13 +161,17 @@ def _actor(given: str | None) -> str:
 @click.argument("incident_id", type=int)
 @click.option("--note", help="why (kept with the incident)")
 @click.option("--as", "actor", help="who is acknowledging (default: $SPENDWATCH_ACTOR or the login name)")
+@json_option()
 @pass_env
 @handle_errors
-def anomalies_ack(env: Env, incident_id: int, note: str | None, actor: str | None) -> None:
+def anomalies_ack(env: Env, incident_id: int, note: str | None, actor: str | None, as_json: bool) -> None:
     """Acknowledge an incident: it stops alerting."""
     from spendwatch.detect.incidents import give_feedback
 
     incident = give_feedback(env.store, incident_id, "acknowledged", actor=_actor(actor), note=note)
+    if as_json:
+        echo_json(_summary(incident))
+        return
     click.echo(f"incident #{incident.id} acknowledged: it will not alert again")
 
 
@@ -154,13 +179,17 @@ def anomalies_ack(env: Env, incident_id: int, note: str | None, actor: str | Non
 @click.argument("incident_id", type=int)
 @click.option("--note", help="why (kept with the incident)")
 @click.option("--as", "actor", help="who decided (default: $SPENDWATCH_ACTOR or the login name)")
+@json_option()
 @pass_env
 @handle_errors
-def anomalies_expected(env: Env, incident_id: int, note: str | None, actor: str | None) -> None:
+def anomalies_expected(env: Env, incident_id: int, note: str | None, actor: str | None, as_json: bool) -> None:
     """Mark an incident as expected: it stops alerting and its level becomes the series' new baseline."""
     from spendwatch.detect.incidents import give_feedback
 
     incident = give_feedback(env.store, incident_id, "expected", actor=_actor(actor), note=note)
+    if as_json:
+        echo_json(_summary(incident))
+        return
     click.echo(
         f"incident #{incident.id} marked expected: the series is re-baselined from "
         f"{incident.first_seen:%Y-%m-%d %H:%M} on the next detection"
@@ -178,8 +207,9 @@ def anomalies_expected(env: Env, incident_id: int, note: str | None, actor: str 
     show_default=True,
     help="divides every z threshold (> 0): 2 flags on half the surprise",
 )
+@json_option()
 @handle_errors
-def backtest_command(input_path: str, output: str, granularity: str | None, sensitivity: float) -> None:
+def backtest_command(input_path: str, output: str, granularity: str | None, sensitivity: float, as_json: bool) -> None:
     """Walk forward causally through series_id,timestamp,cost rows and write series_id,timestamp,score,is_anomaly."""
     from spendwatch.detect.backtest import read_long_csv, run_backtest, write_flags
     from spendwatch.detect.model import ModelParams
@@ -200,5 +230,11 @@ def backtest_command(input_path: str, output: str, granularity: str | None, sens
     finally:
         partial.unlink(missing_ok=True)
     flagged = int(flags["is_anomaly"].sum())
-    click.echo(f"wrote {len(flags)} decisions ({flagged} anomalous) to {output}")
+    if as_json:
+        echo_json(
+            {"input": input_path, "output": output, "granularity": panel.granularity, "series": len(panel.series_ids),
+             "steps": len(panel.timestamps), "decisions": len(flags), "anomalous": flagged, "sensitivity": sensitivity}
+        )  # fmt: skip
+    else:
+        click.echo(f"wrote {len(flags)} decisions ({flagged} anomalous) to {output}")
     sys.stdout.flush()

@@ -19,7 +19,7 @@ the configured connections, or hands out the clients a caller injected (tests, t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -282,7 +282,7 @@ class Action(Plugin):
         return observed.state in self.undone_states
 
 
-ACTIONS: Registry[type[Action]] = Registry("action")
+ACTIONS: Registry[type[Action]] = Registry("action", group="spendwatch.actions")
 
 
 def register(name: str) -> Any:
@@ -296,6 +296,25 @@ def register(name: str) -> Any:
         return cls
 
     return decorate
+
+
+def register_resource_type(name: str, provider: str, *, platforms: Iterable[str] = ()) -> None:
+    """Let plugin actions act on a new resource type (call it before registering them).
+
+    ``platforms``: job-record platforms (as a plugin source writes them) whose job id is the canonical
+    id of this resource type, so a rule on jobs finds them. Re-registering the same type with the same
+    provider is harmless; another provider, or a platform already mapped elsewhere, is an error.
+    """
+    from spendwatch.killswitch.targets import PLATFORM_TYPES
+
+    if RESOURCE_TYPES.get(name, provider) != provider:
+        raise ValueError(f"resource type {name!r} already belongs to {RESOURCE_TYPES[name]!r}")
+    for platform in platforms:
+        if PLATFORM_TYPES.get(platform.lower(), name) != name:
+            raise ValueError(f"job platform {platform!r} already maps to {PLATFORM_TYPES[platform.lower()]!r}")
+    RESOURCE_TYPES[name] = provider
+    for platform in platforms:
+        PLATFORM_TYPES[platform.lower()] = name
 
 
 def actions_for(resource_type: str, verb: str) -> list[type[Action]]:

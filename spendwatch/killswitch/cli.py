@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from spendwatch.cli_util import Env, handle_errors, pass_env
+from spendwatch.cli_util import Env, echo_json, handle_errors, json_option, pass_env
 from spendwatch.terminal import clean
 
 
@@ -163,13 +163,17 @@ def actions_show(env: Env, action_id: int, as_json: bool) -> None:
 @click.argument("action_id", type=int)
 @click.option("--as", "actor", help="who approves (default: $USER)")
 @click.option("--no-execute", is_flag=True, help="record the approval; the next run carries it out")
+@json_option()
 @pass_env
 @handle_errors
-def actions_approve(env: Env, action_id: int, actor: str | None, no_execute: bool) -> None:
+def actions_approve(env: Env, action_id: int, actor: str | None, no_execute: bool, as_json: bool) -> None:
     """Approve an action awaiting approval; it is carried out now (re-read and checked first)."""
     record = _engine(env).approve(action_id, _actor(actor), execute=not no_execute)
     outcome = (record.result or {}).get("summary") or record.error or ""
-    click.echo(f"action {record.id}: {record.state}" + (f" — {clean(outcome)}" if outcome else ""))
+    if as_json:
+        echo_json(_record_json(record))
+    else:
+        click.echo(f"action {record.id}: {record.state}" + (f" — {clean(outcome)}" if outcome else ""))
     if record.state == "failed":
         raise SystemExit(1)
 
@@ -178,47 +182,70 @@ def actions_approve(env: Env, action_id: int, actor: str | None, no_execute: boo
 @click.argument("action_id", type=int)
 @click.option("--as", "actor", help="who rejects (default: $USER)")
 @click.option("--note", help="why (kept in the journal)")
+@json_option()
 @pass_env
 @handle_errors
-def actions_reject(env: Env, action_id: int, actor: str | None, note: str | None) -> None:
+def actions_reject(env: Env, action_id: int, actor: str | None, note: str | None, as_json: bool) -> None:
     """Reject an action awaiting approval: nothing is done."""
     record = _engine(env).reject(action_id, _actor(actor), note)
+    if as_json:
+        echo_json(_record_json(record))
+        return
     click.echo(f"action {record.id}: rejected by {clean(record.decided_by)}")
 
 
 @actions_group.command("undo")
 @click.argument("action_id", type=int)
 @click.option("--as", "actor", help="who undoes (default: $USER)")
+@json_option()
 @pass_env
 @handle_errors
-def actions_undo(env: Env, action_id: int, actor: str | None) -> None:
+def actions_undo(env: Env, action_id: int, actor: str | None, as_json: bool) -> None:
     """Undo a done, reversible action: restart what was stopped, restore saved sizes."""
     record = _engine(env).undo(action_id, _actor(actor))
+    if as_json:
+        echo_json(_record_json(record))
+        return
     click.echo(f"action {record.id}: undone — {clean((record.result or {}).get('undo', ''))}")
 
 
 @actions_group.command("pause")
 @click.option("--as", "actor", help="who pauses (default: $USER)")
+@json_option()
 @pass_env
 @handle_errors
-def actions_pause(env: Env, actor: str | None) -> None:
+def actions_pause(env: Env, actor: str | None, as_json: bool) -> None:
     """Pause the kill switch everywhere: no run or approval acts until resume-all."""
     from spendwatch.killswitch.safety import set_paused
 
     set_paused(env.store, True, _actor(actor))
+    if as_json:
+        _pause_json(env)
+        return
     click.echo("kill switch paused: nothing will be acted on until `spendwatch actions resume-all`")
 
 
 @actions_group.command("resume-all")
 @click.option("--as", "actor", help="who resumes (default: $USER)")
+@json_option()
 @pass_env
 @handle_errors
-def actions_resume(env: Env, actor: str | None) -> None:
+def actions_resume(env: Env, actor: str | None, as_json: bool) -> None:
     """Lift the global pause."""
     from spendwatch.killswitch.safety import set_paused
 
     set_paused(env.store, False, _actor(actor))
+    if as_json:
+        _pause_json(env)
+        return
     click.echo("kill switch resumed")
+
+
+def _pause_json(env: Env) -> None:
+    from spendwatch.killswitch.safety import pause_info
+
+    paused, by, at = pause_info(env.store)
+    echo_json({"paused": paused, "by": by, "at": at})
 
 
 @actions_group.command("status")
@@ -247,13 +274,24 @@ def actions_status(env: Env, as_json: bool) -> None:
 
 
 @actions_group.command("run")
+@json_option()
 @pass_env
 @handle_errors
-def actions_run(env: Env) -> None:
+def actions_run(env: Env, as_json: bool) -> None:
     """Run the kill switch once (what the daemon does each pass)."""
     from spendwatch.killswitch.engine import run_killswitch
 
     run = run_killswitch(env.config, env.store, env.clock, actor=_actor(None))
+    if as_json:
+        lists = ("planned", "executed", "dry_run", "awaiting_approval", "failed", "expired", "reconciled")
+        echo_json(
+            {"started_at": run.started_at, "paused": run.paused, "unchanged": run.unchanged,
+             **{name: [_record_json(r) for r in getattr(run, name)] for name in lists},
+             "skipped": [vars(note) for note in run.skipped]}
+        )  # fmt: skip
+        if run.failed:
+            raise SystemExit(1)
+        return
     click.echo(run.summary())
     for note in run.skipped:
         click.echo(f"  skipped [{note.rule}] {clean(note.target)}: {clean(note.reason)}")

@@ -23,6 +23,10 @@ so a crash between the two can repeat one alert (at-least-once; a duplicate chat
 a lost kill-switch notice). Failures go to ``alert_failures`` with the next attempt time
 (exponential backoff) and are retried on later runs until the subject is older than ``alerts.max_age``;
 the digest lists them.
+
+Channels that track alerts (``Channel.follows_incidents``: PagerDuty) also get each incident's
+acknowledge, resolve and re-trigger once they took its trigger (``notify.lifecycle``), through the
+same ledger; every alert carries an ``AlertEvent`` (``notify.events``) for them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelC
 from spendwatch.notify.chat import ChatLink, ChatMessage, render_chat
 from spendwatch.notify.config import NotifyConfig, RouteConfig
 from spendwatch.notify.digest import incident_parties
+from spendwatch.notify.events import action_event, incident_event
+from spendwatch.notify.lifecycle import follow_ups
 from spendwatch.notify.render import build_email, new_message_id
 from spendwatch.notify.send import dedupe_addresses
 from spendwatch.records import SEVERITY_ORDER, Incident
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
     from spendwatch.budgets import BudgetStatus
     from spendwatch.config import Config
     from spendwatch.killswitch.journal import ActionRecord
+    from spendwatch.notify.events import AlertEvent
     from spendwatch.notify.links import AlertLinks
     from spendwatch.notify.teams import TeamMap
 
@@ -121,7 +128,16 @@ def incident_alert(
         mine = links.recipient(address)
         return "\n" + mine.text(mine.incident(incident))
 
-    return _alert(notify, key, title, chat, text, recipients, links_text if links is not None else None)
+    return _alert(
+        notify,
+        key,
+        title,
+        chat,
+        text,
+        recipients,
+        links_text if links is not None else None,
+        event=incident_event(incident, "trigger", f"{title} — {summary}"),
+    )
 
 
 def action_alert(
@@ -151,7 +167,16 @@ def action_alert(
         mine = links.recipient(address)
         return "\n" + mine.text(mine.action(action))
 
-    return _alert(notify, key, title, chat, body + "\n", recipients, links_text if links is not None else None)
+    return _alert(
+        notify,
+        key,
+        title,
+        chat,
+        body + "\n",
+        recipients,
+        links_text if links is not None else None,
+        event=action_event(action, title),
+    )
 
 
 def budget_alert(status: BudgetStatus, notify: NotifyConfig, recipients: tuple[str, ...]) -> AlertMessage:
@@ -188,16 +213,17 @@ def _alert(
     text: str,
     recipients: tuple[str, ...],
     per_recipient: Callable[[str], str] | None,
+    event: AlertEvent | None = None,
 ) -> AlertMessage:
     """The alert: one email to every recipient, or (``per_recipient`` adds their own links) one each."""
     subject = f"[spendwatch] {title}"
     if per_recipient is None:
         email = _alert_email(notify, subject, text, recipients, key)
-        return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
+        return AlertMessage(key, title, render_chat(chat, "slack"), email, chat, event)
     emails = tuple(
         e for r in recipients if (e := _alert_email(notify, subject, text + per_recipient(r), (r,), key)) is not None
     )
-    return AlertMessage(key, title, render_chat(chat, "slack"), None, chat, emails)
+    return AlertMessage(key, title, render_chat(chat, "slack"), None, chat, event, emails)
 
 
 def with_chat_links(alert: AlertMessage, links: tuple[ChatLink, ...]) -> AlertMessage:
@@ -284,6 +310,8 @@ def pending_alerts(
             pending.append(_Pending(alert, channels, incident.last_seen, None, _chat(alert, links, incident, None)))
     pending.extend(_action_alerts(notify, store, horizon, links, teams))
     pending.extend(_budget_alerts(config, store, clock, sent if sent is not None else _sent_keys(store)))
+    # Channels that track alerts (PagerDuty) also hear when an incident is acknowledged, over or back.
+    pending.extend(_Pending(f.alert, f.channels, f.at) for f in follow_ups(config, store, clock))
     return pending
 
 

@@ -25,7 +25,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -33,6 +33,9 @@ from spendwatch.config_types import ConfigPath, Name
 from spendwatch.errors import DeliveryError
 from spendwatch.notify.chat import ChatMessage
 from spendwatch.plugins import Plugin, Registry, StrictModel
+
+if TYPE_CHECKING:
+    from spendwatch.notify.events import AlertEvent
 
 
 class ChannelError(DeliveryError):
@@ -83,7 +86,8 @@ class AlertMessage:
     """One immediate alert: a Slack-compatible payload and, for email channels, an email.
 
     ``chat`` is the alert as text; a chat channel renders it in its own format (``notify.chat``),
-    which is where every field is escaped. ``payload`` is its Slack rendering.
+    which is where every field is escaped. ``payload`` is its Slack rendering. ``event`` is the alert
+    as an incident tool sees it (``notify.events``).
     """
 
     key: str
@@ -91,6 +95,8 @@ class AlertMessage:
     payload: dict[str, Any]
     email: OutgoingEmail | None = None
     chat: ChatMessage | None = None
+    # For channels that track alerts (PagerDuty): trigger / acknowledge / resolve of which subject.
+    event: AlertEvent | None = None
     # With the action page on, each recipient gets their own copy (their links are bound to them).
     emails: tuple[OutgoingEmail, ...] = ()
 
@@ -117,6 +123,9 @@ class Channel(Plugin):
     config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
     sends_email: ClassVar[bool] = False
     needs_recipients: ClassVar[bool] = False
+    # Channels that keep an alert open until told (PagerDuty) also get each incident's acknowledge and
+    # resolve once they took its trigger (``notify.lifecycle``).
+    follows_incidents: ClassVar[bool] = False
 
     def __init__(self, config: ChannelConfig, *, clients: dict[str, Any] | None = None) -> None:
         self.config = config
@@ -147,7 +156,7 @@ class Channel(Plugin):
         return None
 
 
-CHANNELS: Registry[type[Channel]] = Registry("channel type")
+CHANNELS: Registry[type[Channel]] = Registry("channel type", group="spendwatch.channels")
 
 
 def build_channel(config: ChannelConfig, clients: dict[str, Any] | None = None) -> Channel:

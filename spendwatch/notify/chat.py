@@ -13,6 +13,8 @@ format         escaping
 ``mattermost`` Markdown: a word joiner (U+2060) after ``]`` and ``<`` and in ``![`` (links,
 ``rocketchat`` reference links, images, autolinks and HTML cannot form)
 ``teams``      the same, for Adaptive Card ``TextBlock`` Markdown (``[t](u)``, ``<at>``)
+``relayed``    the same, for text a service passes on to chats, mail and phones (PagerDuty's
+               summary and details reach Slack, Teams and email through its own integrations)
 =============  ================================================================================
 
 Action links (``ChatMessage.links``: acknowledge, mark expected, approve, reject — signed URLs of the
@@ -36,6 +38,7 @@ from typing import Any, Literal, get_args
 
 ChatFormat = Literal["slack", "mattermost", "rocketchat", "teams"]
 CHAT_FORMATS: tuple[str, ...] = get_args(ChatFormat)
+RELAYED = "relayed"  # not a chat: text another service relays to chats (``escape`` only)
 MAX_FIELD = 400
 WORD_JOINER = "\u2060"
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
@@ -99,7 +102,7 @@ def escape(text: object, chat_format: str, *, limit: int = MAX_FIELD, markup: bo
         if markup:
             return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         return value.replace("<", "<" + WORD_JOINER)
-    if chat_format in ("mattermost", "rocketchat", "teams"):
+    if chat_format in ("mattermost", "rocketchat", "teams", RELAYED):
         return (
             value.replace("]", "]" + WORD_JOINER).replace("![", "!" + WORD_JOINER + "[").replace("<", "<" + WORD_JOINER)
         )

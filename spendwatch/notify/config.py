@@ -1,9 +1,10 @@
 """The ``notify:`` section: channels (notifier plugins), the daily digest, immediate alerts, team routes.
 
 A channel is a notifier plugin registered by name in ``CHANNELS`` (``smtp``, ``ses``, ``webhook``,
-``folder``); each carries its own config model, so the whole section is validated before anything
-runs. The digest and the alerts name the channels they use; routes add team recipients to the
-digest and to alerts when an incident or action belongs to the team (by owner or account).
+``msteams``, ``pagerduty``, ``folder``, and any a plugin package adds); each carries its own config
+model, so the whole section is validated before anything runs. The digest and the alerts name the
+channels they use; routes add team recipients to the digest and to alerts when an incident or action
+belongs to the team (by owner or account).
 """
 
 from __future__ import annotations
@@ -13,22 +14,20 @@ from collections.abc import Iterable
 from datetime import timedelta
 from email.headerregistry import Address
 from email.utils import parseaddr
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 import spendwatch.notify.plugins  # noqa: F401  (registers the channel types)
 from spendwatch.config_types import ConfigPath, Duration, Name
 from spendwatch.notify.channels import CHANNELS, ChannelConfig
-from spendwatch.plugins import StrictModel, config_models
+from spendwatch.plugins import PluginUnion, StrictModel
 from spendwatch.records import SEVERITY_ORDER, Severity
 
-# A discriminated union, as sources are: each channel validates with its own type's model, the JSON
-# Schema lists every type's keys, and spendwatch.config strips the union tag from error paths.
-if TYPE_CHECKING:
-    ChannelSpec = ChannelConfig
-else:
-    ChannelSpec = Annotated[Union[config_models(CHANNELS)], Field(discriminator="type")]  # noqa: UP007
+# A discriminated union, as sources are: each channel validates with its own type's model (plugins'
+# too, once loaded), the JSON Schema lists every type's keys, and spendwatch.config strips the union
+# tag from error paths.
+ChannelSpec = Annotated[ChannelConfig, PluginUnion(CHANNELS)]
 
 
 def _check_address(value: str) -> str:

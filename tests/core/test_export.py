@@ -37,7 +37,7 @@ def totals(store: Store) -> dict[tuple[str, str, str], float]:
 @pytest.mark.parametrize("name", ["out.parquet", "out.csv"])
 def test_an_export_reads_back_to_the_same_totals(filled: Store, tmp_path: Path, clock: FixedClock, name: str) -> None:
     out = tmp_path / name
-    rows = export_focus(filled, out)
+    rows = export_focus(filled, out).rows
     assert rows == filled.query("SELECT count(*) FROM cost_lines")[0][0]
     back = Store(tmp_path / "back.duckdb", clock=clock)
     run = collect_source(FocusSourceConfig(name="back", path=str(out)), back, clock)
@@ -67,6 +67,6 @@ def test_cli_export(filled: Store, tmp_path: Path) -> None:
     config.write_text("store: {path: s.duckdb}\nsources:\n  - {name: sim, type: simulated}\n")
     result = CliRunner().invoke(main, ["-c", str(config), "costs", "export", "-o", str(tmp_path / "x.csv")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "x.csv").read_text().startswith("ProviderName,")
+    assert (tmp_path / "x.csv").read_text().startswith("AvailabilityZone,BilledCost,")
     bad = CliRunner().invoke(main, ["-c", str(config), "costs", "export", "-o", str(tmp_path / "x.json")])
     assert bad.exit_code == 2 and "use .parquet or .csv" in bad.output

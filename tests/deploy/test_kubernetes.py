@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
 # The oldest Kubernetes minor still in EKS/GKE extended support, and the newest schemas shipped.
 VERSIONS = ["1.28.0", "1.37.0"]
-CRD_KINDS = {"ServiceMonitor"}  # not in the core API schemas: test_service_monitor_scrapes_the_service
+# Not in the core API schemas: test_service_monitor_scrapes_the_service, tests/deploy/test_observability.py.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
 def _manifests() -> list[tuple[str, dict[str, Any]]]:
@@ -140,7 +141,7 @@ def test_the_kustomization_renders_every_default_resource(rendered: dict[str, An
 
 def test_optional_and_example_files_stay_out_of_the_default_kustomization() -> None:
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    assert "servicemonitor.yaml" not in listed
+    assert "servicemonitor.yaml" not in listed and "prometheusrule.yaml" not in listed  # need the operator's CRDs
     assert "secret.example.yaml" not in listed  # applying it would overwrite the real secret
 
 

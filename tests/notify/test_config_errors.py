@@ -25,7 +25,7 @@ SMTP = {"name": "mail", "type": "smtp", "host": "smtp.example.com"}
         ),
         (
             {"notify": {"channels": [{"name": "x"}]}},
-            "notify.channels[0].type: 'type' is required (one of: folder, ses, smtp, webhook)",
+            "notify.channels[0].type: 'type' is required (one of: folder, msteams, pagerduty, ses, smtp, webhook)",
         ),
         ({"notify": {"channels": [{**SMTP, "prot": 25}]}}, "notify.channels[0].prot: unknown key"),
         ({"notify": {"channels": [SMTP]}}, "digest.recipients: smtp channel 'mail' needs them"),

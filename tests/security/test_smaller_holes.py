@@ -140,7 +140,7 @@ def test_costs_export_csv_holds_no_formula(tmp_path: Path, text: str) -> None:
     store = Store(tmp_path / "s.duckdb", clock=FixedClock(NOW))
     _hostile_lines(store, text)
     out = tmp_path / "out.csv"
-    assert export_focus(store, out) == 2
+    assert export_focus(store, out).rows == 2
     with out.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert formula_cells(rows) == []
