@@ -49,7 +49,7 @@ COST_LINE_SCHEMA: Final = pa.schema(
         pa.field("k8s_cluster", pa.string()),
         pa.field("k8s_namespace", pa.string()),
         pa.field("k8s_workload", pa.string()),
-        # The rest of FOCUS 1.0 (migration 0005): kept where the source has them, for ``costs export``.
+        # The rest of FOCUS 1.0 (migration 0006): kept where the source has them, for ``costs export``.
         pa.field("billing_account_name", pa.string()),
         pa.field("billing_period_start", TIMESTAMP),
         pa.field("billing_period_end", TIMESTAMP),

@@ -116,7 +116,7 @@ def test_json_output_is_json(world: tuple[Path, int, int], command: list[str]) -
 
 def test_config_validate_json(world: tuple[Path, int, int]) -> None:
     summary = json.loads(run("config", "validate", str(world[0]), "--json"))
-    assert summary["ok"] and summary["budgets"][0]["name"] == "estate"
+    assert summary["valid"] and summary["budgets"][0]["name"] == "estate"
     assert [s["type"] for s in summary["sources"]] == ["focus"]
 
 
