@@ -19,8 +19,12 @@ from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
 from spendwatch.detect.seasonal import IntArray, WindowSpec, forecast
+from spendwatch.detect.sustained import SustainedLimits
 
 Granularity = Literal["daily", "hourly"]
+
+SUSTAINED_REFERENCE = {"daily": 28, "hourly": 7 * 24}
+"""Steps before the sustained test's span whose median level is its reference (four weeks, one week)."""
 
 _DEFAULTS: dict[str, dict[str, float | int]] = {
     "daily": {
@@ -29,6 +33,7 @@ _DEFAULTS: dict[str, dict[str, float | int]] = {
         "season_cycles": 8,
         "level_points": 7,
         "min_history": 14,
+        "sustained_span": 9,
     },
     "hourly": {
         "min_impact_abs": 2.0,
@@ -36,6 +41,7 @@ _DEFAULTS: dict[str, dict[str, float | int]] = {
         "season_cycles": 21,
         "level_points": 24,
         "min_history": 72,
+        "sustained_span": 11,
     },
 }
 
@@ -59,6 +65,10 @@ class ModelParams:
     intermittent_zero_share: float = 0.2  # above this share of zeros a zero is "job idle", not a drop
     scale_floor_pct: float = 0.02  # floor on the robust sigma as a fraction of the expected cost
     additive_gate: float = 0.5  # sigmas an offset must out-explain a ratio by to forecast additively
+    sustained_run_length: float = 1000.0  # steps between CUSUM false alarms on noise at the reference cost
+    sustained_reference: float = 100_000.0  # $ per day at which sustained_run_length applies
+    sustained_cap: float = 2.5  # largest increment (sigmas) one step adds to the CUSUM
+    sustained_span: int | None = None  # steps the CUSUM reads before the decided one; None -> default
 
     def __post_init__(self) -> None:
         if self.granularity not in _DEFAULTS:
@@ -97,6 +107,8 @@ class ModelParams:
             min_points=int(full.min_history or 0),
             additive_gate=self.additive_gate,
             scale_floor=self.scale_floor_pct,
+            sustained_span=int(full.sustained_span or 0),
+            sustained_reference=SUSTAINED_REFERENCE[self.granularity],
         )
 
     def thresholds(self) -> Thresholds:
@@ -110,6 +122,13 @@ class ModelParams:
             scale_floor_pct=self.scale_floor_pct,
             intermittent_zero_share=self.intermittent_zero_share,
             hourly=self.granularity == "hourly",
+            sustained=SustainedLimits(
+                allowance=0.5 * float(np.log1p(full.min_impact_pct or 0.0)),
+                run_length=self.sustained_run_length / self.sensitivity,
+                reference_cost=self.sustained_reference / (24.0 if self.granularity == "hourly" else 1.0),
+                cap=self.sustained_cap,
+                min_abs=float(full.min_impact_abs or 0.0),
+            ),
         )
 
 

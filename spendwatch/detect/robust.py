@@ -39,3 +39,11 @@ def keep_last_valid(valid: BoolArray, count: int) -> BoolArray:
     """Mask keeping only the ``count`` right-most valid positions of each row."""
     from_right = np.cumsum(valid[..., ::-1], axis=-1)[..., ::-1]
     return valid & (from_right <= count)
+
+
+def nanmean_last(values: FloatArray) -> FloatArray:
+    """Mean over the last axis ignoring NaN; NaN where a row has no valid value (no warning)."""
+    valid = ~np.isnan(values)
+    count = np.count_nonzero(valid, axis=-1)
+    total = np.sum(np.where(valid, values, 0.0), axis=-1)
+    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan), dtype=np.float64)

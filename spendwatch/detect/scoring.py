@@ -14,6 +14,7 @@ import numpy as np
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.seasonal import Forecast
+from spendwatch.detect.sustained import SustainedLimits, sustained_excess
 
 RECURRING_LOG_SCALE = 0.1
 """A learnt monthly charge is trusted to about +-10%: its ratio is an estimate from 1-3 samples."""
@@ -34,6 +35,7 @@ class Thresholds:
     scale_floor_pct: float
     intermittent_zero_share: float
     hourly: bool
+    sustained: SustainedLimits
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,18 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
         upper = _upper_bound(expected, expected_long, scale, limits)
         spike = positive & (observed > upper)
         leak = positive & _rising_level(observed, expected_long, base, scale, limits)
-        is_anomaly = spike | leak
+        running = base.zero_share <= limits.intermittent_zero_share
+        sustained_scale = np.fmax(scale, base.sustained.spread)
+        sustained = (
+            positive
+            & running
+            & sustained_excess(observed, base.sustained, recurring, sustained_scale, limits.sustained).alarm
+        )
+        is_anomaly = spike | leak | sustained
         lower = np.minimum(expected * np.exp(-limits.z * scale), expected - _material(expected, limits))
         idle = (observed <= 0) & (base.zero_share > limits.intermittent_zero_share)
         is_drop = usable & ~is_anomaly & (observed < lower) & ~idle
-    kind = _kind(spike, leak, is_drop, base, scale, limits)
+    kind = _kind(spike, leak, sustained, is_drop, base, scale, limits)
     log_ratio = score * scale
     return Decision(expected, lower, upper, score, log_ratio, observed - expected, is_anomaly, is_drop, kind)
 
@@ -121,6 +130,7 @@ def _rising_level(
 def _kind(
     spike: BoolArray,
     leak: BoolArray,
+    sustained: BoolArray,
     is_drop: BoolArray,
     base: Forecast,
     scale: FloatArray,
@@ -130,7 +140,6 @@ def _kind(
     kind = np.full(spike.shape, int(Kind.NONE), dtype=np.int8)
     kind[is_drop] = int(Kind.DROP)
     kind[spike] = int(Kind.SPIKE)
-    sustained = spike & previous_up
-    kind[sustained] = int(Kind.BURST if limits.hourly else Kind.SHIFT)
+    kind[(spike & previous_up) | sustained] = int(Kind.BURST if limits.hourly else Kind.SHIFT)
     kind[leak] = int(Kind.BURST if limits.hourly else Kind.LEAK)
     return kind

@@ -43,6 +43,7 @@ from spendwatch.detect.robust import (
     FloatArray,
     keep_last_valid,
     mad_sigma_last,
+    nanmean_last,
     nanmedian_last,
 )
 
@@ -63,6 +64,8 @@ class WindowSpec:
     min_points: int  # observed points needed before deciding at all
     additive_gate: float = 0.5  # noise sigmas an offset must beat a ratio by (inf = never additive)
     scale_floor: float = 0.02  # floor on the noise sigma the gate is measured in
+    sustained_span: int = 0  # window positions the sustained-excess test reads after its reference (0 = none)
+    sustained_reference: int = 0  # window positions before the span whose median level is the reference
 
     @property
     def length(self) -> int:
@@ -79,6 +82,23 @@ class Forecast:
     zero_share: FloatArray  # share of $0 (or credit) observations in the window
     recent: FloatArray  # (n, m, k) last k deseasonalised values minus the long level
     decidable: BoolArray  # enough observed history to decide
+    sustained: Sustained  # the last window positions against the level before them
+
+
+@dataclass(frozen=True)
+class Sustained:
+    """The last ``sustained_span`` window positions measured against the level *before* them.
+
+    The short level adapts to a shift within a few steps, so a shift that is small against the
+    noise never stands out from it; the sustained-excess test (:mod:`spendwatch.detect.sustained`)
+    accumulates these excesses instead. The reference is the median deseasonalised level of the
+    window positions before the span, so the span's own values cannot pull it up.
+    """
+
+    log_excess: FloatArray  # (n, m, s) log(cost) - (reference level + season), NaN = idle or missing
+    expected: FloatArray  # (n, m, s) dollars at the reference level: exp(reference level + season)
+    log_reference: FloatArray  # (n, m) reference level + season at the decided column
+    spread: FloatArray  # (n, m) winsorised std of the reference positions around the reference level
 
 
 def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int) -> Forecast:
@@ -93,8 +113,23 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
     if not parts:
         empty = np.empty((values.shape[0], 0))
         no_recent = np.empty((values.shape[0], 0, recent))
-        return Forecast(empty, empty, empty, empty, no_recent, empty.astype(bool))
-    return Forecast(*(np.concatenate([getattr(p, f) for p in parts], axis=1) for f in Forecast.__dataclass_fields__))
+        no_span = np.empty((values.shape[0], 0, spec.sustained_span))
+        no_sustained = Sustained(no_span, no_span, empty, empty)
+        return Forecast(empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
+    return concatenate(parts)
+
+
+def concatenate(parts: list[Forecast]) -> Forecast:
+    """One forecast from forecasts of consecutive groups of columns."""
+    joined = {
+        f: np.concatenate([getattr(p, f) for p in parts], axis=1)
+        for f in Forecast.__dataclass_fields__
+        if f != "sustained"
+    }
+    sustained = Sustained(
+        *(np.concatenate([getattr(p.sustained, f) for p in parts], axis=1) for f in Sustained.__dataclass_fields__)
+    )
+    return Forecast(**joined, sustained=sustained)
 
 
 def _windows(values: FloatArray, columns: IntArray, length: int) -> FloatArray:
@@ -123,6 +158,7 @@ def _forecast_chunk(
     scale = mad_sigma_last(changes - nanmedian_last(changes)[..., None]) / np.sqrt(2.0)
     n_running = np.count_nonzero(~np.isnan(log_cost), axis=-1)
     decidable = (n_running >= spec.min_points) & ~np.isnan(fit.log_expected)
+    sustained = _sustained(log_cost, season, keep, spec.sustained_span, spec.sustained_reference)
     fit = _additive_where_it_explains_better(fit, running, log_cost, keep, scale, spec)
     return Forecast(
         log_expected=fit.log_expected,
@@ -131,6 +167,34 @@ def _forecast_chunk(
         zero_share=np.count_nonzero(zeros, axis=-1) / np.maximum(np.count_nonzero(observed, axis=-1), 1),
         recent=fit.recent,
         decidable=decidable,
+        sustained=sustained,
+    )
+
+
+def _sustained(log_cost: FloatArray, season: FloatArray, keep: BoolArray, span: int, length_before: int) -> Sustained:
+    """The last ``span`` positions of each window against the median level of the ``length_before``
+    positions before them (all of them if 0): recent enough that a shift older than the span
+    becomes the reference a few steps later, long enough for a steady median."""
+    length = log_cost.shape[-1]
+    deseasonalised = np.where(keep, log_cost - season, np.nan)
+    first = max(0, length - span - length_before) if length_before else 0
+    before = deseasonalised[..., first : length - span]
+    reference = nanmedian_last(before)
+    residuals = before - reference[..., None]
+    # A winsorised standard deviation: the CUSUM sums residuals, so what matters is their variance,
+    # which a MAD understates when the costs are a mixture (two kinds of batch run, say); the
+    # clip at 4 robust sigmas keeps one spike in the reference from inflating it.
+    robust = mad_sigma_last(residuals)
+    clipped = np.clip(residuals, -4 * robust[..., None], 4 * robust[..., None])
+    spread = np.sqrt(nanmean_last(clipped**2))
+    expected_log = reference[..., None] + season[..., length - span :]
+    with np.errstate(over="ignore"):
+        expected = np.exp(expected_log)
+    return Sustained(
+        log_excess=log_cost[..., length - span :] - expected_log,
+        expected=expected,
+        log_reference=reference + season[..., 0],
+        spread=spread,
     )
 
 
