@@ -14,11 +14,11 @@ from typing import Literal
 
 import numpy as np
 
-from spendwatch.detect.calendar import month_ends_previous_months, same_day_previous_months
+from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
-from spendwatch.detect.seasonal import IntArray, WindowSpec, forecast
+from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast, select
 from spendwatch.detect.sustained import SustainedLimits
 
 Granularity = Literal["daily", "hourly"]
@@ -61,7 +61,7 @@ class ModelParams:
     season_cycles: int | None = None  # window length in cycles (weeks for daily, days for hourly)
     level_points: int | None = None  # observed points the short level is the median of
     min_history: int | None = None  # observed non-zero points needed before deciding
-    recurrence_months: int = 3  # months of day-of-month history for recurring charges (daily)
+    recurrence_months: int = 3  # previous months a monthly charge is learnt from (daily; 0 = no charges)
     intermittent_zero_share: float = 0.2  # above this share of zeros a zero is "job idle", not a drop
     scale_floor_pct: float = 0.02  # floor on the robust sigma as a fraction of the expected cost
     additive_gate: float = 0.5  # sigmas an offset must out-explain a ratio by to forecast additively
@@ -194,8 +194,14 @@ class Detector:
             raise ValueError(f"decide_from must be within 0..{n_steps}, got {decide_from}")
         rebase = self._rebase(rebase_at, n_series)
         decided = np.arange(decide_from, n_steps, dtype=np.int64)
-        base = forecast(panel, decided, self._spec, rebase, self._recent)
-        recurring = self._recurring_log_ratio(panel, timestamps, decided, rebase, base.log_expected)
+        earlier = self._charge_lookups(np.asarray(timestamps), decided)
+        # One forecast for the decided columns and the earlier ones recurring charges are
+        # learnt from (in a backtest they are the same columns).
+        columns = np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64)
+        everything = forecast(panel, columns, self._spec, rebase, self._recent)
+        position = np.searchsorted(columns, decided)
+        base = select(everything, position)
+        recurring = self._recurring_log_ratio(panel, columns, everything, earlier, base.log_expected, decided)
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
         return _result(decide_from, decision)
 
@@ -208,48 +214,72 @@ class Detector:
             raise ValueError(f"rebase_at must have shape ({n_series},), got {rebase.shape}")
         return rebase
 
+    def _charge_lookups(self, timestamps: np.ndarray, decided: IntArray) -> list[IntArray]:
+        """Per decided column, the columns of the same day (and same month end) one billing period
+        and more earlier, one (n_decided, lags) array per period and matching (-1 = none)."""
+        months = self.params.recurrence_months
+        if self.params.granularity != "daily" or months <= 0 or len(decided) == 0:
+            return []
+        periods = (tuple(range(1, months + 1)), *CHARGE_PERIODS[1:])
+        lookups = []
+        for lags in periods:
+            lookups.append(same_day_months_earlier(timestamps, lags)[decided])
+            lookups.append(month_ends_months_earlier(timestamps, lags)[decided])
+        return lookups
+
     def _recurring_log_ratio(
         self,
         panel: FloatArray,
-        timestamps: np.ndarray,
-        decided: IntArray,
-        rebase: IntArray,
+        columns: IntArray,
+        everything: Forecast,
+        earlier: list[IntArray],
         log_expected: FloatArray,
+        decided: IntArray,
     ) -> FloatArray:
-        """Log ratio a day-of-month charge adds at each decided column (daily; 0 = none).
+        """Log ratio a calendar charge adds at each decided column (daily; 0 = none).
 
-        A monthly charge is either a fixed amount (a licence) or a share of usage (a support
+        A recurring charge is either a fixed amount (a licence) or a share of usage (a support
         plan, a commitment true-up: usage doubles, so does the charge). Both are learnt from
-        the same day of earlier months (and, on a month's last day, from earlier last days),
-        and the larger expectation is used: the step is only surprising if neither covers it.
+        the same day one billing period and more earlier (and, on a month's last day, from the
+        earlier last days): monthly, quarterly at any phase, half-yearly, yearly. Per period the
+        base model's own decisions there are looked up: a majority of the available earlier
+        occurrences must have alerted. The step is judged against the reading (period, fixed or
+        share) nearest to it: it is only surprising if no reading covers it, and a drop only if it
+        falls short of every one (a share of usage learnt on a quiet day can overstate a fixed fee).
         """
-        n_series = panel.shape[0]
-        months = self.params.recurrence_months
-        if self.params.granularity != "daily" or months <= 0 or len(decided) == 0:
-            return np.zeros((n_series, len(decided)))
-        stamps = np.asarray(timestamps)
-        by_day = same_day_previous_months(stamps, months)[decided]
-        by_month_end = month_ends_previous_months(stamps, months)[decided]
-        needed = np.unique(np.concatenate([by_day[by_day >= 0], by_month_end[by_month_end >= 0]]))
-        if len(needed) == 0:
-            return np.zeros((n_series, len(decided)))
-        past = forecast(panel, needed.astype(np.int64), self._spec, rebase, self._recent)
-        past_decision = decide(panel[:, needed], past, np.zeros((n_series, len(needed))), self._thresholds)
+        if not earlier:
+            return np.zeros_like(log_expected)
+        past_decision = decide(
+            panel[:, columns], everything, np.zeros((panel.shape[0], len(columns))), self._thresholds
+        )
         lookup = np.full(panel.shape[1], -1, dtype=np.int64)
-        lookup[needed] = np.arange(len(needed))
-        learnt = [
-            _learnt_charge(past_decision, np.where(earlier >= 0, lookup[np.maximum(earlier, 0)], -1), log_expected)
-            for earlier in (by_day, by_month_end)
-        ]
-        return np.fmax(*learnt)
+        lookup[columns] = np.arange(len(columns))
+        readings = np.stack(
+            [
+                reading
+                for lags in earlier
+                for reading in _learnt_charge(
+                    past_decision, np.where(lags >= 0, lookup[np.maximum(lags, 0)], -1), log_expected
+                )
+            ]
+        )
+        learnt = readings > 0
+        lowest = np.min(np.where(learnt, readings, np.inf), axis=0)
+        highest = np.max(np.where(learnt, readings, -np.inf), axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            observed = panel[:, decided]
+            actual = np.where(observed > 0, np.log(observed) - log_expected, -np.inf)
+        nearest = np.clip(np.nan_to_num(actual, nan=-np.inf), lowest, highest)
+        return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
 
 
-def _learnt_charge(past: Decision, slot: IntArray, log_expected: FloatArray) -> FloatArray:
-    """Log ratio of the larger of "fixed amount" and "share of usage" readings of past charges."""
+def _learnt_charge(past: Decision, slot: IntArray, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none)."""
     ratio = _recurring_from_history(past.log_ratio, past.is_anomaly, slot)
     dollars = _recurring_from_history(past.excess, past.is_anomaly, slot)
-    as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
-    return np.nan_to_num(np.fmax(ratio, as_fixed_amount), nan=0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
+    return np.nan_to_num(ratio, nan=0.0), np.nan_to_num(as_fixed_amount, nan=0.0)
 
 
 def _recurring_from_history(amounts: FloatArray, alerted: BoolArray, slot: IntArray) -> FloatArray:
