@@ -15,6 +15,16 @@ from typing import Literal
 import numpy as np
 
 from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
+from spendwatch.detect.clocks import (
+    COMMON_ZONES,
+    changed_within,
+    check_zone,
+    choose_clock,
+    clock_advantage,
+    local_clocks,
+    local_grid,
+    merge_local,
+)
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
@@ -69,6 +79,8 @@ class ModelParams:
     sustained_reference: float = 100_000.0  # $ per day at which sustained_run_length applies
     sustained_cap: float = 2.5  # largest increment (sigmas) one step adds to the CUSUM
     sustained_span: int | None = None  # steps the CUSUM reads before the decided one; None -> default
+    time_zones: tuple[str, ...] = COMMON_ZONES  # local clocks an hourly series is tried against (and UTC)
+    clock_gate: float = 0.5  # sigmas a local clock must out-explain UTC by (hourly)
 
     def __post_init__(self) -> None:
         if self.granularity not in _DEFAULTS:
@@ -80,6 +92,10 @@ class ModelParams:
             raise ValueError(f"{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
         if not self.additive_gate >= 0:
             raise ValueError(f"additive_gate must be >= 0 (inf = never additive), got {self.additive_gate}")
+        if not self.clock_gate >= 0:
+            raise ValueError(f"clock_gate must be >= 0, got {self.clock_gate}")
+        for zone in self.time_zones:
+            check_zone(zone)
 
     @classmethod
     def for_granularity(cls, granularity: Granularity, **overrides: float | int | None) -> ModelParams:
@@ -203,7 +219,48 @@ class Detector:
         base = select(everything, position)
         recurring = self._recurring_log_ratio(panel, columns, everything, earlier, base.log_expected, decided)
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
+        if self.params.granularity == "hourly":
+            decision = self._on_local_clocks(panel, np.asarray(timestamps), decided, base, decision, rebase)
         return _result(decide_from, decision)
+
+    def _on_local_clocks(
+        self,
+        panel: FloatArray,
+        timestamps: np.ndarray,
+        decided: IntArray,
+        base: Forecast,
+        decision: Decision,
+        rebase: IntArray,
+    ) -> Decision:
+        """Re-decide, on a zone's local hour grid, the windows that a DST change of that zone
+        crosses and whose series that zone's clock explains better (see :mod:`clocks`)."""
+        clocks = local_clocks(timestamps, self.params.time_zones)
+        if not clocks or len(decided) == 0:
+            return decision
+        grids = [local_grid(panel, clock) for clock in clocks]
+        advantages = [
+            clock_advantage(panel, grid, clock, decided, self._spec.length)
+            for clock, grid in zip(clocks, grids, strict=True)
+        ]
+        noise = np.fmax(base.log_scale, self.params.scale_floor_pct)
+        changed = [changed_within(clock, decided, self._spec.length) for clock in clocks]
+        choice = choose_clock(advantages, changed, noise, self.params.clock_gate)
+        merged = Decision(*(np.array(getattr(decision, f)) for f in Decision.__dataclass_fields__))
+        for number, (clock, grid) in enumerate(zip(clocks, grids, strict=True)):
+            cells = (choice.best == number) & (choice.local | choice.unsure)
+            if not cells.any():
+                continue
+            rows, columns = np.flatnonzero(cells.any(axis=1)), np.flatnonzero(cells.any(axis=0))
+            local_rebase = np.where(rebase[rows] >= 0, clock.local_index[np.maximum(rebase[rows], 0)], -1)
+            local_columns = clock.local_index[decided[columns]]
+            on_local = forecast(grid[rows], local_columns, self._spec, local_rebase, self._recent)
+            observed = panel[np.ix_(rows, decided[columns])]
+            local = decide(observed, on_local, np.zeros(observed.shape), self._thresholds)
+            block = np.ix_(rows, columns)
+            merge_local(
+                merged, local, rows, columns, cells[block] & choice.local[block], cells[block] & choice.unsure[block]
+            )
+        return merged
 
     @staticmethod
     def _rebase(rebase_at: np.ndarray | None, n_series: int) -> IntArray:

@@ -166,7 +166,7 @@ def _forecast_chunk(
     scale = mad_sigma_last(changes - nanmedian_last(changes)[..., None]) / np.sqrt(2.0)
     n_running = np.count_nonzero(~np.isnan(log_cost), axis=-1)
     decidable = (n_running >= spec.min_points) & ~np.isnan(fit.log_expected)
-    sustained = _sustained(log_cost, season, keep, spec.sustained_span, spec.sustained_reference)
+    sustained = _sustained(log_cost, season, season_held_out, keep, spec)
     fit = _additive_where_it_explains_better(fit, running, log_cost, keep, scale, spec)
     return Forecast(
         log_expected=fit.log_expected,
@@ -179,19 +179,23 @@ def _forecast_chunk(
     )
 
 
-def _sustained(log_cost: FloatArray, season: FloatArray, keep: BoolArray, span: int, length_before: int) -> Sustained:
-    """The last ``span`` positions of each window against the median level of the ``length_before``
-    positions before them (all of them if 0): recent enough that a shift older than the span
-    becomes the reference a few steps later, long enough for a steady median."""
-    length = log_cost.shape[-1]
+def _sustained(
+    log_cost: FloatArray, season: FloatArray, season_held_out: FloatArray, keep: BoolArray, spec: WindowSpec
+) -> Sustained:
+    """The last ``sustained_span`` positions of each window against the median level of the
+    ``sustained_reference`` positions before them (all of them if 0): recent enough that a shift
+    older than the span becomes the reference a few steps later, long enough for a steady median."""
+    length, span = log_cost.shape[-1], spec.sustained_span
+    first = max(0, length - span - spec.sustained_reference) if spec.sustained_reference else 0
     deseasonalised = np.where(keep, log_cost - season, np.nan)
-    first = max(0, length - span - length_before) if length_before else 0
-    before = deseasonalised[..., first : length - span]
-    reference = nanmedian_last(before)
-    residuals = before - reference[..., None]
+    reference = nanmedian_last(deseasonalised[..., first : length - span])
+    # The spread is that of the reference positions around the reference level with the season
+    # estimated from the other weeks (hourly): an in-sample hour-of-week offset fits its own noise.
     # A winsorised standard deviation: the CUSUM sums residuals, so what matters is their variance,
     # which a MAD understates when the costs are a mixture (two kinds of batch run, say); the
     # clip at 4 robust sigmas keeps one spike in the reference from inflating it.
+    residuals = np.where(keep, log_cost - season_held_out, np.nan)[..., first : length - span]
+    residuals = residuals - nanmedian_last(residuals)[..., None]
     robust = mad_sigma_last(residuals)
     clipped = np.clip(residuals, -4 * robust[..., None], 4 * robust[..., None])
     spread = np.sqrt(nanmean_last(clipped**2))
