@@ -14,7 +14,7 @@ import numpy as np
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.seasonal import Forecast
-from spendwatch.detect.sustained import SustainedLimits, sustained_excess
+from spendwatch.detect.sustained import SustainedLimits, filled_up, sustained_excess
 
 RECURRING_LOG_SCALE = 0.1
 """A learnt monthly charge is trusted to about +-10%: its ratio is an estimate from 1-3 samples."""
@@ -69,10 +69,9 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
         leak = positive & _rising_level(observed, expected_long, base, scale, limits)
         running = base.zero_share <= limits.intermittent_zero_share
         sustained_scale = np.fmax(scale, base.sustained.spread)
-        sustained = (
-            positive
-            & running
-            & sustained_excess(observed, base.sustained, recurring, sustained_scale, limits.sustained).alarm
+        sustained = positive & (
+            (running & sustained_excess(observed, base.sustained, recurring, sustained_scale, limits.sustained).alarm)
+            | filled_up(observed, base.sustained, limits.sustained, limits.intermittent_zero_share)
         )
         is_anomaly = spike | leak | sustained
         lower = np.minimum(expected * np.exp(-limits.z * scale), expected - _material(expected, limits))

@@ -85,6 +85,10 @@ class Forecast:
     sustained: Sustained  # the last window positions against the level before them
 
 
+RUN_TAIL = 3
+"""Spans of the window's tail in which a run of consecutive running steps is counted."""
+
+
 @dataclass(frozen=True)
 class Sustained:
     """The last ``sustained_span`` window positions measured against the level *before* them.
@@ -99,6 +103,8 @@ class Sustained:
     expected: FloatArray  # (n, m, s) dollars at the reference level: exp(reference level + season)
     log_reference: FloatArray  # (n, m) reference level + season at the decided column
     spread: FloatArray  # (n, m) winsorised std of the reference positions around the reference level
+    running_share: FloatArray  # (n, m) share of the observed reference positions with a positive cost
+    tail_running: FloatArray  # (n, m, 3 s) last window positions: 1 = a positive cost, 0 = $0 (idle), NaN = missing
 
 
 def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int) -> Forecast:
@@ -114,7 +120,8 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
         empty = np.empty((values.shape[0], 0))
         no_recent = np.empty((values.shape[0], 0, recent))
         no_span = np.empty((values.shape[0], 0, spec.sustained_span))
-        no_sustained = Sustained(no_span, no_span, empty, empty)
+        no_tail = np.empty((values.shape[0], 0, RUN_TAIL * spec.sustained_span))
+        no_sustained = Sustained(no_span, no_span, empty, empty, empty, no_tail)
         return Forecast(empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
     return concatenate(parts)
 
@@ -166,7 +173,7 @@ def _forecast_chunk(
     scale = mad_sigma_last(changes - nanmedian_last(changes)[..., None]) / np.sqrt(2.0)
     n_running = np.count_nonzero(~np.isnan(log_cost), axis=-1)
     decidable = (n_running >= spec.min_points) & ~np.isnan(fit.log_expected)
-    sustained = _sustained(log_cost, season, season_held_out, keep, spec)
+    sustained = _sustained(log_cost, observed, season, season_held_out, keep, spec)
     fit = _additive_where_it_explains_better(fit, running, log_cost, keep, scale, spec)
     return Forecast(
         log_expected=fit.log_expected,
@@ -180,7 +187,12 @@ def _forecast_chunk(
 
 
 def _sustained(
-    log_cost: FloatArray, season: FloatArray, season_held_out: FloatArray, keep: BoolArray, spec: WindowSpec
+    log_cost: FloatArray,
+    observed: BoolArray,
+    season: FloatArray,
+    season_held_out: FloatArray,
+    keep: BoolArray,
+    spec: WindowSpec,
 ) -> Sustained:
     """The last ``sustained_span`` positions of each window against the median level of the
     ``sustained_reference`` positions before them (all of them if 0): recent enough that a shift
@@ -202,11 +214,23 @@ def _sustained(
     expected_log = reference[..., None] + season[..., length - span :]
     with np.errstate(over="ignore"):
         expected = np.exp(expected_log)
+    window = np.exp(log_cost)  # $0 and credits are NaN in log_cost: recover "idle" from the gaps' mask
+    before = window[..., first : length - span]
+    observed_before = observed[..., first : length - span]
+    running_before = np.count_nonzero(~np.isnan(before), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        running_share = running_before / np.count_nonzero(observed_before, axis=-1)
+    tail = min(length, RUN_TAIL * span)
+    tail_running = np.where(
+        observed[..., length - tail :], (~np.isnan(window[..., length - tail :])).astype(np.float64), np.nan
+    )
     return Sustained(
         log_excess=log_cost[..., length - span :] - expected_log,
         expected=expected,
         log_reference=reference + season[..., 0],
         spread=spread,
+        running_share=running_share,
+        tail_running=tail_running,
     )
 
 

@@ -110,3 +110,45 @@ def sustained_excess(
         )
     statistic = np.where(np.isnan(sustained.log_reference) | np.isnan(scale), np.nan, statistic)
     return SustainedResult(np.asarray(alarm & ~np.isnan(statistic), dtype=bool), statistic, run, run_dollars)
+
+
+def filled_up(observed: FloatArray, sustained: Sustained, limits: SustainedLimits, idle_share: float) -> BoolArray:
+    """An intermittent job that now runs every step: its idle steps have filled up.
+
+    A batch job that ran on a share ``p`` of the reference steps runs ``r`` steps in a row (up to
+    and including the decided one) with probability ``p^r``; such a run starts on a given step with
+    probability ``(1 - p) p^r``. The alarm is raised once that is below ``1 / run length`` (the same
+    dollar-ranked false-alarm budget as the CUSUM, on the series' mean cost per step: ``p`` times
+    the cost of a run) and held for ``span`` steps; then the job running every step is the new
+    normal. The dollars must be material: the run's cost over ``r`` steps at the usual rate, at
+    least the per-step minimum on each step.
+    """
+    share = sustained.running_share
+    span = sustained.log_excess.shape[-1]
+    expected_now = np.exp(sustained.log_reference)
+    now_running = np.where(observed > 0, 1.0, np.where(np.isnan(observed), np.nan, 0.0))
+    running = np.concatenate([sustained.tail_running, now_running[..., None]], axis=-1)
+    steps = running.shape[-1]
+    # Consecutive running steps ending at the decided one (a missing or idle step ends the run).
+    broken = ~(running[..., ::-1] == 1.0)
+    run = np.where(broken.any(axis=-1), np.argmax(broken, axis=-1), steps)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mean_cost = share * expected_now
+        run_length = limits.run_length * np.fmax(1.0, limits.reference_cost / mean_cost)
+        needed = np.ceil(np.log(run_length * (1.0 - share)) / -np.log(share))
+        recent = np.concatenate(
+            [sustained.expected * np.exp(np.nan_to_num(sustained.log_excess, nan=-np.inf)), observed[..., None]],
+            axis=-1,
+        )
+        in_run = np.arange(span + 1)[::-1] < np.minimum(run, span + 1)[..., None]
+        run_cost = np.sum(np.where(in_run, np.nan_to_num(recent, nan=0.0), 0.0), axis=-1)
+        counted = np.minimum(run, span + 1)
+        alarm = (
+            (share < 1.0 - idle_share)
+            & (share > 0)
+            & (run >= needed)
+            & (run < needed + span)  # held for a span of steps, then running every step is the new normal
+            & (run < steps)  # the run's start is in sight
+            & (run_cost - counted * mean_cost >= limits.min_abs * counted)
+        )
+    return np.asarray(alarm, dtype=bool)
