@@ -332,20 +332,21 @@ class Detector:
 
 def _learnt_charge(past: Decision, slot: IntArray, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none)."""
-    ratio = _recurring_from_history(past.log_ratio, past.is_anomaly, slot)
-    dollars = _recurring_from_history(past.excess, past.is_anomaly, slot)
+    ratio = _recurring_from_history(past.log_ratio, past.is_anomaly, past.decided, slot)
+    dollars = _recurring_from_history(past.excess, past.is_anomaly, past.decided, slot)
     with np.errstate(invalid="ignore", over="ignore"):
         as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
     return np.nan_to_num(ratio, nan=0.0), np.nan_to_num(as_fixed_amount, nan=0.0)
 
 
-def _recurring_from_history(amounts: FloatArray, alerted: BoolArray, slot: IntArray) -> FloatArray:
-    """Median of past amounts where a majority of the available earlier months alerted."""
-    available = slot >= 0
+def _recurring_from_history(amounts: FloatArray, alerted: BoolArray, decided: BoolArray, slot: IntArray) -> FloatArray:
+    """Median of past amounts where a majority of the earlier occurrences the model decided alerted
+    (one it could not decide, before the series had enough history, is no evidence either way)."""
     index = np.maximum(slot, 0)
-    hits = alerted[:, index] & available[None, :, :]
+    available = (slot >= 0)[None, :, :] & decided[:, index]
+    hits = alerted[:, index] & available
     n_hits = hits.sum(axis=-1)
-    n_available = available.sum(axis=-1)[None, :]
+    n_available = available.sum(axis=-1)
     recurring = (n_hits >= 1) & (2 * n_hits >= n_available)
     median = nanmedian_last(np.where(hits & recurring[..., None], amounts[:, index], np.nan))
     return np.nan_to_num(median, nan=0.0)

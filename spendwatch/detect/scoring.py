@@ -49,6 +49,7 @@ class Decision:
     is_anomaly: BoolArray
     is_drop: BoolArray
     kind: np.ndarray
+    decided: BoolArray  # the model could decide the step (enough history, value observed)
 
 
 def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: Thresholds) -> Decision:
@@ -64,7 +65,7 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
     positive = usable & (observed > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(positive, (np.log(observed) - np.log(expected)) / scale, np.nan)
-        upper = _upper_bound(expected, expected_long, scale, limits)
+        upper = np.fmax(_upper_bound(expected, expected_long, scale, limits), np.exp(base.log_usual_high + recurring))
         spike = positive & (observed > upper)
         leak = positive & _rising_level(observed, expected_long, base, scale, limits)
         running = base.zero_share <= limits.intermittent_zero_share
@@ -79,7 +80,7 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
         is_drop = usable & ~is_anomaly & (observed < lower) & ~idle
     kind = _kind(spike, leak, sustained, is_drop, base, scale, limits)
     log_ratio = score * scale
-    return Decision(expected, lower, upper, score, log_ratio, observed - expected, is_anomaly, is_drop, kind)
+    return Decision(expected, lower, upper, score, log_ratio, observed - expected, is_anomaly, is_drop, kind, usable)
 
 
 def _effective_scale(log_scale: FloatArray, recurring: FloatArray, floor_pct: float) -> FloatArray:

@@ -44,8 +44,13 @@ from spendwatch.detect.robust import (
     keep_last_valid,
     mad_sigma_last,
     nanmean_last,
+    nanmedian_and_quantile_last,
     nanmedian_last,
 )
+
+USUAL_QUANTILE = 0.9
+"""A step no higher than this quantile of its window's deseasonalised costs happens routinely
+(one step in ten or more): it is not a spike, however small the robust sigma."""
 
 IntArray = np.ndarray[tuple[int, ...], np.dtype[np.int64]]
 
@@ -79,6 +84,7 @@ class Forecast:
     log_expected: FloatArray  # short level + season
     log_expected_long: FloatArray  # long level + season
     log_scale: FloatArray  # robust sigma of the noise (from successive changes)
+    log_usual_high: FloatArray  # the window's USUAL_QUANTILE deseasonalised level + season: a routine high
     zero_share: FloatArray  # share of $0 (or credit) observations in the window
     recent: FloatArray  # (n, m, k) last k deseasonalised values minus the long level
     decidable: BoolArray  # enough observed history to decide
@@ -122,7 +128,7 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
         no_span = np.empty((values.shape[0], 0, spec.sustained_span))
         no_tail = np.empty((values.shape[0], 0, RUN_TAIL * spec.sustained_span))
         no_sustained = Sustained(no_span, no_span, empty, empty, empty, no_tail)
-        return Forecast(empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
+        return Forecast(empty, empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
     return concatenate(parts)
 
 
@@ -179,6 +185,7 @@ def _forecast_chunk(
         log_expected=fit.log_expected,
         log_expected_long=fit.log_expected_long,
         log_scale=scale,
+        log_usual_high=fit.usual_high,
         zero_share=np.count_nonzero(zeros, axis=-1) / np.maximum(np.count_nonzero(observed, axis=-1), 1),
         recent=fit.recent,
         decidable=decidable,
@@ -241,6 +248,7 @@ class _LevelFit:
     log_expected: FloatArray  # (...,) short level + season at the decided column
     log_expected_long: FloatArray  # (...,) long level + season at the decided column
     recent: FloatArray  # (..., k) log of the last k deseasonalised values over the long level
+    usual_high: FloatArray  # (...,) USUAL_QUANTILE of the deseasonalised window + season at the decided column
 
 
 def _level_fit(
@@ -250,14 +258,19 @@ def _level_fit(
     deseasonalised = np.where(keep, series - season, np.nan)
     short_mask = keep_last_valid(~np.isnan(deseasonalised), spec.level_points)
     level = nanmedian_last(np.where(short_mask, deseasonalised, np.nan))
-    level_long = nanmedian_last(deseasonalised)
+    level_long, high = nanmedian_and_quantile_last(deseasonalised, USUAL_QUANTILE)
     season_now = season[..., 0]
     last = deseasonalised[..., -recent:]
     if not additive:
-        return _LevelFit(level + season_now, level_long + season_now, last - level_long[..., None])
+        return _LevelFit(level + season_now, level_long + season_now, last - level_long[..., None], high + season_now)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = last / level_long[..., None]
-    return _LevelFit(_log_positive(level + season_now), _log_positive(level_long + season_now), _log_positive(relative))
+    return _LevelFit(
+        _log_positive(level + season_now),
+        _log_positive(level_long + season_now),
+        _log_positive(relative),
+        _log_positive(high + season_now),
+    )
 
 
 def _log_positive(values: FloatArray) -> FloatArray:
@@ -284,7 +297,7 @@ def _additive_where_it_explains_better(
     additive = _level_fit(dollars, season, keep[chosen], spec, fit.recent.shape[-1], additive=True)
     usable = ~np.isnan(additive.log_expected) & ~np.isnan(additive.log_expected_long)
     where = tuple(axis[usable] for axis in chosen)
-    merged = _LevelFit(fit.log_expected.copy(), fit.log_expected_long.copy(), fit.recent.copy())
+    merged = _LevelFit(fit.log_expected.copy(), fit.log_expected_long.copy(), fit.recent.copy(), fit.usual_high)
     merged.log_expected[where] = additive.log_expected[usable]
     merged.log_expected_long[where] = additive.log_expected_long[usable]
     merged.recent[where] = additive.recent[usable]
