@@ -14,10 +14,12 @@ from pathlib import Path
 import click
 
 from spendwatch import __version__
-from spendwatch.cli_util import DEFAULT_CONFIG, Env, handle_errors, pass_env, progress
+from spendwatch.cli_util import DEFAULT_CONFIG, Env, OneLineErrors, handle_errors, pass_env, progress
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="spendwatch")
 @click.option(
     "-c",
@@ -26,14 +28,23 @@ from spendwatch.cli_util import DEFAULT_CONFIG, Env, handle_errors, pass_env, pr
     type=click.Path(dir_okay=False),
     help=f"config file (default: $SPENDWATCH_CONFIG or ./{DEFAULT_CONFIG})",
 )
-@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR")
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="how much to log on stderr",
+)
 @click.option("--log-json", is_flag=True, help="log JSON lines (for journald / kubectl logs)")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_level: str, log_json: bool, debug: bool) -> None:
     """spendwatch: watches cloud spend, names who and what caused a spike, and can switch it off."""
+    from spendwatch import terminal
     from spendwatch.logs import configure_logging
 
+    # Data strings (tags, job names, queries) reach this terminal: no escape sequence gets through.
+    ctx.call_on_close(terminal.install())
     configure_logging(log_level, json_lines=log_json)
     ctx.obj = Env(config_path, debug)
 
@@ -78,7 +89,11 @@ def config_schema() -> None:
 @pass_env
 @handle_errors
 def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> None:
-    """Collect cost and job data from the configured sources into the store."""
+    """Collect cost and job data from the configured sources into the store.
+
+    Exits 2 when a file, manifest or setting is the user's to fix, 1 when a cloud API kept failing;
+    a part that could not be read (one period or file) keeps its previous data either way.
+    """
     from spendwatch.collect import collect_source
 
     sources = [env.config.source(n) for n in source_names] if source_names else env.config.sources
@@ -91,7 +106,10 @@ def collect(env: Env, source_names: tuple[str, ...], since: datetime | None) -> 
             source, env.store, env.clock, since=since.replace(tzinfo=UTC) if since else None, progress=progress
         )
         for problem in run.problems:
-            click.echo(f"  problem: {problem}", err=True)
+            # A part that could not be read (one period, one file) kept its previous data; the rest loaded.
+            click.echo(f"spendwatch: problem: {source.name}: {problem}", err=True)
+        if run.problems:
+            exit_code = max(exit_code, 2 if run.user_problems else 1)
         if run.error:
             exit_code = max(exit_code, 2 if run.user_error else 1)
             click.echo(f"spendwatch: error: {source.name}: {run.error}", err=True)
@@ -155,8 +173,11 @@ def costs_group() -> None:
 @handle_errors
 def costs_export(env: Env, output: str, since: datetime | None, until: datetime | None, provider: str | None) -> None:
     """Export cost lines as a FOCUS file (Parquet or CSV, FOCUS column names)."""
+    from spendwatch.errors import InputError
     from spendwatch.export import export_focus
 
+    if since is not None and until is not None and since >= until:
+        raise InputError(f"--since {since:%Y-%m-%d} is not before --until {until:%Y-%m-%d}: no period to export")
     rows = export_focus(
         env.store,
         Path(output),
@@ -187,6 +208,9 @@ main.add_command(doctor_command)
 from spendwatch.guard.cli import guard_group  # noqa: E402
 
 main.add_command(guard_group)
+from spendwatch.store_cli import store_group  # noqa: E402
+
+main.add_command(store_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

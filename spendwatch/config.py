@@ -12,15 +12,17 @@ the CLI from elsewhere see the same store.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 import spendwatch.collectors  # noqa: F401  (registers the source types)
@@ -33,13 +35,26 @@ from spendwatch.guard.config import GuardConfig
 from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.notify.config import NotifyConfig
 from spendwatch.plugins import Registry, StrictModel, config_models
+from spendwatch.secrets import MIN_SECRET, remember
+from spendwatch.store import check_memory_limit
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ``$${`` is a literal ``${``; ``${NAME}`` / ``${NAME:-default}`` are references; any other ``${`` is a
+# mistake (an unclosed brace would otherwise become part of a password).
+_ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+# A YAML alias can repeat a subtree: a handful of lines may expand to billions of values ("billion laughs").
+MAX_CONFIG_VALUES = 100_000
 
 if TYPE_CHECKING:
     SourceSpec = SourceConfig
 else:
     SourceSpec = Annotated[Union[config_models(SOURCES)], Field(discriminator="type")]  # noqa: UP007
+
+
+class SnapshotConfig(StrictModel):
+    """Daily copies of the store, checked end to end, that ``spendwatch store restore`` brings back."""
+
+    keep: int = Field(default=2, ge=0, le=366, description="snapshots kept, one a day (0: the daemon takes none)")
+    folder: ConfigPath | None = Field(default=None, description="where they go (default: <store path>.snapshots/)")
 
 
 class StoreConfig(StrictModel):
@@ -50,7 +65,25 @@ class StoreConfig(StrictModel):
     retention: Duration = Field(
         default=timedelta(days=730), description="cost lines and runs older than this are deleted"
     )
-    memory_limit: str | None = Field(default=None, description="DuckDB memory limit, e.g. '2GB'")
+    memory_limit: str | None = Field(
+        default=None, description="DuckDB memory limit: a size (512MB, 2GB, 1.5GiB) or a share of RAM (50%)"
+    )
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_limit(cls, value: Any) -> str | None:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # "12" gets the same message as "lots"
+        return None if value is None else check_memory_limit(value)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: timedelta) -> timedelta:
+        # Housekeeping deletes everything older: a retention of minutes would empty the store daily.
+        if value < timedelta(days=1):
+            raise ValueError("must be at least 1d (older data is deleted)")
+        return value
 
 
 class SeverityConfig(StrictModel):
@@ -131,47 +164,97 @@ def load_config(path: Path | str, *, environ: dict[str, str] | None = None) -> C
     """Read, interpolate and validate a config file, or raise ``ConfigError`` (one line)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    text = decode_text(data, path, what="config file")
     return parse_config(text, path, environ=os.environ.copy() if environ is None else environ)
+
+
+def decode_text(data: bytes, path: Path, *, what: str) -> str:
+    """UTF-8 text (a UTF-8 byte-order mark is dropped), or a ``ConfigError`` saying what the bytes are."""
+    problem = encoding_problem(data)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}; save the {what} as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the {what} as UTF-8"
+        ) from None
+
+
+def encoding_problem(head: bytes) -> str | None:
+    """Why the start of a file is not UTF-8 text (UTF-16/32, binary), or ``None``."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "is UTF-32 text, not UTF-8"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "is UTF-16 text, not UTF-8"
+    if b"\x00" in head[:65536]:
+        return "is not a text file (it holds NUL bytes)"
+    return None
 
 
 def parse_config(text: str, path: Path, *, environ: dict[str, str]) -> Config:
     try:
         root_node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(f"{path}:{line}: YAML syntax error: {exc.reason} (character #x{exc.character:04x})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    _check_nodes(root_node, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (store:, sources: …)")
-    data = _interpolate(data, (), path, root_node, environ)
+    hidden = Interpolated()  # values from the environment: never echoed in an error
+    data = _interpolate(data, (), path, root_node, environ, hidden)
     try:
-        return Config.model_validate(data, context={"base_dir": path.resolve().parent})
+        config = Config.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, data, root_node)) from None
+        raise ConfigError(_describe(exc, path, data, root_node, hidden)) from None
+    remember(config)  # every log line of this process is scrubbed of the config's secrets
+    return config
 
 
 def _interpolate(
-    value: Any, loc: tuple[str | int, ...], path: Path, root: yaml.Node | None, environ: dict[str, str]
+    value: Any,
+    loc: tuple[str | int, ...],
+    path: Path,
+    root: yaml.Node | None,
+    environ: dict[str, str],
+    hidden: Interpolated,
 ) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*loc, k), path, root, environ) for k, v in value.items()}
+        return {k: _interpolate(v, (*loc, k), path, root, environ, hidden) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*loc, i), path, root, environ) for i, v in enumerate(value)]
+        return [_interpolate(v, (*loc, i), path, root, environ, hidden) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        if match.group(0) == "$${":
+            return "${"
+        if name is None:
+            where = _where(path, root, loc)
+            raise ConfigError(
+                # The value is not echoed: it may be a secret with a typo in it.
+                f"{where}: {format_loc(loc)}: a '${{' that is not a complete ${{NAME}} or ${{NAME:-default}} "
+                "reference (a closing brace missing?); write $${ for a literal '${'"
+            )
         if name in environ:
+            hidden.add(loc, name, environ[name])
             return environ[name]
         if default is not None:
             return default
@@ -179,6 +262,34 @@ def _interpolate(
         raise ConfigError(f"{where}: {format_loc(loc)}: environment variable {name} is not set")
 
     return _ENV.sub(substitute, value)
+
+
+def _check_nodes(root: yaml.Node | None, path: Path) -> None:
+    """Refuse a key written twice in one mapping (YAML keeps the last silently) and alias bombs."""
+    budget = [MAX_CONFIG_VALUES]
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())] if root is not None else []
+    while stack:
+        node, loc = stack.pop()
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(
+                f"{path}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeating aliases)"
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, (*loc, i)) for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], yaml.Node] = {}
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    first = seen.get((key.tag, name))
+                    if first is not None:
+                        raise ConfigError(
+                            f"{path}:{key.start_mark.line + 1}: {format_loc((*loc, name))}: the key is written "
+                            f"twice (first on line {first.start_mark.line + 1}); YAML would silently keep the last"
+                        )
+                    seen[(key.tag, name)] = key
+                stack.append((value, (*loc, name)))
 
 
 def format_loc(loc: tuple[str | int, ...]) -> str:
@@ -236,14 +347,30 @@ def _data_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def _describe(exc: ValidationError, path: Path, data: Any, root: yaml.Node | None) -> str:
+@dataclass
+class Interpolated:
+    """What ``${NAME}`` interpolation put where, so an error can name the variable instead of its value."""
+
+    values: dict[str, str] = dataclasses.field(default_factory=dict)  # value -> "${NAME}"
+    at: dict[tuple[str | int, ...], list[str]] = dataclasses.field(default_factory=dict)  # key path -> "${NAME}"s
+
+    def add(self, loc: tuple[str | int, ...], name: str, value: str) -> None:
+        if value:
+            self.values.setdefault(value, f"${{{name}}}")
+        self.at.setdefault(loc, []).append(f"${{{name}}}")
+
+
+def _describe(
+    exc: ValidationError, path: Path, data: Any, root: yaml.Node | None, hidden: Interpolated | None = None
+) -> str:
     # An unknown key usually explains a "missing" one (a typo), so it is the one worth naming.
     errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = _data_loc(tuple(first["loc"]), data)
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         loc = (*loc, "type")
-    message = _message(first, loc)
+    hidden = hidden or Interpolated()
+    message = _hide(_message(first, loc, hidden), hidden)
     named = _KEY_PATH.match(message)
     if named:  # a whole-model check naming its own key path ("guard.sources: …") points at that key
         path_named = _parse_loc(named.group(1))
@@ -265,11 +392,19 @@ def _parse_loc(text: str) -> tuple[str | int, ...]:
     return tuple(parts)
 
 
-def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
+def _hide(message: str, hidden: Interpolated) -> str:
+    """``message`` with every value that came from the environment shown as its ``${NAME}``."""
+    for value in sorted(hidden.values, key=len, reverse=True):
+        if len(value) >= MIN_SECRET and value in message:
+            message = message.replace(value, hidden.values[value])
+    return message
+
+
+def _message(error: ErrorDetails, loc: tuple[str | int, ...], hidden: Interpolated) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else ""
-        close = difflib.get_close_matches(key, _known_keys(), n=1)
+        close = difflib.get_close_matches(key, [k for k in _known_keys() if k != key], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown key{hint}"
     if kind == "missing":
@@ -285,7 +420,13 @@ def _message(error: ErrorDetails, loc: tuple[str | int, ...]) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    return f"{message} (got {_short(error.get('input'))})" if kind != "value_error" else message
+    if kind == "value_error":
+        return message
+    given = error.get("input")
+    names = hidden.at.get(loc) or [n for v, n in hidden.values.items() if isinstance(given, str) and v in given]
+    if names:  # an interpolated value is never echoed, however short
+        return f"{message} (got the value of {', '.join(dict.fromkeys(names))})"
+    return f"{message} (got {_short(given)})"
 
 
 def _registry_names(loc: tuple[str | int, ...]) -> str:

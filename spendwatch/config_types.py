@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,9 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, Va
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+# Longer than any schedule, lookback or retention makes sense for; it also keeps ``now - duration``
+# and the scheduler's arithmetic far from the limits of ``datetime`` (a traceback otherwise).
+MAX_DURATION = timedelta(days=36_500)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -20,14 +24,29 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '15m', '2h', '3d'")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=float(value))
+        return _bounded(_as_float(value))
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+            return _bounded(float(match.group(1)) * _UNITS[match.group(2)])
     raise ValueError(f"{value!r} is not a duration; use seconds or a string like '15m', '2h', '3d'")
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int past float's range
+        return math.inf if value > 0 else -math.inf
+
+
+def _bounded(seconds: float) -> timedelta:
+    if math.isnan(seconds):
+        raise ValueError("a duration must be a number, not NaN")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"a duration must be at most {MAX_DURATION.days} days (100 years)")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:

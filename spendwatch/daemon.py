@@ -11,7 +11,8 @@ Jobs (plain functions in ``spendwatch.jobs``-style at the bottom of this module,
 * ``digest`` — a cron at ``daemon.digest_at`` in ``daemon.timezone`` plus ``digest-catchup`` every
   ``daemon.digest_check_every`` (a late start, a retry after a failed delivery); the ledger makes
   both safe to run at once (see ``notify.ledger``);
-* ``housekeeping`` — daily at ``daemon.housekeeping_at``: retention and a checkpoint.
+* ``housekeeping`` — daily at ``daemon.housekeeping_at``: retention and a checkpoint;
+* ``snapshot`` — a checked copy of the store once a day (``store.snapshots``; see ``spendwatch.snapshots``).
 
 A job that fails is logged with its context, recorded in ``runs`` (metrics show consecutive
 failures) and simply runs again at its next time; nothing a job raises stops the daemon.
@@ -22,6 +23,7 @@ beside the store makes a second daemon on the same store refuse to start.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -42,7 +44,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from spendwatch._locks import LockTimeout, SingletonLock
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.config_types import Duration
-from spendwatch.errors import StoreError, UserError
+from spendwatch.errors import ConfigError, Interrupted, StoreAccessError, UserError
 from spendwatch.plugins import StrictModel
 
 if TYPE_CHECKING:
@@ -238,13 +240,17 @@ def lock_path(store_path: Path) -> Path:
 
 
 def acquire_singleton(store_path: Path) -> SingletonLock:
+    from spendwatch.store import describe_os_error
+
     lock = SingletonLock(lock_path(store_path))
     try:
         store_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create the store's folder {store_path.parent}: {exc.strerror}") from None
+        raise StoreAccessError(f"store {store_path}: {describe_os_error(exc, store_path.parent)}") from None
     try:
         lock.acquire()
+    except OSError as exc:
+        raise StoreAccessError(f"store {store_path}: {describe_os_error(exc, lock.path)}") from None
     except LockTimeout as exc:
         raise AlreadyRunning(
             f"another spendwatch daemon (pid {exc.args[0] if exc.args else 'unknown'}) is already running on store "
@@ -267,20 +273,28 @@ def run_daemon(
     store_config = config.store
     lock = acquire_singleton(store_config.path)
     clock = clock or SystemClock()
-    store = Store(
-        store_config.path,
-        lock_timeout=store_config.lock_timeout.total_seconds(),
-        clock=clock,
-        memory_limit=store_config.memory_limit,
-    )
-    store.migrate()
+    try:
+        store = Store(
+            store_config.path,
+            lock_timeout=store_config.lock_timeout.total_seconds(),
+            clock=clock,
+            memory_limit=store_config.memory_limit,
+        )
+        store.migrate()
+    except BaseException:
+        lock.release()
+        raise
     # APScheduler narrates every job addition at info; its warnings (skipped runs) still come through.
     logging.getLogger("apscheduler.scheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx = DaemonContext(config, store, clock, clients=dict(clients or {}), stop=stop or threading.Event())
     notifier = SystemdNotifier()
     if install_signals:
         _install_signal_handlers(ctx.stop)
-    health = _start_health(ctx)
+    try:
+        health = _start_health(ctx)
+    except BaseException:
+        lock.release()
+        raise
     scheduler = build_scheduler(ctx)
     scheduler.start()
     log.info(
@@ -316,11 +330,27 @@ def _start_health(ctx: DaemonContext) -> Any:
         return None
     from spendwatch.health import HealthServer
 
-    server = HealthServer(ctx.config, ctx.store, ctx.clock, bind=health_config.bind, port=health_config.port)
+    try:
+        server = HealthServer(ctx.config, ctx.store, ctx.clock, bind=health_config.bind, port=health_config.port)
+    except OSError as exc:
+        where = f"{health_config.bind}:{health_config.port}"
+        raise ConfigError(f"daemon.health: cannot listen on {where}: {_why(exc)}") from None
     server.scheduler_alive = lambda: ctx.scheduler is not None and bool(ctx.scheduler.running)
     server.start()
     log.info("health and metrics on http://%s:%d/ (/healthz /readyz /metrics)", *server.address)
     return server
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use (another daemon or program?); choose daemon.health.port, or 0 for any free port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "the address is not one of this machine's (daemon.health.bind)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the address ({exc.strerror})"
+    return exc.strerror or str(exc)
 
 
 def _start_watchdog(ctx: DaemonContext, notifier: SystemdNotifier, scheduler: Any) -> threading.Thread | None:
@@ -439,6 +469,9 @@ def build_scheduler(ctx: DaemonContext) -> BackgroundScheduler:
         "housekeeping",
         CronTrigger(hour=daemon.housekeeping_at.hour, minute=daemon.housekeeping_at.minute, timezone=zone),
     )
+    if ctx.config.store.snapshots.keep:
+        # A check every quarter hour (and soon after start): a snapshot is taken once the newest is a day old.
+        add(snapshot_job, "snapshot", IntervalTrigger(minutes=15), first=now + timedelta(seconds=5))
     return scheduler
 
 
@@ -457,12 +490,14 @@ def _guarded(ctx: DaemonContext, job: str, body: Callable[[], dict[str, Any] | N
     """Run one job body: log it, record it, and never let it raise into the scheduler."""
     if ctx.stop.is_set():
         return
-    run_id = ctx.store.start_run(job) if record else None
     began = _time.monotonic()
     failure: Exception | None = None
     detail: dict[str, Any] = {}
+    run_id: int | None = None
     with ctx.tracking(job):
         try:
+            # Recording the start is inside: a busy or damaged store fails this run, not the scheduler.
+            run_id = ctx.store.start_run(job) if record else None
             detail = body() or {}
         except Exception as exc:
             failure = exc
@@ -478,6 +513,14 @@ def _guarded(ctx: DaemonContext, job: str, body: Callable[[], dict[str, Any] | N
         )  # fmt: skip
         if run_id is not None:
             _finish(ctx, run_id, status="failed", error=f"{type(failure).__name__}: {failure}")
+        return
+    if detail.get("interrupted"):
+        log.info(
+            "job %s stopped at a safe point after %.1fs (the daemon is stopping; the next run resumes)", job, seconds,
+            extra={"event": "job-interrupted", "job": job, "seconds": seconds, **detail},
+        )  # fmt: skip
+        if run_id is not None:
+            _finish(ctx, run_id, status="interrupted", detail=detail)
         return
     ctx.failures[job] = 0
     log.info(
@@ -501,7 +544,9 @@ def collect_job(ctx: DaemonContext, source_name: str) -> None:
 
     def body() -> dict[str, Any]:
         source = ctx.config.source(source_name)
-        run = collect_source(source, ctx.store, ctx.clock, clients=ctx.clients.get(source_name))
+        run = collect_source(source, ctx.store, ctx.clock, clients=ctx.clients.get(source_name), stop=ctx.stop)
+        if run.interrupted:
+            return {"source": source_name, "interrupted": True, "cost_rows": run.cost_rows, "jobs": run.jobs}
         if run.error:
             raise CollectionFailed(f"source {source_name}: {run.error}")
         if (run.cost_rows or run.jobs) and ctx.config.daemon.detect_after_collection:
@@ -530,7 +575,10 @@ def detect_job(ctx: DaemonContext) -> None:
     from spendwatch.detect.runner import run_detection
 
     def body() -> dict[str, Any]:
-        run = run_detection(ctx.config, ctx.store, ctx.clock)
+        try:
+            run = run_detection(ctx.config, ctx.store, ctx.clock, stop=ctx.stop)
+        except Interrupted:
+            return {"interrupted": True}
         ctx.nudge("killswitch")
         ctx.nudge("alerts")
         return {"series_scored": run.series_scored, "opened": run.opened}
@@ -630,6 +678,28 @@ def housekeeping_job(ctx: DaemonContext) -> None:
         return housekeeping(ctx.store, ctx.clock.now() - ctx.config.store.retention)
 
     _guarded(ctx, "housekeeping", body, record=True)
+
+
+def snapshot_job(ctx: DaemonContext) -> None:
+    """A checked copy of the store once a day (``spendwatch store restore`` brings it back)."""
+    from spendwatch.snapshots import snapshot_due, snapshot_folder, take_snapshot
+
+    store = ctx.config.store
+    folder = snapshot_folder(store.path, store.snapshots.folder)
+    if not store.path.exists() or not snapshot_due(folder, ctx.clock.now()):
+        return
+
+    def body() -> dict[str, Any]:
+        snapshot = take_snapshot(
+            store.path,
+            folder,
+            ctx.clock.now(),
+            keep=store.snapshots.keep,
+            lock_timeout=store.lock_timeout.total_seconds(),
+        )
+        return {"snapshot": str(snapshot.path)}
+
+    _guarded(ctx, "snapshot", body, record=True)
 
 
 _RETENTION = (

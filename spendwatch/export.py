@@ -3,6 +3,11 @@
 Columns carry their FOCUS names; spendwatch's own derived fields go in ``x_`` extension columns, as
 the specification allows. The file is written beside its destination and renamed into place, so a
 failed export never leaves a half-written file.
+
+A CSV is opened in spreadsheets, and its text comes from tags and names anyone can write: a text
+cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is written with a leading
+``'`` (the OWASP advice against CSV injection), so a spreadsheet shows it as text instead of
+evaluating it. Numbers and timestamps are written as they are; Parquet keeps every value unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from spendwatch.cli_util import check_output_file
 from spendwatch.errors import InputError
 from spendwatch.store import Store, Where
 
@@ -38,6 +44,9 @@ FOCUS_COLUMNS: list[tuple[str, str]] = [
     ("x_Owner", "owner"),
     ("x_JobId", "job_id"),
     ("x_Source", "source"),
+    ("x_K8sCluster", "k8s_cluster"),
+    ("x_K8sNamespace", "k8s_namespace"),
+    ("x_K8sWorkload", "k8s_workload"),
 ]
 
 
@@ -57,16 +66,16 @@ def export_focus(
         fmt = "FORMAT csv, HEADER true"
     else:
         raise InputError(f"{output}: the export format comes from the suffix; use .parquet or .csv")
-    if not output.parent.exists():
-        raise InputError(f"{output}: the folder {output.parent} does not exist")
+    check_output_file(output, "--output")
     provider_case = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROVIDER_NAMES.items())
     csv = fmt.startswith("FORMAT csv")
     select = ", ".join(f'{_column(column, csv)} AS "{name}"' for name, column in FOCUS_COLUMNS)
+    provider_name = f"CASE provider {provider_case} ELSE {_text('provider', csv)} END"
     filters = Where().at_least("charge_period_start", since).before("charge_period_start", until)
     filters.equal("provider", provider)
     where, params = filters.sql, filters.params
     sql = (
-        f'SELECT CASE provider {provider_case} ELSE provider END AS "ProviderName", {select}, '
+        f'SELECT {provider_name} AS "ProviderName", {select}, '
         f'CASE WHEN tags IS NULL THEN NULL ELSE to_json(tags) END AS "Tags" '
         f"FROM cost_lines {where} ORDER BY charge_period_start, provider, sub_account_id, service_name"
     )
@@ -82,8 +91,24 @@ def export_focus(
     return int(count_row[0]) if count_row else 0
 
 
+_NUMERIC = frozenset({"billed_cost", "effective_cost", "list_cost"})
+
+
 def _column(column: str, csv: bool) -> str:
     # FOCUS text files carry ISO 8601 UTC timestamps; Parquet keeps a real timestamp type.
     if csv and column.startswith("charge_period_"):
         return f"strftime({column}, '%Y-%m-%dT%H:%M:%SZ')"
-    return column
+    if column in _NUMERIC:
+        return column
+    return _text(column, csv)
+
+
+def _text(column: str, csv: bool) -> str:
+    """A text column; in a CSV, a value a spreadsheet would evaluate gets a leading ``'``."""
+    if not csv:
+        return column
+    # chr(9) and chr(13): tab and carriage return; '''' is one quote in SQL.
+    return (
+        f"CASE WHEN left({column}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+        f"THEN '''' || {column} ELSE {column} END"
+    )

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from spendwatch.secrets import scrub_known
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -29,12 +31,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class Scrubbed(logging.Formatter):
+    """Formats with ``inner``, then removes every secret of the loaded config (``spendwatch.secrets``):
+    whatever a library puts in a message or a traceback, a configured secret never reaches the log."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_known(self.inner.format(record))
+
+
 def configure_logging(level: str = "WARNING", *, json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(Scrubbed(JsonFormatter()))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(Scrubbed(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     numeric = logging.getLevelName(level.upper())

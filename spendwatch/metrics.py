@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("spendwatch.metrics")
 ACTION_STATES = ("planned", "awaiting-approval", "running", "done", "failed", "undone", "expired", "undoing")
 DIGEST_STATUSES = ("sending", "committing", "sent", "unconfirmed", "failed", "superseded")
-RUN_STATUSES = ("ok", "partial", "failed", "running")
+RUN_STATUSES = ("ok", "partial", "failed", "interrupted", "running")
 DAEMON_JOBS = ("detect", "killswitch", "alerts", "digest", "housekeeping")
 MAX_COUNTERS_PER_SOURCE = 20
 
@@ -137,7 +137,7 @@ class StoreCollector(Collector):
                 data_end.add_metric([source], end.timestamp())
         runs = con.execute(
             "SELECT job, row_count, detail, status, started_at FROM runs WHERE job LIKE 'collect:%' "
-            "AND status IN ('ok', 'partial', 'failed') ORDER BY started_at"
+            "AND status IN ('ok', 'partial', 'failed', 'interrupted') ORDER BY started_at"
         ).fetchall()
         totals: dict[str, dict[str, float]] = {}
         last_rows: dict[str, float] = {}
@@ -145,7 +145,7 @@ class StoreCollector(Collector):
             source = job.removeprefix("collect:")
             if source not in wanted:
                 continue
-            if status != "failed":
+            if status in ("ok", "partial"):
                 last_rows[source] = float(row_count or 0)
             for name, value in _numeric_counters(detail).items():
                 bucket = totals.setdefault(source, {})

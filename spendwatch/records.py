@@ -124,6 +124,10 @@ class Incident:
             who = job.user or "an unknown principal"
             what = {"bigquery": "query", "athena": "query"}.get(job.platform, f"{job.platform} job")
             where = f" in {job.sub_account_id}" if job.sub_account_id else ""
+            if job.platform == "kubernetes":  # a workload: its kind, and the cluster/namespace it runs in
+                what = f"Kubernetes {job.labels.get('k8s:kind', 'workload')}"
+                place = "/".join(v for v in (job.labels.get("k8s:cluster"), job.labels.get("k8s:namespace")) if v)
+                where = f" in {place}" if place else where
             return f"{who}'s {what} {job.name or job.job_id}{where} cost {job.cost:,.2f} {self.billing_currency}"
         top = self.top_contributor()
         if top is not None:

@@ -14,6 +14,9 @@ CHARGE_CATEGORIES: Final = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
 CHARGE_FREQUENCIES: Final = ("One-Time", "Recurring", "Usage-Based")
 SCORED_CHARGE_CATEGORY: Final = "Usage"
 
+# No bill line is a quadrillion in any currency; bigger finite values (1e300) still sum to infinity.
+MAX_AMOUNT: Final = 1e15
+
 TAGS_TYPE: Final = pa.map_(pa.string(), pa.string())
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 
@@ -42,6 +45,10 @@ COST_LINE_SCHEMA: Final = pa.schema(
         pa.field("owner", pa.string()),
         pa.field("job_id", pa.string()),
         pa.field("is_estimated", pa.bool_()),
+        # Kubernetes: where a line's cost ran (EKS split cost allocation, GKE cost allocation, OpenCost).
+        pa.field("k8s_cluster", pa.string()),
+        pa.field("k8s_namespace", pa.string()),
+        pa.field("k8s_workload", pa.string()),
     ]
 )
 
@@ -78,7 +85,8 @@ JOB_SCHEMA: Final = pa.schema(
 
 JOB_STATES_RUNNING: Final = frozenset({"PENDING", "QUEUED", "RUNNING", "STARTING", "IN_PROGRESS"})
 
-# Dimensions a monitor may group or filter by; ``tag:<key>`` is allowed in addition.
+# Dimensions a monitor may group or filter by; ``tag:<key>`` and ``label:<key>`` (a Kubernetes workload
+# label, stored as the tag ``k8s-label/<key>``) are allowed in addition.
 DIMENSIONS: Final = (
     "provider",
     "billing_account_id",
@@ -93,7 +101,13 @@ DIMENSIONS: Final = (
     "owner",
     "job_id",
     "billing_currency",
+    "cluster",
+    "namespace",
+    "workload",
 )
+# Monitor dimensions whose column in ``cost_lines`` has another name.
+DIMENSION_COLUMNS: Final = {"cluster": "k8s_cluster", "namespace": "k8s_namespace", "workload": "k8s_workload"}
+K8S_LABEL_PREFIX: Final = "k8s-label/"
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -14,10 +14,13 @@ twice and a load that fails half-way leaves the previous data intact.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -30,8 +33,15 @@ import pyarrow.compute as pc
 
 from spendwatch._locks import LockTimeout, RWFileLock
 from spendwatch.clock import Clock, SystemClock, ensure_utc
-from spendwatch.errors import StoreBusyError, StoreError
-from spendwatch.schema import COST_LINE_SCHEMA, JOB_SCHEMA, conform
+from spendwatch.errors import (
+    ConfigError,
+    InputError,
+    StoreAccessError,
+    StoreBusyError,
+    StoreDamagedError,
+    StoreError,
+)
+from spendwatch.schema import COST_LINE_SCHEMA, JOB_SCHEMA, MAX_AMOUNT, conform
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -46,6 +56,61 @@ def _migrations() -> list[tuple[int, str]]:
 
 
 SCHEMA_VERSION = max(version for version, _ in _migrations())
+
+# DuckDB's memory_limit: a size with a unit, or a share of RAM. It is handed to DuckDB as a connection
+# setting, never formatted into SQL, and checked here as well as at config load.
+MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)$")
+
+# What DuckDB says when the file itself is the problem, and what it means for the user.
+_DAMAGE = ("corrupt", "checksum", "could not read enough bytes", "not a valid duckdb database", "truncated")
+_FULL = ("no space left", "file too large", "disk quota", "file size limit")
+_DENIED = ("permission denied", "read-only file system")
+RESTORE_HINT = "`spendwatch store check` says what is wrong; `spendwatch store restore` brings back the last snapshot"
+
+
+def check_memory_limit(value: str) -> str:
+    """``value`` if it is a memory size DuckDB accepts (``512MB``, ``1.5GiB``, ``50%``), else ``ValueError``."""
+    match = MEMORY_LIMIT.match(value)
+    if not match or float(match.group(0).rstrip("KMGTiB% ")) <= 0:
+        shown = repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+        raise ValueError(f"{shown} is not a memory size; use e.g. 512MB, 2GB, 1.5GiB or 50%")
+    if value.endswith("%") and float(value[:-1]) > 100:
+        raise ValueError(f"{value!r} is more than all the memory there is; use at most 100%")
+    return value
+
+
+def describe_os_error(exc: OSError, fallback: Path) -> str:
+    """One line for a file-system refusal: what is in the way, and where."""
+    target = exc.filename or fallback
+    if isinstance(exc, IsADirectoryError):
+        return f"{target} is a folder where spendwatch needs a file"
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return f"a file is in the way of the folder {target}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied on {target} (spendwatch needs to write in its folder)"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"no space left writing {target} (a full disk or a file-size limit)"
+    if exc.errno == errno.EROFS:
+        return f"{target} is on a read-only file system"
+    return f"{exc.strerror or type(exc).__name__} ({target})"
+
+
+def translate_duckdb_error(exc: Exception, path: Path) -> StoreError | None:
+    """A user-fixable ``StoreError`` for DuckDB errors about the file itself; ``None`` for other errors."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lowered = text.lower()
+    if any(word in lowered for word in _FULL):
+        return StoreAccessError(
+            f"store {path}: no space left (a full disk or a file-size limit): {text}; the write was rolled "
+            "back and the previous data is intact: free some space and run again"
+        )
+    if any(word in lowered for word in _DAMAGE):
+        return StoreDamagedError(f"store {path} is damaged ({text}); {RESTORE_HINT}")
+    if any(word in lowered for word in _DENIED):
+        return StoreAccessError(f"store {path}: {text} (spendwatch needs to read and write the file and its folder)")
+    if "could not set lock" in lowered or "conflicting lock" in lowered:
+        return StoreBusyError(f"store {path} is open in another program (not spendwatch): {text}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -73,6 +138,11 @@ class Store:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
         self.clock: Clock = clock or SystemClock()
+        if memory_limit is not None:
+            try:
+                check_memory_limit(memory_limit)
+            except ValueError as exc:
+                raise ConfigError(f"store.memory_limit: {exc}") from None
         self.memory_limit = memory_limit
         self._lock = RWFileLock(self.path.with_name(self.path.name + ".lock"))
         self._migrated = False
@@ -88,24 +158,49 @@ class Store:
 
     @contextmanager
     def _open(self, *, write: bool) -> Iterator[Connection]:
+        with ExitStack() as stack:
+            self._hold_lock(stack, write)
+            con = self._connect_file(write)
+            stack.callback(self._close, con)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            except duckdb.Error as exc:
+                # A damaged file or a full disk surfaces in whatever query touches it: one line for the user.
+                translated = translate_duckdb_error(exc, self.path)
+                if translated is None:
+                    raise
+                raise translated from exc
+
+    def _hold_lock(self, stack: ExitStack, write: bool) -> None:
         try:
-            with self._lock.hold(exclusive=write, timeout=self.lock_timeout):
-                try:
-                    con = duckdb.connect(str(self.path), read_only=not write)
-                except duckdb.Error as exc:
-                    raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-                try:
-                    con.execute("SET TimeZone = 'UTC'")
-                    if self.memory_limit:
-                        con.execute(f"SET memory_limit = '{self.memory_limit}'")
-                    yield con
-                finally:
-                    con.close()
+            stack.enter_context(self._lock.hold(exclusive=write, timeout=self.lock_timeout))
         except LockTimeout:
             raise StoreBusyError(
                 f"store {self.path} is busy: another spendwatch process held it for more than "
                 f"{self.lock_timeout:g}s (raise store.lock_timeout if this persists)"
             ) from None
+        except OSError as exc:
+            raise StoreAccessError(f"store {self.path}: {describe_os_error(exc, self._lock.path)}") from None
+
+    def _connect_file(self, write: bool) -> Connection:
+        settings: dict[str, str | bool | int | float | list[str]] = {}
+        if self.memory_limit:
+            settings["memory_limit"] = self.memory_limit
+        try:
+            return duckdb.connect(str(self.path), read_only=not write, config=settings)
+        except duckdb.Error as exc:
+            translated = translate_duckdb_error(exc, self.path)
+            raise (translated or StoreError(f"cannot open store {self.path}: {exc}")) from exc
+
+    def _close(self, con: Connection) -> None:
+        try:
+            con.close()  # may checkpoint the write-ahead log into the file: a full disk shows here too
+        except duckdb.Error as exc:
+            translated = translate_duckdb_error(exc, self.path)
+            if translated is None:
+                raise
+            raise translated from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -129,13 +224,22 @@ class Store:
 
     def migrate(self) -> int:
         """Create the file if needed and apply pending migrations; returns the schema version."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreAccessError(f"store {self.path}: {describe_os_error(exc, self.path.parent)}") from None
+        if self.path.is_dir():
+            raise StoreAccessError(f"store {self.path} is a folder; store.path must name a file")
+        if self.path.exists() and self._current_version() == SCHEMA_VERSION:
+            # Up to date: no exclusive lock, and nothing written (a damaged file is never made worse).
+            self._migrated = True
+            return SCHEMA_VERSION
         with self._open(write=True) as con:
             con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ)")
             row = con.execute("SELECT max(version) FROM schema_version").fetchone()
             current = int(row[0]) if row and row[0] is not None else 0
             if current > SCHEMA_VERSION:
-                raise StoreError(
+                raise StoreAccessError(
                     f"store {self.path} has schema version {current}, newer than this spendwatch "
                     f"({SCHEMA_VERSION}); upgrade spendwatch"
                 )
@@ -153,6 +257,17 @@ class Store:
                 current = version
         self._migrated = True
         return current
+
+    def _current_version(self) -> int | None:
+        with self._open(write=False) as con:
+            found = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND table_name = 'schema_version'"
+            ).fetchone()
+            if not found or not found[0]:
+                return None
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
 
     def schema_version(self) -> int:
         with self.read() as con:
@@ -178,6 +293,7 @@ class Store:
         start, end = ensure_utc(period_start), ensure_utc(period_end)
         table = conform(lines, COST_LINE_SCHEMA)
         _check_inside_period(table, start, end, source)
+        _check_finite(table, source)
         batch_id = uuid.uuid4().hex[:16]
         billed_total = float(pc.sum(table.column("billed_cost")).as_py() or 0.0)
         data_end = pc.max(table.column("charge_period_end")).as_py() if table.num_rows else None
@@ -347,6 +463,23 @@ class Where:
 def _count(con: Connection, sql: str, params: list[Any]) -> int:
     row = con.execute(sql, params).fetchone()
     return int(row[0]) if row else 0
+
+
+def _check_finite(table: pa.Table, source: str) -> None:
+    """Infinite or NaN money would poison every sum (a digest once said "month to date -$inf")."""
+    for name in ("billed_cost", "effective_cost", "list_cost"):
+        column = table.column(name).combine_chunks()
+        good = pc.and_(pc.is_finite(column), pc.less(pc.abs(column), MAX_AMOUNT))
+        bad = pc.invert(pc.fill_null(good, True)).to_numpy(zero_copy_only=False)
+        if bad.any():
+            index = int(bad.nonzero()[0][0])
+            value = column[index].as_py()
+            when = table.column("charge_period_start")[index].as_py()
+            shown = "NaN" if isinstance(value, float) and math.isnan(value) else f"{value}"
+            raise InputError(
+                f"source {source}: {name} is {shown} on a line of {when:%Y-%m-%d %H:%M} UTC; money must be a "
+                "finite amount below 1e15, so nothing of this period was stored"
+            )
 
 
 def _check_inside_period(table: pa.Table, start: datetime, end: datetime, source: str) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.doubles import network
 from tests.doubles.aws import moto_server, moto_server_session  # noqa: F401  (fixtures)
@@ -41,6 +42,11 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+# Property tests judge outcomes, never speed: on a loaded CI machine an example (or generating one) can
+# take seconds, and Hypothesis' per-example deadline and too-slow check would fail correct code.
+settings.register_profile("spendwatch", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("spendwatch")
 
 
 @pytest.fixture(autouse=True, scope="session")

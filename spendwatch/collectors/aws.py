@@ -25,6 +25,7 @@ Each calendar month (or the hourly tail) of the fetched range is one batch: a fa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -39,7 +40,7 @@ from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch,
 from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.connections import AwsConnection
-from spendwatch.errors import PermissionDeniedError, SourceError
+from spendwatch.errors import MalformedAnswerError, PermissionDeniedError, SourceError, UserError
 from spendwatch.schema import COST_LINE_SCHEMA, TAGS_TYPE, conform
 
 CE_DIMENSIONS = (
@@ -191,7 +192,7 @@ class CostExplorerSource(Source):
                 raise
             except SourceError as exc:
                 loaded_until = min(loaded_until, chunk.start)
-                yield Problem(f"{self.name} {chunk.label}", str(exc))
+                yield Problem(f"{self.name} {chunk.label}", str(exc), user_error=isinstance(exc, UserError))
                 continue
             yield CostBatch(chunk.start, chunk.end, lines, label=f"{self.name} {chunk.label}")
         self.context.store.set_state(self.name, "loaded_until", loaded_until.isoformat())
@@ -313,7 +314,7 @@ class CostExplorerFetcher:
         for group in period.get("Groups", []):
             keys = group.get("Keys", [])
             if len(keys) != len(request["keys"]):
-                raise SourceError(
+                raise MalformedAnswerError(
                     f"source {self.source}: Cost Explorer answered {len(keys)} group key(s) for "
                     f"{len(request['keys'])} group-by(s) in {chunk.label}"
                 )
@@ -370,9 +371,13 @@ def _period(period: dict[str, Any], chunk: Chunk) -> tuple[datetime, datetime]:
         start = _parse_time(str(span["Start"]))
         end = _parse_time(str(span["End"]))
     except (KeyError, ValueError):
-        raise SourceError(f"Cost Explorer answered a period without a valid TimePeriod in {chunk.label}") from None
+        raise MalformedAnswerError(
+            f"Cost Explorer answered a period without a valid TimePeriod in {chunk.label}"
+        ) from None
     if start < chunk.start or start >= chunk.end:
-        raise SourceError(f"Cost Explorer answered period {span.get('Start')} outside the requested {chunk.label}")
+        raise MalformedAnswerError(
+            f"Cost Explorer answered period {span.get('Start')} outside the requested {chunk.label}"
+        )
     return start, min(end, chunk.end) if end > start else start + timedelta(days=1)
 
 
@@ -389,9 +394,14 @@ def _line(keys: dict[str, str], kind: str, group: dict[str, Any], source: str, c
         effective = float(metrics.get(EFFECTIVE_METRIC, metrics[COST_METRIC])["Amount"])
         currency = str(metrics[COST_METRIC]["Unit"])
     except (KeyError, TypeError, ValueError):
-        raise SourceError(
+        raise MalformedAnswerError(
             f"source {source}: Cost Explorer group {group.get('Keys')} in {chunk.label} has no numeric {COST_METRIC}"
         ) from None
+    if not (math.isfinite(billed) and math.isfinite(effective)) or not currency.strip():
+        raise MalformedAnswerError(
+            f"source {source}: Cost Explorer group {group.get('Keys')} in {chunk.label} has {COST_METRIC} "
+            f"{billed} {currency!r}, not a finite amount in a currency"
+        )
     line: dict[str, Any] = {"provider": "aws", "billed_cost": billed, "effective_cost": effective}
     line["billing_currency"] = currency
     tags: list[tuple[str, str]] = []

@@ -37,6 +37,7 @@ from spendwatch.collectors.aws_api import AwsApi
 from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile
 from spendwatch.collectors.aws_cur_sql import Grain, kept_tag_keys
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, Problem, Source, SourceConfig
+from spendwatch.collectors.k8s_costs import KubernetesLabels, label_tag
 from spendwatch.config_types import ConfigPath, Duration
 from spendwatch.connections import AwsConnection
 from spendwatch.errors import InputError, PermissionDeniedError, SourceError
@@ -108,6 +109,39 @@ class DataExportConfig(SourceConfig):
     threads: int | None = Field(default=None, ge=1, le=64, description="DuckDB threads (default: all cores)")
     work_dir: ConfigPath | None = Field(default=None, description="scratch space for downloads and spills")
     athena: AthenaConfig | None = Field(default=None, description="push the reduction down to Athena")
+    kubernetes: KubernetesLabels | None = Field(
+        default=None,
+        description="EKS split cost allocation: cluster, namespace, workload, owner (docs/kubernetes.md)",
+    )
+
+    def k8s_columns(self) -> dict[str, list[str]] | None:
+        """Which tag keys name a pod line's cluster, namespace, workload and owner (EKS's aws:eks:* tags)."""
+        if self.kubernetes is None or not self.kubernetes.enabled:
+            return None
+        labels = self.kubernetes
+        return {
+            "k8s_cluster": ["aws:eks:cluster-name"],
+            "k8s_namespace": ["aws:eks:namespace"],
+            "k8s_workload": [
+                "aws:eks:workload-name",
+                "aws:eks:deployment",
+                *(label_tag(k) for k in labels.workload_labels),
+            ],
+            "owner": [label_tag(k) for k in labels.owner_labels],
+        }
+
+    def stored_tags(self) -> list[str]:
+        """Tag keys kept with each line: owner, job and keep_tags, then the Kubernetes ones."""
+        tags = kept_tag_keys(self.owner_tags, self.job_tags, self.keep_tags)
+        k8s = self.k8s_columns()
+        if k8s is None:
+            return tags
+        assert self.kubernetes is not None
+        extra = [key for keys in k8s.values() for key in keys]
+        extra += ["aws:eks:workload-type", *(label_tag(k) for k in self.kubernetes.stored_labels())]
+        # Kubernetes keys may read the same export column as an owner tag (k8s-label/owner and owner):
+        # they are kept under both names, since a pod's owner label and a node's owner tag differ.
+        return tags + [key for key in dict.fromkeys(extra) if key not in tags]
 
     @field_validator("prefix")
     @classmethod
@@ -149,8 +183,12 @@ def manifest_period(key: str) -> tuple[datetime, datetime] | None:
     return None
 
 
-def data_keys(manifest: bytes, bucket: str, key: str) -> list[tuple[str, str]]:
-    """(bucket, key) of every data file a manifest lists; ``InputError`` naming the manifest if malformed."""
+def data_keys(manifest: bytes, bucket: str, key: str, *, prefix: str = "") -> list[tuple[str, str]]:
+    """(bucket, key) of every data file a manifest lists; ``InputError`` naming the manifest if malformed.
+
+    A manifest is data that whoever can write under the prefix controls, so every file it lists must
+    be in the export's own ``bucket`` under ``prefix``; one that is not is refused, naming it.
+    """
     where = f"s3://{bucket}/{key}"
     try:
         document = json.loads(manifest)
@@ -174,10 +212,32 @@ def data_keys(manifest: bytes, bucket: str, key: str) -> list[tuple[str, str]]:
         files.extend((target_bucket, k) for k in listed)
     else:
         raise InputError(f"{where}: malformed manifest: it lists neither dataFiles nor reportKeys")
+    if not files:
+        raise InputError(f"{where}: malformed manifest: it lists no data files")
+    for file_bucket, file_key in files:
+        outside = _outside(file_bucket, file_key, bucket, prefix)
+        if outside is not None:
+            raise InputError(
+                f"{where}: manifest lists s3://{file_bucket}/{file_key}: {outside}; refused (only files under the "
+                "export's bucket and prefix are read, and the prefix must be writable only by AWS: docs/security.md)"
+            )
     bad = [k for _, k in files if not k.lower().endswith(_DATA_SUFFIXES)]
     if bad:
         raise InputError(f"{where}: malformed manifest: {bad[0]} is not a Parquet or CSV file")
     return files
+
+
+def _outside(file_bucket: str, file_key: str, bucket: str, prefix: str) -> str | None:
+    """Why a listed file is outside the export's bucket and prefix, or ``None``."""
+    if file_bucket != bucket:
+        return f"not in the export bucket {bucket}"
+    if prefix and not file_key.startswith(f"{prefix}/"):
+        return f"not under s3://{bucket}/{prefix}/"
+    if any(part in (".", "..") for part in file_key.split("/")):
+        return "a '.' or '..' path segment"
+    if any(not ch.isprintable() for ch in file_key):
+        return "a control character in the key"
+    return None
 
 
 @SOURCES.register("aws-data-export")
@@ -190,8 +250,9 @@ class DataExportSource(Source):
         s3 = api.client("s3")
         manifests = self._discover(api, s3)
         if not manifests:
-            raise SourceError(
-                f"source {self.name}: no billing-period manifests under s3://{self.config.bucket}/{self.config.prefix}"
+            raise InputError(
+                f"source {self.name}: no billing-period manifests under s3://{self.config.bucket}/{self.config.prefix} "
+                "(check bucket and prefix: '<prefix>/<export-name>' for Data Exports)"
             )
         for manifest in manifests:
             if manifest.period_end <= window.since or manifest.period_start > window.until:
@@ -206,7 +267,7 @@ class DataExportSource(Source):
             params: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
             if token:
                 params["ContinuationToken"] = token
-            page = api.call(s3, "ListObjectsV2", **params)
+            page = self._listing(api, s3, params)
             for item in page.get("Contents", []):
                 key = str(item["Key"])
                 period = manifest_period(key)
@@ -220,6 +281,14 @@ class DataExportSource(Source):
             if not token:
                 break
         return [found for _, (_, found) in sorted(newest.items())]
+
+    def _listing(self, api: AwsApi, s3: Any, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return api.call(s3, "ListObjectsV2", **params)
+        except SourceError as exc:
+            if "NoSuchBucket" in str(exc):  # a typo in the config, not an AWS failure
+                raise InputError(f"source {self.name}: bucket {self.config.bucket!r} does not exist") from None
+            raise
 
     def _is_open(self, manifest: Manifest, now: datetime) -> bool:
         current = _month_start(now.year, now.month)
@@ -241,7 +310,7 @@ class DataExportSource(Source):
             if saved == fingerprint:
                 self.context.progress(f"{label}: manifest unchanged")
                 return
-            files = data_keys(body, self.config.bucket, manifest.key)
+            files = data_keys(body, self.config.bucket, manifest.key, prefix=self.config.prefix)
             batches = self._reduce(api, s3, manifest, files)
             # Every file is downloaded and reduced before the first batch comes out, so a bad file
             # fails here, before anything of this period is written.
@@ -249,7 +318,7 @@ class DataExportSource(Source):
         except PermissionDeniedError:
             raise
         except (InputError, SourceError) as exc:
-            yield Problem(label, str(exc))
+            yield Problem(label, str(exc), user_error=isinstance(exc, InputError))
             return
         if first is not None:
             yield first
@@ -259,7 +328,7 @@ class DataExportSource(Source):
     def _reduce(self, api: AwsApi, s3: Any, manifest: Manifest, files: list[tuple[str, str]]) -> Iterator[CostBatch]:
         work = Path(tempfile.mkdtemp(prefix="spendwatch-cur-", dir=self.config.work_dir))
         try:
-            tags = kept_tag_keys(self.config.owner_tags, self.config.job_tags, self.config.keep_tags)
+            tags = self.config.stored_tags()
             with CurLoader(
                 tag_keys=tags,
                 owner_tags=self.config.owner_tags,
@@ -268,6 +337,7 @@ class DataExportSource(Source):
                 work_dir=work,
                 memory_limit=self.config.memory_limit,
                 threads=self.config.threads,
+                k8s=self.config.k8s_columns(),
             ) as loader:
                 if self.config.athena is not None:
                     from spendwatch.collectors.aws_athena import AthenaPushdown
@@ -297,7 +367,12 @@ class DataExportSource(Source):
                 suffix = ".csv.gz"
             path = work / f"part-{number:05d}{suffix}"
             self.context.progress(f"{self.name}: downloading s3://{bucket}/{key}")
-            answer = api.call(s3, "GetObject", Bucket=bucket, Key=key)
+            try:
+                answer = api.call(s3, "GetObject", Bucket=bucket, Key=key)
+            except SourceError as exc:
+                if "NoSuchKey" in str(exc):  # the manifest lists a file the export does not hold
+                    raise InputError(f"s3://{bucket}/{key}: listed in the manifest but not in the bucket") from None
+                raise
             with path.open("wb") as out:
                 for chunk in answer["Body"].iter_chunks(chunk_size=1 << 20):
                     out.write(chunk)

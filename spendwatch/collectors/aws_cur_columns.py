@@ -43,6 +43,13 @@ CUR_COLUMNS: dict[str, str] = {
     "reservation_unused_amortized_upfront_fee_for_billing_period": "num",
     "reservation_unused_recurring_fee": "num",
     "reservation_reservation_a_r_n": "text",
+    # EKS split cost allocation data (CUR 2.0 "INCLUDE_SPLIT_COST_ALLOCATION_DATA"): one line per pod,
+    # CPU/memory/GPU, whose cost is in these columns (its line_item_unblended_cost is 0).
+    "split_line_item_parent_resource_id": "text",
+    "split_line_item_split_cost": "num",
+    "split_line_item_unused_cost": "num",
+    "split_line_item_net_split_cost": "num",
+    "split_line_item_net_unused_cost": "num",
 }
 CUR_REQUIRED = (
     "line_item_usage_start_date",
@@ -93,11 +100,18 @@ def literal(text: str) -> str:
 
 
 def tag_candidates(key: str) -> list[str]:
-    """Spellings of a tag key across exports: ``owner`` → ``owner``, ``user:owner``, ``user_owner``."""
+    """Spellings of a tag key across exports: ``owner`` → ``owner``, ``user:owner``, ``user_owner``.
+
+    ``k8s-label/<label>`` is a Kubernetes workload label, which EKS imports as the user tag ``<label>``
+    (``app.kubernetes.io/name`` → CUR 2.0's ``user_app_kubernetes_io_name``).
+    """
+    if key.startswith("k8s-label/"):
+        key = key[len("k8s-label/") :]
     bases = [key] if ":" in key else [key, f"user:{key}"]
     out: list[str] = []
     for base in bases:
-        for spelling in (base, base.replace(":", "_"), snake(base.replace(":", "/"))):
+        flat = re.sub(r"[^A-Za-z0-9]+", "_", base).lower()
+        for spelling in (base, base.replace(":", "_"), snake(base.replace(":", "/")), flat):
             if spelling not in out:
                 out.append(spelling)
     return out

@@ -20,7 +20,7 @@ been read: a bad file means the period yields nothing and keeps its previous dat
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,7 +238,9 @@ class CurLoader:
         work_dir: Path,
         memory_limit: str = "1GB",
         threads: int | None = None,
+        k8s: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        self.k8s = k8s  # column (k8s_cluster …, owner) → tag keys naming it, first match wins
         self.tag_keys = list(tag_keys)
         self.owner_tags = list(owner_tags)
         self.job_tags = list(job_tags)
@@ -424,7 +426,9 @@ class CurLoader:
         # One scan groups each key once; only rows from several scans, or clamped into the period,
         # can share a key and need merging.
         merge = self._sources > 1 or outside > 0
-        sql = finish_sql("partials", self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge)
+        sql = finish_sql(
+            "partials", self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
+        )
         self._exec(f"CREATE OR REPLACE TABLE lines AS {sql}", {"start": start, "end": end})
         # The grouped rows are spent: freeing them now keeps them out of the peak while the lines
         # are handed to the store (~200 MB for a 20M-line month).

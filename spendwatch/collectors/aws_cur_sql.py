@@ -28,7 +28,7 @@ what keeps a 20M-line month to a few hundred thousand stored rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -259,7 +259,54 @@ class CurSql:
             return self._focus()
         return self._cur()
 
+    @property
+    def has_split(self) -> bool:
+        """Whether the source has EKS split cost allocation data (pod lines with their own cost)."""
+        names = self.columns.names
+        return (
+            self.columns.layout == "cur"
+            and "split_line_item_parent_resource_id" in names
+            and "split_line_item_split_cost" in names
+        )
+
+    def relation(self, source: str) -> str:
+        """``source``, with split cost allocation data each pod line twice (see ``_split``)."""
+        return f"{source} CROSS JOIN (VALUES (0), (1)) AS k8s_twin(twin)" if self.has_split else source
+
+    def _split(self, exprs: dict[str, str]) -> dict[str, str]:
+        """EKS split cost allocation: a pod line carries its share of its node, which its node's line still holds.
+
+        Each pod line is read twice (``twin`` 0 and 1): as itself, costing its split + unused cost (net
+        of discounts for the effective cost), and as a twin on the parent node's resource id, without
+        tags, costing minus the same. The node's cost thus moves to the pods that used it, and every total
+        stays the bill's own: whatever AWS's rounding, +x - x adds nothing.
+        """
+        parent = self._col("split_line_item_parent_resource_id")
+        split, unused = self._col("split_line_item_split_cost", "num"), self._col("split_line_item_unused_cost", "num")
+        net_split = self._col("split_line_item_net_split_cost", "num")
+        net_unused = self._col("split_line_item_net_unused_cost", "num")
+        share = f"(coalesce({split}, 0) + coalesce({unused}, 0))"
+        net = f"(coalesce({net_split}, {split}, 0) + coalesce({net_unused}, {unused}, 0))"
+        pod = f"{parent} IS NOT NULL"
+        out = dict(exprs)
+        for name, amount in (("billed_cost", share), ("effective_cost", net)):
+            own = exprs[name]
+            out[name] = (
+                f"(CASE WHEN NOT ({pod}) THEN {own} WHEN twin = 0 THEN coalesce({own}, 0) + {amount} "
+                f"ELSE -{amount} END)"
+            )
+        out["resource_id"] = f"(CASE WHEN twin = 1 THEN {parent} ELSE {exprs['resource_id']} END)"
+        out["charge_description"] = (
+            f"(CASE WHEN twin = 1 THEN 'EKS split cost allocated to pods' ELSE {exprs['charge_description']} END)"
+        )
+        out["list_cost"] = f"(CASE WHEN twin = 1 THEN NULL ELSE {exprs['list_cost']} END)"
+        return out
+
     def _cur(self) -> dict[str, str]:
+        exprs = self._cur_plain()
+        return self._split(exprs) if self.has_split else exprs
+
+    def _cur_plain(self) -> dict[str, str]:
         line_type = self._col("line_item_line_item_type")
         unblended = self._col("line_item_unblended_cost", "num")
         product = self._col("product_product_name")
@@ -346,9 +393,19 @@ class CurSql:
         """
         exprs = self.canonical()
         select = [f"{expr} AS {name}" for name, expr in exprs.items()]
-        select += [f"{self.tag_value(self.tag_keys[i])} AS tag_{i}" for i in self.tag_indices()]
+        tags = [(i, self.tag_value(self.tag_keys[i])) for i in self.tag_indices()]
+        if self.has_split:  # a pod line's twin on its node carries no tag: it is nobody's workload
+            tags = [(i, f"(CASE WHEN twin = 1 THEN NULL ELSE {expr} END)") for i, expr in tags]
+        select += [f"{expr} AS tag_{i}" for i, expr in tags]
+        where = self._twin_filter(where)
         clause = f" WHERE {where}" if where else ""
-        return f"SELECT {', '.join(select)} FROM {source}{clause}"
+        return f"SELECT {', '.join(select)} FROM {self.relation(source)}{clause}"
+
+    def _twin_filter(self, where: str | None) -> str | None:
+        if not self.has_split:
+            return where
+        twins = f"(twin = 0 OR {self._col('split_line_item_parent_resource_id')} IS NOT NULL)"
+        return f"({where}) AND {twins}" if where else twins
 
     def absent(self) -> set[str]:
         """Canonical columns this source does not have at all (a NULL constant on every line)."""
@@ -358,9 +415,10 @@ class CurSql:
         """Per-resource absolute cost straight from ``source``: reads two columns, not the whole line."""
         exprs = self.canonical()
         resource, cost = exprs["resource_id"], exprs["billed_cost"]
+        where = self._twin_filter(where)
         clause = f" AND ({where})" if where else ""
         return (
-            f"SELECT {resource} AS resource_id, sum(abs({cost})) AS total FROM {source} "
+            f"SELECT {resource} AS resource_id, sum(abs({cost})) AS total FROM {self.relation(source)} "
             f"WHERE {resource} IS NOT NULL{clause} GROUP BY 1"
         )
 
@@ -460,6 +518,7 @@ def finish_sql(
     present: set[int] | None = None,
     *,
     merge: bool = True,
+    k8s: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """DuckDB: turn grouped rows into cost lines (tags map, owner, job, clamped periods).
 
@@ -494,22 +553,33 @@ def finish_sql(
         FROM (SELECT *, {start} AS ps FROM {partials}) AS p
         {f"GROUP BY ps, {', '.join(group)}" if merge else ""}
     """  # noqa: E501
+    # The k8s_* columns only when asked for (else conform() fills them in as NULL, as for every source).
+    k8s_names = ("k8s_cluster", "k8s_namespace", "k8s_workload") if k8s else ()
     if not tag_cols:
+        nulls = "".join(f", CAST(NULL AS VARCHAR) AS {name}" for name in k8s_names)
         return f"""
             SELECT *, CAST(NULL AS MAP(VARCHAR, VARCHAR)) AS tags, CAST(NULL AS VARCHAR) AS owner,
-                   CAST(NULL AS VARCHAR) AS job_id
+                   CAST(NULL AS VARCHAR) AS job_id{nulls}
             FROM ({lines}) AS l
         """
     index = {tag_keys[i]: i for i in used}
     owner = _first_of(owner_tags, index, principal=True)
     job = _first_of(job_tags, index, principal=False)
+    k8s = k8s or {}
+    columns = {name: _first_of(k8s.get(name, ()), index, principal=False) for name in k8s_names}
+    k8s_owner = _first_of(k8s.get("owner", ()), index, principal=False)
+    if k8s_owner != "CAST(NULL AS VARCHAR)":
+        # A pod's owner comes from its workload's labels first; other lines keep their owner tags.
+        namespace = columns["k8s_namespace"]
+        owner = f"(CASE WHEN {namespace} IS NOT NULL THEN coalesce({k8s_owner}, {owner}) ELSE {owner} END)"
     derived = f"""
         SELECT {", ".join(tag_cols)}, {_tags_map(tag_keys, used)} AS tags, {owner} AS owner, {job} AS job_id
+               {"".join(f", {expr} AS {name}" for name, expr in columns.items())}
         FROM (SELECT DISTINCT {", ".join(tag_cols)} FROM {partials}) AS d
     """
     same = " AND ".join(f"l.{c} IS NOT DISTINCT FROM t.{c}" for c in tag_cols)
     return f"""
-        SELECT l.* EXCLUDE ({", ".join(tag_cols)}), t.tags, t.owner, t.job_id
+        SELECT l.* EXCLUDE ({", ".join(tag_cols)}), t.tags, t.owner, t.job_id{"".join(f", t.{n}" for n in k8s_names)}
         FROM ({lines}) AS l LEFT JOIN ({derived}) AS t ON {same}
     """
 

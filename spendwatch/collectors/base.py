@@ -7,16 +7,18 @@ writes each in its own transaction, so one bad period or file costs that period 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from spendwatch.clock import Clock
 from spendwatch.config_types import Duration, Name
+from spendwatch.errors import Interrupted
 from spendwatch.plugins import Plugin, Registry, StrictModel
 from spendwatch.store import Store
 
@@ -64,6 +66,14 @@ class SourceConfig(StrictModel):
         description="tag/label keys that name the job a line belongs to, first match wins",
     )
 
+    @field_validator("every")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        # The scheduler would round 0 up to 1s and hammer the API; say so instead.
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
 
 @dataclass(frozen=True)
 class CostBatch:
@@ -90,6 +100,8 @@ class Problem:
 
     label: str
     message: str
+    # True when the user can fix it (a malformed file or manifest): the CLI then exits 2, not 1.
+    user_error: bool = False
 
 
 Batch = CostBatch | JobBatch | Problem
@@ -112,9 +124,18 @@ class SourceContext:
     clients: dict[str, Any] = field(default_factory=dict)
     # Counters a source reports (API calls, bytes billed …); the runner exports them as metrics.
     counters: dict[str, float] = field(default_factory=dict)
+    # Set when the daemon is stopping (SIGTERM). Sources never write to the store, so any point where
+    # they count a request is a safe point to give up: the runner keeps the periods already committed.
+    stop: threading.Event | None = None
 
     def count(self, name: str, amount: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + amount
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Raise ``Interrupted`` if the daemon is stopping; sources may call it between long steps."""
+        if self.stop is not None and self.stop.is_set():
+            raise Interrupted("the daemon is stopping")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ class Stream:
     owner: str | None = None
     team: str | None = None
     env: str = "prod"
+    # Kubernetes: the cluster / namespace / workload this cost ran in (EKS split cost, GKE cost allocation).
+    cluster: str | None = None
+    namespace: str | None = None
+    workload: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,13 @@ ACCOUNTS = {
     "gwh": Account("gcp", "analytics-warehouse", "Analytics Warehouse", "US"),
     "glake": Account("gcp", "data-lake-dev", "Data Lake (dev)", "europe-west4"),
     "gserve": Account("gcp", "recsys-serving", "Recsys Serving", "us-east1"),
+    # Kubernetes (issue 16): an EKS cluster in its own account and a GKE cluster in its own project, so
+    # their series are new ones and the four original incidents keep their figures.
+    "eks": Account("aws", "678901234567", "ml-platform", "us-west-2"),
+    "gke": Account("gcp", "ml-gke-research", "ML GKE Research", "us-central1"),
 }
+EKS_CLUSTER = "eks-ml-train"
+GKE_CLUSTER = "gke-research"
 
 TEAMS = {
     "ml-research": ["ana.lopez", "ben.okafor", "chen.wei", "divya.rao", "erik.lund", "fatima.zahra"],
@@ -274,6 +284,44 @@ def streams() -> list[Stream]:
             team="serving",
         ),
     ]
+
+
+def k8s_streams() -> list[Stream]:
+    """The workloads of the two clusters (generated after ``streams()``, so the rest is unchanged)."""
+    # (account, cluster, namespace, Kind/name, $/day, owner, team, weekly, hourly, env)
+    workloads = [
+        ("eks", EKS_CLUSTER, "serving", "Deployment/embeddings-api", 520, "mo.ali", "serving", "mild", "business",
+         "prod"),
+        ("eks", EKS_CLUSTER, "research", "Deployment/jupyterhub", 310, "chen.wei", "ml-research", "weekday", "business",
+         "dev"),
+        ("eks", EKS_CLUSTER, "data", "CronJob/feature-backfill", 260, "sam.taylor", "data-platform", "flat", "nightly",
+         "prod"),
+        ("gke", GKE_CLUSTER, "research", "RayCluster/ray-dev", 640, "divya.rao", "ml-research", "weekday", "business",
+         "dev"),
+        ("gke", GKE_CLUSTER, "serving", "Deployment/ranker", 430, "nina.costa", "serving", "mild", "flat", "prod"),
+    ]  # fmt: skip
+    out = []
+    for account, cluster, namespace, workload, daily, owner, team, weekly, hourly, env in workloads:
+        aws = account == "eks"
+        out.append(
+            Stream(
+                ACCOUNTS[account],
+                "Amazon Elastic Compute Cloud" if aws else "Compute Engine",
+                "Compute",
+                "USW2-EKS-EC2-vCPU-Hours" if aws else "A2 Instance Core running in Americas",
+                float(daily),
+                weekly,
+                hourly,
+                resource=f"k8s://{cluster}/{namespace}/{workload}",
+                owner=f"{owner}@example.com",
+                team=team,
+                env=env,
+                cluster=cluster,
+                namespace=namespace,
+                workload=workload.split("/")[1],
+            )
+        )
+    return out
 
 
 WEEKLY = {

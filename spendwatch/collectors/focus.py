@@ -13,13 +13,17 @@ sizes and modification times) yields nothing.
 
 from __future__ import annotations
 
+import csv
 import glob
+import gzip
 import hashlib
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,10 +35,22 @@ from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch,
 from spendwatch.collectors.tags import derive_column, parse_tags_json, tags_array
 from spendwatch.config_types import ConfigPattern
 from spendwatch.errors import InputError
-from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, COST_LINE_SCHEMA, TIMESTAMP, conform
+from spendwatch.schema import (
+    CHARGE_CATEGORIES,
+    CHARGE_FREQUENCIES,
+    COST_LINE_SCHEMA,
+    MAX_AMOUNT,
+    TIMESTAMP,
+    conform,
+)
 
 NULL_STRINGS = ["", "NULL", "null", "None"]
 _BLOCK_ROWS = 250_000
+# Charge periods outside these years are a corrupt or mistyped value, not a bill (and 9999-12-31 has no
+# following month to end a period in).
+FIRST_YEAR, END_YEAR = 2000, 2100
+_EARLIEST = pd.Timestamp(f"{FIRST_YEAR}-01-01", tz="UTC")
+_LATEST = pd.Timestamp(f"{END_YEAR}-01-01", tz="UTC")
 
 # FOCUS column → store column. Keys are normalised (lowercase, no underscores).
 _COLUMNS: dict[str, str] = {
@@ -139,10 +155,15 @@ def split_by_month(lines: pa.Table, *, label: str, fingerprint: str | None = Non
         return
     starts = lines.column("charge_period_start")
     months = pc.strftime(starts, format="%Y-%m", locale="C")
+    # Every period is worked out before the first is yielded: a month that cannot be (year 9999) must
+    # fail the run before anything was written, not after earlier months were replaced.
+    periods = []
     for month in sorted(set(months.to_pylist())):
         year, mon = int(month[:4]), int(month[5:7])
         start = datetime(year, mon, 1, tzinfo=UTC)
         end = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=UTC)
+        periods.append((month, start, end))
+    for month, start, end in periods:
         part = lines.filter(pc.equal(months, month))
         yield CostBatch(start, end, part, label=f"{label} {month}", fingerprint=fingerprint)
 
@@ -223,6 +244,8 @@ def _blocks(path: Path) -> Iterator[tuple[pa.Table, int]]:
     """The file as string-typed tables of at most ``_BLOCK_ROWS`` rows, with their row offsets."""
     offset = 0
     try:
+        if not path.name.lower().endswith((".parquet", ".pq")):
+            _check_text(path)
         if path.name.lower().endswith((".parquet", ".pq")):
             parquet = pq.ParquetFile(path)
             for batch in parquet.iter_batches(batch_size=_BLOCK_ROWS):
@@ -251,7 +274,50 @@ def _blocks(path: Path) -> Iterator[tuple[pa.Table, int]]:
                 offset += table.num_rows
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        row = _bad_csv_row(path) if "CSV parse error" in reason else None
+        if row is not None:
+            number, problem = row
+            raise InputError(f"{path}: row {number}: {problem}") from None
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
         raise InputError(f"{path}: cannot read the file near row {offset + 1}: {reason}") from None
+
+
+def _check_text(path: Path) -> None:
+    """A CSV in UTF-16 (Excel's "Unicode text") or a binary file gets its own message, not a column count."""
+    from spendwatch.config import encoding_problem
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        head = handle.read(65536)
+    problem = encoding_problem(head)
+    if problem is not None:
+        raise InputError(f"{path}: {problem}; FOCUS CSV files are UTF-8 (export or save the file as UTF-8)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
+            line = head[: exc.start].count(b"\n") + 1
+            raise InputError(
+                f"{path}: line {line}: not UTF-8 text (byte 0x{head[exc.start]:02x}); FOCUS CSV files are UTF-8"
+            ) from None
+
+
+def _bad_csv_row(path: Path) -> tuple[int, str] | None:
+    """Arrow names no row in a parse error; find the first record whose field count is wrong."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+            reader = csv.reader(text)
+            header = next(reader, None)
+            if header is None:
+                return None
+            for number, record in enumerate(reader, 1):
+                if record and len(record) != len(header):
+                    return number, f"{len(record)} fields where the header has {len(header)}"
+    except (OSError, EOFError, csv.Error):
+        return None
+    return None
 
 
 class _Cells:
@@ -262,15 +328,25 @@ class _Cells:
         self.table = table
         self.offset = offset
 
-    def _strings(self, column: str) -> pd.Series:
+    def _strings(self, column: str, *, typed: bool = False) -> pd.Series:
+        """The column as text (nulls for NULL strings); with ``typed``, numbers and timestamps stay as they are."""
         array = self.table.column(column)
-        if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
-            if pa.types.is_timestamp(array.type) or pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
-                typed: pd.Series = array.to_pandas()
-                return typed
-            array = array.cast(pa.string())
+        kind = array.type
+        if typed and (pa.types.is_timestamp(kind) or pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            values: pd.Series = array.to_pandas()
+            return values
+        if not pa.types.is_string(kind) and not pa.types.is_large_string(kind):
+            array = self._as_text(column, array)
         series: pd.Series = array.to_pandas()
         return series.where(~series.isin(NULL_STRINGS))
+
+    def _as_text(self, column: str, array: pa.ChunkedArray) -> pa.ChunkedArray:
+        try:
+            return array.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(
+                f"{self.path}: column {column}: holds {array.type} values, which cannot be read as text"
+            ) from None
 
     def _fail(self, column: str, index: int, problem: str) -> InputError:
         return InputError(f"{self.path}: row {self.offset + index + 1}, column {column}: {problem}")
@@ -284,7 +360,14 @@ class _Cells:
             raise self._fail(column, self._first(empty), "empty value in a required column")
 
     def timestamps(self, column: str) -> pa.Array:
-        raw = self._strings(column)
+        kind = self.table.column(column).type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            # An epoch number is ambiguous (seconds? milliseconds?); FOCUS dates are timestamps or ISO 8601.
+            raise InputError(
+                f"{self.path}: column {column}: holds {kind} numbers, not timestamps "
+                "(FOCUS dates are timestamps or ISO 8601 text)"
+            )
+        raw = self._strings(column, typed=True)
         self._check_required(column, raw)
         if pd.api.types.is_datetime64_any_dtype(raw):
             parsed = pd.to_datetime(raw, utc=True)
@@ -294,6 +377,12 @@ class _Cells:
         if bad.any():
             index = self._first(bad)
             raise self._fail(column, index, f"{raw.iloc[index]!r} is not a timestamp")
+        outside = ((parsed < _EARLIEST) | (parsed >= _LATEST)).fillna(False)
+        if outside.any():
+            index = self._first(outside)
+            raise self._fail(
+                column, index, f"{raw.iloc[index]!s} is outside the years {FIRST_YEAR}-{END_YEAR - 1} a bill can cover"
+            )
         return pa.array(parsed, type=TIMESTAMP)
 
     def check_order(self, column: str, starts: pa.Array, ends: pa.Array) -> None:
@@ -303,7 +392,7 @@ class _Cells:
             raise self._fail(column, index, "charge period ends before it starts")
 
     def numbers(self, column: str, *, required: bool) -> pa.Array:
-        raw = self._strings(column)
+        raw = self._strings(column, typed=True)
         if required:
             self._check_required(column, raw)
         parsed = pd.to_numeric(raw, errors="coerce")
@@ -311,7 +400,17 @@ class _Cells:
         if bad.any():
             index = self._first(bad)
             raise self._fail(column, index, f"{raw.iloc[index]!r} is not a number")
-        return pa.array(parsed.astype("float64"), type=pa.float64(), from_pandas=True)
+        values = parsed.astype("float64")
+        magnitude = np.abs(values.to_numpy())
+        infinite = np.isinf(magnitude)
+        if infinite.any():  # "Infinity", "1e400": stored, they would make every total infinite
+            index = int(infinite.nonzero()[0][0])
+            raise self._fail(column, index, f"{raw.iloc[index]!r} is not a finite number")
+        absurd = magnitude >= MAX_AMOUNT
+        if absurd.any():  # 1e300 is finite, but two of them add up to infinity
+            index = int(absurd.nonzero()[0][0])
+            raise self._fail(column, index, f"{raw.iloc[index]!r} is not a plausible amount (at most 1e15)")
+        return pa.array(values, type=pa.float64(), from_pandas=True)
 
     def text(self, column: str, *, required: bool) -> pa.Array:
         raw = self._strings(column)
@@ -335,7 +434,16 @@ class _Cells:
     def tags(self, column: str) -> pa.Array:
         array = self.table.column(column)
         if pa.types.is_map(array.type):
-            return array.combine_chunks().cast(COST_LINE_SCHEMA.field("tags").type)
+            try:
+                return array.combine_chunks().cast(COST_LINE_SCHEMA.field("tags").type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise InputError(
+                    f"{self.path}: column {column}: a {array.type} cannot be read as tags (a map of text to text)"
+                ) from None
+        if pa.types.is_nested(array.type):  # a list or struct: text of it would not be a JSON object
+            raise InputError(
+                f"{self.path}: column {column}: holds {array.type} values; FOCUS tags are a map or a JSON object"
+            )
         parsed = []
         for index, text in enumerate(self._strings(column).tolist()):
             try:

@@ -49,10 +49,11 @@ from spendwatch.collectors.gcp_export_sql import (
     build_query,
     required_columns,
 )
+from spendwatch.collectors.k8s_costs import KubernetesLabels, label_tag
 from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.connections import GcpConnection
-from spendwatch.errors import SourceError
+from spendwatch.errors import MalformedAnswerError, SourceError
 from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, COST_LINE_SCHEMA, TAGS_TYPE, conform
 
 GIB = 1 << 30
@@ -118,6 +119,10 @@ class GcpBillingExportConfig(SourceConfig):
     project_label_keys: list[str] = Field(
         default_factory=list, description="project label keys kept as tags named 'project:<key>'"
     )
+    kubernetes: KubernetesLabels | None = Field(
+        default=None,
+        description="GKE cost allocation: cluster, namespace, workload, owner from k8s labels (docs/kubernetes.md)",
+    )
     include_resources: bool = Field(default=True, description="group by resource (detailed and FOCUS exports)")
     restatement: Duration = Field(default=timedelta(days=3), description="re-aggregated and replaced every run")
     late_rows: Duration = Field(
@@ -165,6 +170,33 @@ class GcpBillingExportConfig(SourceConfig):
     def kind(self) -> ExportKind:
         assert self.export is not None
         return self.export
+
+    def all_label_keys(self) -> list[str]:
+        """``label_keys`` and, with ``kubernetes:``, the labels GKE cost allocation adds to a pod's rows."""
+        keys = list(self.label_keys)
+        if self.kubernetes is not None and self.kubernetes.enabled:
+            k8s = self.kubernetes
+            keys += [*GKE_LABELS, *(label_tag(k) for k in [*k8s.workload_labels, *k8s.stored_labels()])]
+        return list(dict.fromkeys(keys))
+
+
+# The labels GKE cost allocation puts on the billing rows of a cluster's pods (besides k8s-label/<key>).
+GKE_CLUSTER_LABEL = "goog-k8s-cluster-name"
+GKE_NAMESPACE_LABEL = "k8s-namespace"
+GKE_LABELS = (GKE_CLUSTER_LABEL, GKE_NAMESPACE_LABEL, "goog-k8s-cluster-location", "goog-k8s-node-pool-name")
+
+
+def k8s_fields(tags: list[tuple[str, str]], config: GcpBillingExportConfig) -> dict[str, Any]:
+    """Cluster, namespace, workload and (from the workload's labels) owner of one row, if it is a pod's."""
+    settings = config.kubernetes
+    lookup = dict(tags)
+    namespace = lookup.get(GKE_NAMESPACE_LABEL)
+    if settings is None or not settings.enabled or not namespace:
+        return {}
+    workload = next((lookup[label_tag(k)] for k in settings.workload_labels if lookup.get(label_tag(k))), None)
+    owner = next((lookup[label_tag(k)] for k in settings.owner_labels if lookup.get(label_tag(k))), None)
+    fields = {"k8s_cluster": lookup.get(GKE_CLUSTER_LABEL), "k8s_namespace": namespace, "k8s_workload": workload}
+    return {**fields, "owner": owner} if owner else fields
 
 
 def export_kind_from_name(table: str) -> ExportKind:
@@ -266,7 +298,7 @@ class GcpBillingExportSource(Source):
             table=config.table,
             kind=config.kind,
             granularity=config.granularity,
-            label_keys=tuple(config.label_keys),
+            label_keys=tuple(config.all_label_keys()),
             project_label_keys=tuple(config.project_label_keys),
             include_resources=config.include_resources,
             late_rows=config.late_rows,
@@ -292,7 +324,7 @@ class GcpBillingExportSource(Source):
             else:
                 lines = export_rows_to_lines(result, self.config)
         except (KeyError, ValueError, pa.ArrowInvalid) as exc:
-            raise SourceError(
+            raise MalformedAnswerError(
                 f"source {self.name}: BigQuery answered rows spendwatch cannot read for "
                 f"{start:%Y-%m-%d}..{end:%Y-%m-%d}: {exc}"
             ) from None
@@ -380,7 +412,7 @@ def _column(table: pa.Table, name: str) -> list[Any]:
 
 def _tags(table: pa.Table, config: GcpBillingExportConfig) -> list[list[tuple[str, str]]]:
     rows: list[list[tuple[str, str]]] = [[] for _ in range(table.num_rows)]
-    for index, key in enumerate(config.label_keys):
+    for index, key in enumerate(config.all_label_keys()):
         for row, value in zip(rows, _column(table, f"label_{index}"), strict=True):
             if value is not None:
                 row.append((key, str(value)))
@@ -427,6 +459,7 @@ def export_rows_to_lines(result: pa.Table, config: GcpBillingExportConfig) -> pa
             "owner": first_tag(tags[i], config.owner_tags),
             "job_id": first_tag(tags[i], config.job_tags),
             "is_estimated": False,
+            **k8s_fields(tags[i], config),
         }
         cost = float(cols["cost"][i] or 0.0)
         credits = float(cols["credits"][i] or 0.0)
@@ -510,6 +543,7 @@ def focus_rows_to_lines(result: pa.Table, config: GcpBillingExportConfig) -> pa.
             "owner": first_tag(tags[i], config.owner_tags),
             "job_id": first_tag(tags[i], config.job_tags),
             "is_estimated": False,
+            **k8s_fields(tags[i], config),
         }
         for name, values in out.items():
             values.append(row.get(name))

@@ -1,6 +1,7 @@
 """``simulated``: a realistic ML/data estate on AWS and GCP, for the demo and for tests.
 
-Four AWS accounts and four GCP projects, 20+ services, 22 people in four teams, scheduled and ad-hoc
+Five AWS accounts and five GCP projects (one of each holds a Kubernetes cluster), 20+ services,
+22 people in four teams, scheduled and ad-hoc
 jobs (BigQuery and Athena queries, Glue, EMR, Dataproc, SageMaker and Vertex AI training), with weekly
 and daily seasonality, growth, first-of-month fees, credits and taxes. On top of that, the incidents
 spendwatch exists to catch (``SCENARIO``):
@@ -8,7 +9,10 @@ spendwatch exists to catch (``SCENARIO``):
 * ``runaway-query``: one analyst's BigQuery cross join scans ~1.3 PiB in three hours yesterday;
 * ``forgotten-training``: a 2 × ml.p4d.24xlarge SageMaker training job left running for days;
 * ``storage-leak``: a scratch S3 bucket that grows every day for three weeks;
-* ``weekend-dip``: last weekend's usage fell far below normal — a drop, which must *not* alert.
+* ``weekend-dip``: last weekend's usage fell far below normal — a drop, which must *not* alert;
+* ``forgotten-gpu-job``: a 16-GPU Kubernetes Job on the EKS cluster ``eks-ml-train`` (its own account),
+  left running for days; its cost lines carry the cluster, namespace and workload, as EKS split cost
+  allocation gives them, and the running workload is a ``kubernetes`` job record with its owner.
 
 Everything is a pure function of the seed and the end time, so tests can assert exact figures.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
@@ -29,6 +33,7 @@ from pydantic import Field
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, JobBatch, Source, SourceConfig
 from spendwatch.collectors.estate import (
     ACCOUNTS,
+    EKS_CLUSTER,
     HOURLY,
     PLATFORM_SERVICE,
     TEAMS,
@@ -36,6 +41,7 @@ from spendwatch.collectors.estate import (
     Account,
     Incident,
     Stream,
+    k8s_streams,
     streams,
     team_of,
 )
@@ -67,7 +73,7 @@ class SimulatedSource(Source):
         end = self.config.end or window.until
         estate = SimulatedEstate(self.config.seed, self.config.days, end, self.config.incidents, self.config.scale)
         self.context.progress(f"{self.name}: simulating {self.config.days} days of an ML/data estate")
-        lines, jobs = estate.generate()
+        lines, jobs = estate.generate(self.context.checkpoint)
         yield from split_by_month(lines, label=self.name)
         yield JobBatch(jobs, label=f"{self.name} jobs")
 
@@ -143,6 +149,18 @@ class SimulatedEstate:
                 weekend + timedelta(days=2),
                 False,
             ),
+            Incident(
+                "forgotten-gpu-job",
+                "a forgotten 16-GPU Kubernetes Job on EKS",
+                "aws",
+                ACCOUNTS["eks"].account_id,
+                "Amazon Elastic Compute Cloud",
+                "fatima.zahra@example.com",
+                "llm-pretrain-fatima",
+                self.today - timedelta(days=2, hours=-7),
+                None,
+                True,
+            ),
         ]
 
     def _last_full_weekend(self) -> datetime:
@@ -153,11 +171,21 @@ class SimulatedEstate:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self) -> tuple[pa.Table, pa.Table]:
+    def generate(self, checkpoint: Callable[[], None] = lambda: None) -> tuple[pa.Table, pa.Table]:
+        """``checkpoint`` runs between streams: a stopping daemon gives up there (nothing is written yet)."""
         jobs = self._jobs()
-        frames = [self._background(stream) for stream in streams()]
-        frames.append(self._job_costs(jobs))
+        frames = []
+        for stream in streams():
+            checkpoint()
+            frames.append(self._background(stream))
+        frames.append(self._job_costs(jobs[jobs["platform"] != "kubernetes"]))
         frames.append(self._charges())
+        # The clusters come last: the streams before them draw the same random numbers as without them.
+        for stream in k8s_streams():
+            checkpoint()
+            frames.append(self._background(stream))
+        if self.incidents:
+            frames.append(self._gpu_job_costs())
         lines = pd.concat(frames, ignore_index=True)
         lines = lines[lines["billed_cost"] != 0].sort_values("charge_period_start", kind="stable")
         return _cost_table(lines), _job_table(jobs)
@@ -187,6 +215,7 @@ class SimulatedEstate:
             owner=stream.owner,
             team=stream.team,
             env=stream.env,
+            k8s=(stream.cluster, stream.namespace, stream.workload) if stream.cluster else None,
         )
 
     def _inject(self, stream: Stream, cost: np.ndarray) -> np.ndarray:
@@ -218,9 +247,12 @@ class SimulatedEstate:
         charge_category: str = "Usage",
         frequency: str = "Usage-Based",
         description: str | None = None,
+        k8s: tuple[str | None, str | None, str | None] | None = None,
     ) -> pd.DataFrame:
         starts = self.hours if hours is None else hours
         tags = {k: v for k, v in (("owner", owner), ("team", team), ("env", env), ("job", job)) if v}
+        if k8s is not None:  # the workload's labels, as EKS/GKE cost allocation carries them
+            tags.update({f"k8s-label/{k}": v for k, v in (("owner", owner), ("team", team)) if v})
         billed = np.round(cost, 6)
         return pd.DataFrame(
             {
@@ -246,6 +278,9 @@ class SimulatedEstate:
                 "tags": [list(tags.items())] * len(starts),
                 "owner": owner,
                 "job_id": job,
+                "k8s_cluster": k8s[0] if k8s else None,
+                "k8s_namespace": k8s[1] if k8s else None,
+                "k8s_workload": k8s[2] if k8s else None,
             }
         )
 
@@ -409,7 +444,66 @@ class SimulatedEstate:
             "resource_id": f"arn:aws:sagemaker:us-east-1:210987654321:training-job/{training.culprit_job}",
             "labels": [("owner", training.culprit_user), ("team", "ml-research")],
         }
-        return self._job_rows([query, training_row])
+        return self._job_rows([query, training_row, self._gpu_job_row()])
+
+    # The forgotten Kubernetes Job: 16 GPUs on two p4d.24xlarge nodes of the EKS cluster.
+    GPU_JOB_NODES = 2
+    GPU_JOB_NODE_PRICE = 32.7726
+
+    def _gpu_job_row(self) -> dict[str, Any]:
+        incident = self.scenario[4]
+        owner = incident.culprit_user
+        name = incident.culprit_job
+        uri = f"k8s://{EKS_CLUSTER}/research/Job/{name}"
+        hours = (self.end_hour + timedelta(hours=1) - incident.start) / timedelta(hours=1)
+        rate = self.GPU_JOB_NODES * self.GPU_JOB_NODE_PRICE
+        return {
+            "platform": "kubernetes",
+            "job_id": uri,
+            "provider": "aws",
+            "sub_account_id": incident.sub_account_id,
+            "region_id": ACCOUNTS["eks"].region,
+            "name": name,
+            "user": owner,
+            "owner": owner,
+            "owner_source": "label:owner",
+            "state": "RUNNING",
+            "start_time": incident.start,
+            "end_time": None,
+            "instance_type": "p4d.24xlarge",
+            "instance_count": self.GPU_JOB_NODES,
+            "estimated_cost": round(rate * hours * self.scale, 2),
+            "cost_method": f"16 of 16 GPUs requested on {self.GPU_JOB_NODES} x p4d.24xlarge at "
+            f"${self.GPU_JOB_NODE_PRICE}/h (node price shared by requests)",
+            "resource_id": uri,
+            "labels": [
+                ("owner", owner),
+                ("team", "ml-research"),
+                ("k8s:cluster", EKS_CLUSTER),
+                ("k8s:namespace", "research"),
+                ("k8s:kind", "Job"),
+                ("k8s:gpus", "16"),
+            ],
+        }
+
+    def _gpu_job_costs(self) -> pd.DataFrame:
+        incident = self.scenario[4]
+        running = self.hours[self.hours >= pd.Timestamp(incident.start)]
+        cost = np.full(len(running), self.GPU_JOB_NODES * self.GPU_JOB_NODE_PRICE * self.scale)
+        return self._lines(
+            ACCOUNTS["eks"],
+            "Amazon Elastic Compute Cloud",
+            "Compute",
+            "USW2-EKS-EC2-GPU-Hours",
+            cost,
+            hours=running,
+            resource=f"k8s://{EKS_CLUSTER}/research/Job/{incident.culprit_job}",
+            owner=incident.culprit_user,
+            team="ml-research",
+            env="dev",
+            job=incident.culprit_job,
+            k8s=(EKS_CLUSTER, "research", incident.culprit_job),
+        )
 
     def _job_costs(self, jobs: pd.DataFrame) -> pd.DataFrame:
         """Cost lines the jobs cause, spread over the hours they ran (as the bills show them)."""

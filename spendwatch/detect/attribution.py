@@ -43,6 +43,8 @@ PLATFORM_SERVICES: dict[str, tuple[str, ...]] = {
     "vertex": ("vertex",),
     "dataproc": ("dataproc",),
     "redshift": ("redshift",),
+    # Kubernetes workloads run on EKS nodes (EC2) and GKE nodes (Compute Engine / GKE Autopilot).
+    "kubernetes": ("elastic compute cloud", "compute engine", "kubernetes engine", "elastic kubernetes service"),
 }
 
 # Job-record columns that correspond to a monitor dimension.
@@ -155,38 +157,29 @@ def link_jobs(
     *,
     now: datetime,
 ) -> tuple[JobLink, ...]:
-    """Job records that ran in the window and match the incident's dimensions, by cost in the window."""
-    clauses = ["coalesce(start_time, first_seen) < ?", "coalesce(end_time, ?) > ?"]
-    params: list[Any] = [window.end, now, window.first]
-    for dimension, value in dimensions.items():
-        if value == NONE_VALUE:
-            continue  # untagged spend can be anyone's: do not narrow the jobs by it
-        if dimension in _JOB_FIELDS:
-            clauses.append(f"{_JOB_FIELDS[dimension]} = ?")
-            params.append(value)
-        elif dimension == "owner":
-            clauses.append('(owner = ? OR "user" = ?)')
-            params.extend([value, value])
-        elif dimension == "service_name":
-            platforms = platforms_for_service(value)
-            if not platforms:
-                return ()
-            clauses.append(f"platform IN ({', '.join('?' * len(platforms))})")
-            params.extend(platforms)
-    for _dimension, column, allowed in _narrowing(dimensions, found):
-        if not allowed:
-            return ()
-        clauses.append(f"{column} IN ({', '.join('?' * len(allowed))})")
-        params.extend(allowed)
+    """Job records that ran in the window and match the incident's dimensions, by cost in the window.
+
+    Every link stays inside the incident's scope — the time window and the series' own provider,
+    account/project, region and owner — whatever the bill's tags say. A job the contributors name
+    (``job_id``/``resource_id`` values, which come from tags anyone can write) may bypass only the
+    service narrowing, and only if the series' own cost lines carrying that id were billed in the
+    job's provider and account: a tag naming another account's job links nothing.
+    """
+    scope, params = _scope(dimensions, window, now)
+    clauses, narrowing_params = _matching(dimensions, found)
+    if clauses is None:
+        return ()
+    where = " AND ".join(scope) + " AND (" + (" AND ".join(clauses) or "TRUE")
+    params += narrowing_params
     named = [c.value for c in found if c.dimension in ("job_id", "resource_id")]
     if named:
-        marks = ", ".join("?" * len(named))
-        clauses = [f"(({' AND '.join(clauses)}) OR job_id IN ({marks}) OR resource_id IN ({marks}))"]
-        params.extend([*named, *named])
+        where += " OR " + _named_clause(dimensions, named)
+        params += _named_params(dimensions, window, named)
+    where += ")"
     rows = con.execute(
         'SELECT platform, job_id, provider, sub_account_id, "user", name, state, estimated_cost, cost_method, '
-        "start_time, end_time, query_text, resource_id, region_id, labels FROM jobs WHERE "
-        + " AND ".join(clauses)
+        "start_time, end_time, query_text, resource_id, region_id, labels FROM jobs j WHERE "
+        + where
         + " ORDER BY estimated_cost DESC NULLS LAST LIMIT 500",
         params,
     ).fetchall()
@@ -194,6 +187,58 @@ def link_jobs(
     floor = max(impact, 0.0) * 0.01
     links = [link for link in links if link.cost > 0 and link.cost >= floor]
     return tuple(sorted(links, key=lambda link: -link.cost)[:MAX_JOBS])
+
+
+def _scope(dimensions: dict[str, str], window: Window, now: datetime) -> tuple[list[str], list[Any]]:
+    """Clauses every linked job must satisfy: it ran in the window, in the series' provider/account/owner."""
+    clauses = ["coalesce(j.start_time, j.first_seen) < ?", "coalesce(j.end_time, ?) > ?"]
+    params: list[Any] = [window.end, now, window.first]
+    for dimension, value in dimensions.items():
+        if value == NONE_VALUE:
+            continue  # untagged spend can be anyone's: do not narrow the jobs by it
+        if dimension in _JOB_FIELDS:
+            clauses.append(f"j.{_JOB_FIELDS[dimension]} = ?")
+            params.append(value)
+        elif dimension == "owner":
+            clauses.append('(j.owner = ? OR j."user" = ?)')
+            params.extend([value, value])
+    return clauses, params
+
+
+def _matching(dimensions: dict[str, str], found: Sequence[Contributor]) -> tuple[list[str] | None, list[Any]]:
+    """The service and contributor narrowing a job found by its dimensions must pass (``None``: none can)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    service = dimensions.get("service_name")
+    if service is not None and service != NONE_VALUE:
+        platforms = platforms_for_service(service)
+        if not platforms:
+            return None, []
+        clauses.append(f"j.platform IN ({', '.join('?' * len(platforms))})")
+        params.extend(platforms)
+    for _dimension, column, allowed in _narrowing(dimensions, found):
+        if not allowed:
+            return None, []
+        clauses.append(f"j.{column} IN ({', '.join('?' * len(allowed))})")
+        params.extend(allowed)
+    return clauses, params
+
+
+def _named_clause(dimensions: dict[str, str], named: Sequence[str]) -> str:
+    """A job a contributor names, if the series' cost lines naming it were billed in the job's account."""
+    marks = ", ".join("?" * len(named))
+    series = "".join(f" AND {dimension_value_sql(d)} = ?" for d in dimensions)
+    return (
+        f"((j.job_id IN ({marks}) OR j.resource_id IN ({marks})) AND EXISTS (SELECT 1 FROM cost_lines c "
+        "WHERE c.provider = j.provider AND c.sub_account_id IS NOT DISTINCT FROM j.sub_account_id "
+        "AND (c.job_id = j.job_id OR c.resource_id = j.job_id OR c.resource_id = j.resource_id) "
+        f"AND (c.job_id IN ({marks}) OR c.resource_id IN ({marks})) "
+        f"AND c.charge_period_start >= ? AND c.charge_period_start < ?{series}))"
+    )
+
+
+def _named_params(dimensions: dict[str, str], window: Window, named: Sequence[str]) -> list[Any]:
+    return [*named, *named, *named, *named, window.first, window.end, *dimensions.values()]
 
 
 def _narrowing(dimensions: dict[str, str], found: Sequence[Contributor]) -> list[tuple[str, str, list[str]]]:

@@ -26,6 +26,9 @@ _PATTERNS = {
 }
 _STEP = {"daily": np.timedelta64(1, "D"), "hourly": np.timedelta64(1, "h")}
 _FIRST_DATA_ROW = 2  # row 1 is the header
+# The panel is dense (series × steps): a mistyped year would allocate millions of empty steps.
+MAX_STEPS = 100_000  # 11 years hourly, 273 years daily
+MAX_CELLS = 50_000_000  # 400 MB per float array; the detector keeps several
 _HEADER = ",".join(REQUIRED_COLUMNS)
 
 
@@ -56,10 +59,12 @@ def read_long_csv(path: Path, granularity: str | None = None) -> Panel:
     stamps = _parse_timestamps(rows, path, detected)
     costs = _parse_costs(rows, path)
     _reject_duplicates(rows, stamps, path)
+    _check_size(rows, stamps, path, detected)
     return _pivot(rows["series_id"], stamps, costs, detected)
 
 
 def _read_rows(path: Path) -> pd.DataFrame:
+    _check_text(path)
     try:
         rows = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True).fillna("")
     except FileNotFoundError:
@@ -83,6 +88,22 @@ def _read_rows(path: Path) -> pd.DataFrame:
     if empty_ids.any():
         _raise_at(path, empty_ids, "series_id", "empty series id")
     return rows
+
+
+def _check_text(path: Path) -> None:
+    """UTF-16 (Excel's "Unicode text") or a binary file: say so, instead of a confusing column error."""
+    from spendwatch.config import encoding_problem
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(65536)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    problem = encoding_problem(head)
+    if problem is not None:
+        raise InputError(f"{path}: row 1, column 'series_id': the file {problem}; save it as UTF-8 CSV")
 
 
 def _granularity_of(rows: pd.DataFrame, path: Path) -> str:
@@ -134,6 +155,22 @@ def _reject_duplicates(rows: pd.DataFrame, stamps: np.ndarray, path: Path) -> No
         _raise_at(
             path, duplicated, "timestamp", f"duplicate row for series {keys['series_id'].iloc[row]!r} at this time"
         )
+
+
+def _check_size(rows: pd.DataFrame, stamps: np.ndarray, path: Path, granularity: str) -> None:
+    steps = int((stamps.max() - stamps.min()) // _STEP[granularity]) + 1
+    n_series = int(rows["series_id"].nunique())
+    if steps <= MAX_STEPS and steps * n_series <= MAX_CELLS:
+        return
+    # Point at the timestamp farthest from the middle: usually the one with the mistyped year.
+    middle = np.median(stamps.astype(np.int64))
+    far = int(np.argmax(np.abs(stamps.astype(np.int64) - middle)))
+    text = rows["timestamp"].iloc[far].strip()
+    limit = f"at most {MAX_STEPS:,} steps" if steps > MAX_STEPS else f"at most {MAX_CELLS:,} series × steps"
+    raise InputError(
+        f"{path}: row {far + _FIRST_DATA_ROW}, column 'timestamp': {text!r} stretches the data to {steps:,} "
+        f"{granularity} steps × {n_series:,} series ({limit}); is a year mistyped?"
+    )
 
 
 def _raise_at(path: Path, mask: np.ndarray, column: str, problem: str) -> None:

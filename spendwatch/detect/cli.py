@@ -12,8 +12,9 @@ from typing import Any
 
 import click
 
-from spendwatch.cli_util import Env, handle_errors, pass_env, progress
-from spendwatch.records import Incident
+from spendwatch.cli_util import Env, FiniteFloat, check_output_file, handle_errors, pass_env, progress
+from spendwatch.records import INCIDENT_STATUSES, Incident
+from spendwatch.terminal import clean
 
 _ACTIVE = ("open", "ongoing")
 
@@ -36,7 +37,13 @@ def anomalies_group() -> None:
 
 
 @anomalies_group.command("list")
-@click.option("--status", "statuses", multiple=True, help="only these statuses (default: open, ongoing)")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(INCIDENT_STATUSES),
+    help="only these statuses (default: open, ongoing)",
+)
 @click.option("--all", "show_all", is_flag=True, help="every status, drops and withdrawn ones included")
 @click.option("--monitor", help="only this monitor")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
@@ -63,9 +70,9 @@ def anomalies_list(
         when = i.last_seen.strftime("%Y-%m-%d %H:%M")
         click.echo(
             f"{i.id:>5}  {i.status:<12} {i.severity:<8} {i.kind:<6} {when:<16} "
-            f"{i.impact:>12,.2f}  [{i.monitor}/{i.granularity}] {i.title}"
+            f"{i.impact:>12,.2f}  [{i.monitor}/{i.granularity}] {clean(i.title)}"
         )
-        click.echo(f"{'':>5}  {'':<12} {'':<8} {'':<6} {'':<16} {'':>12}  {i.culprit_sentence()}")
+        click.echo(f"{'':>5}  {'':<12} {'':<8} {'':<6} {'':<16} {'':>12}  {clean(i.culprit_sentence())}")
 
 
 def _summary(incident: Incident) -> dict[str, Any]:
@@ -88,8 +95,8 @@ def anomalies_show(env: Env, incident_id: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(asdict(incident), default=str, indent=2))
         return
-    c = incident.billing_currency
-    click.echo(f"incident #{incident.id}: {incident.title}  [{incident.monitor}/{incident.granularity}]")
+    c = clean(incident.billing_currency)
+    click.echo(f"incident #{incident.id}: {clean(incident.title)}  [{incident.monitor}/{incident.granularity}]")
     click.echo(f"  status {incident.status}, severity {incident.severity}, kind {incident.kind}")
     click.echo(f"  seen {incident.first_seen:%Y-%m-%d %H:%M} → {incident.last_seen:%Y-%m-%d %H:%M} UTC")
     click.echo(
@@ -100,22 +107,23 @@ def anomalies_show(env: Env, incident_id: int, as_json: bool) -> None:
         f"  peak {incident.peak_actual:,.2f} {c} at {incident.peak_at:%Y-%m-%d %H:%M} "
         f"(expected {incident.peak_expected:,.2f}, robust z {incident.peak_score:.1f})"
     )
-    click.echo(f"  culprit: {incident.culprit_sentence()}")
+    click.echo(f"  culprit: {clean(incident.culprit_sentence())}")
     if incident.contributors:
         click.echo("  contributors:")
         for item in incident.contributors:
-            click.echo(f"    {item.dimension:<16} {item.value:<48} +{item.delta:>12,.2f} {c}  {item.share:>6.1%}")
+            value = clean(item.value)
+            click.echo(f"    {item.dimension:<16} {value:<48} +{item.delta:>12,.2f} {c}  {item.share:>6.1%}")
     if incident.jobs:
         click.echo("  jobs:")
         for job in incident.jobs:
-            who = job.user or "?"
+            who = clean(job.user or "?")
             click.echo(
-                f"    {job.platform:<10} {job.job_id:<40} {who:<28} {job.cost:>12,.2f} {c}  {job.state}"
-                + (f"\n      {job.query_text[:160]}" if job.query_text else "")
+                f"    {clean(job.platform):<10} {clean(job.job_id):<40} {who:<28} {job.cost:>12,.2f} {c}  "
+                f"{clean(job.state)}" + (f"\n      {clean(job.query_text[:160])}" if job.query_text else "")
             )
     if incident.feedback:
         click.echo(
-            f"  feedback: {incident.feedback} by {incident.feedback_by} at {incident.feedback_at:%Y-%m-%d %H:%M}"
+            f"  feedback: {incident.feedback} by {clean(incident.feedback_by)} at {incident.feedback_at:%Y-%m-%d %H:%M}"
         )
 
 
@@ -163,13 +171,21 @@ def anomalies_expected(env: Env, incident_id: int, note: str | None, actor: str 
 @click.argument("input_path", metavar="INPUT.csv", type=click.Path(dir_okay=False, exists=False))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="flags CSV to write")
 @click.option("--granularity", type=click.Choice(["daily", "hourly"]), help="default: from the timestamps")
-@click.option("--sensitivity", type=float, default=1.0, show_default=True)
+@click.option(
+    "--sensitivity",
+    type=FiniteFloat(above=0),
+    default=1.0,
+    show_default=True,
+    help="divides every z threshold (> 0): 2 flags on half the surprise",
+)
 @handle_errors
 def backtest_command(input_path: str, output: str, granularity: str | None, sensitivity: float) -> None:
     """Walk forward causally through series_id,timestamp,cost rows and write series_id,timestamp,score,is_anomaly."""
     from spendwatch.detect.backtest import read_long_csv, run_backtest, write_flags
     from spendwatch.detect.model import ModelParams
 
+    out = Path(output)
+    check_output_file(out, "--output")  # before minutes of computation, not after
     panel = read_long_csv(Path(input_path), granularity)
     click.echo(
         f"{len(panel.series_ids)} series × {len(panel.timestamps)} {panel.granularity} steps from {input_path}",
@@ -177,7 +193,12 @@ def backtest_command(input_path: str, output: str, granularity: str | None, sens
     )
     params = ModelParams.for_granularity(panel.granularity, sensitivity=sensitivity)  # type: ignore[arg-type]
     flags = run_backtest(panel, params)
-    write_flags(flags, Path(output), panel.granularity)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:  # written beside the destination and renamed: a failed write leaves no half file
+        write_flags(flags, partial, panel.granularity)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     flagged = int(flags["is_anomaly"].sum())
     click.echo(f"wrote {len(flags)} decisions ({flagged} anomalous) to {output}")
     sys.stdout.flush()

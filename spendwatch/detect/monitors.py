@@ -9,17 +9,17 @@ from pydantic import AfterValidator, Field, model_validator
 
 from spendwatch.config_types import Name
 from spendwatch.plugins import StrictModel
-from spendwatch.schema import DIMENSIONS
+from spendwatch.schema import DIMENSION_COLUMNS, DIMENSIONS, K8S_LABEL_PREFIX
 
 Granularity = Literal["daily", "hourly"]
 ChargeCategory = Literal["Usage", "Purchase", "Tax", "Credit", "Adjustment"]
-_TAG = re.compile(r"^tag:[A-Za-z0-9_.:/@+=-]{1,128}$")
+_TAG = re.compile(r"^(tag|label):[A-Za-z0-9_.:/@+=-]{1,128}$")
 
 
 def _check_dimension(value: str) -> str:
     if value in DIMENSIONS or _TAG.match(value):
         return value
-    raise ValueError(f"{value!r} is not a dimension; use one of {', '.join(DIMENSIONS)} or tag:<key>")
+    raise ValueError(f"{value!r} is not a dimension; use one of {', '.join(DIMENSIONS)}, tag:<key> or label:<key>")
 
 
 Dimension = Annotated[str, AfterValidator(_check_dimension)]
@@ -101,13 +101,20 @@ def monitor_clauses(monitor: MonitorConfig) -> tuple[list[str], list[Any]]:
 
 
 def dimension_sql(dimension: str) -> str:
-    """The SQL expression of a dimension over ``cost_lines`` (``tag:team`` → ``tags['team']``)."""
+    """The SQL expression of a dimension over ``cost_lines`` (``tag:team`` → ``tags['team']``).
+
+    ``label:team`` is a Kubernetes workload label: ``tags['k8s-label/team']``; ``cluster``,
+    ``namespace`` and ``workload`` are the ``k8s_*`` columns.
+    """
     if dimension.startswith("tag:"):
         key = dimension[4:].replace("'", "''")
         return f"tags['{key}']"
+    if dimension.startswith("label:"):
+        key = (K8S_LABEL_PREFIX + dimension[6:]).replace("'", "''")
+        return f"tags['{key}']"
     if dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
-    return dimension
+    return DIMENSION_COLUMNS.get(dimension, dimension)
 
 
 def dimension_value_sql(dimension: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from spendwatch.detect.incidents import (
 )
 from spendwatch.detect.model import Detector, ModelParams
 from spendwatch.detect.monitors import MonitorConfig, dimension_value_sql, monitor_clauses
-from spendwatch.errors import UserError
+from spendwatch.errors import Interrupted, UserError
 from spendwatch.store import Store
 
 if TYPE_CHECKING:
@@ -116,8 +117,13 @@ def run_detection(
     *,
     monitors: Iterable[str] | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> DetectionRun:
-    """Score every (or the named) monitor's series and reconcile incidents in the store."""
+    """Score every (or the named) monitor's series and reconcile incidents in the store.
+
+    ``stop`` (the daemon is stopping) ends the run between monitors: each monitor's incidents are
+    reconciled in their own transaction, so the ones done stay done and the next run does the rest.
+    """
     wanted = set(monitors) if monitors is not None else None
     chosen = [m for m in config.monitors if wanted is None or m.name in wanted]
     if wanted is not None and len(chosen) != len(wanted):
@@ -125,7 +131,7 @@ def run_detection(
         raise UserError(
             f"no monitor named {', '.join(unknown)} (configured: {', '.join(m.name for m in config.monitors)})"
         )
-    return detect(chosen, store, clock, settings_from_config(config), progress=progress)
+    return detect(chosen, store, clock, settings_from_config(config), progress=progress, stop=stop)
 
 
 def detect(
@@ -135,6 +141,7 @@ def detect(
     settings: DetectionSettings,
     *,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> DetectionRun:
     began = time.monotonic()
     run = DetectionRun()
@@ -142,11 +149,16 @@ def detect(
     try:
         for monitor in monitors:
             for granularity in monitor.granularity:
+                if stop is not None and stop.is_set():
+                    store.finish_run(run_id, status="interrupted", rows=run.series_scored)
+                    raise Interrupted(f"detection stopped after {len(run.monitors)} monitor run(s)")
                 result = _detect_monitor(monitor, granularity, store, clock, settings)
                 run.monitors.append(result)
                 if progress is not None:
                     progress(_describe(result))
         _refresh_charges(store, clock.now() - timedelta(days=settings.rescore_daily + 1))
+    except Interrupted:
+        raise
     except Exception as exc:
         store.finish_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise

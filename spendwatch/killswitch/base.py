@@ -51,6 +51,16 @@ RESOURCE_TYPES: dict[str, str] = {
     "vertex-custom-job": "gcp",
     "gke-node-pool": "gcp",
     "gcp-project": "gcp",
+    # Kubernetes (EKS, GKE or any cluster): see killswitch/k8s_ids.py
+    "k8s-deployment": "kubernetes",
+    "k8s-statefulset": "kubernetes",
+    "k8s-job": "kubernetes",
+    "k8s-cronjob": "kubernetes",
+    "k8s-pod": "kubernetes",
+    "k8s-rayjob": "kubernetes",
+    "k8s-raycluster": "kubernetes",
+    "k8s-pytorchjob": "kubernetes",
+    "k8s-tfjob": "kubernetes",
 }
 
 
@@ -150,8 +160,8 @@ class ActionContext:
 
     Keys of ``clients``: ``aws_session`` (a boto3 session for every account), ``aws_session:<account>``,
     ``aws:<service>`` or ``aws:<service>:<region>`` (a ready client, e.g. a stubbed one),
-    ``gcp_credentials``, ``gcp:<name>`` (a ready Google client, e.g. ``gcp:bigquery``), ``http``
-    (a callable that POSTs a webhook; tests only).
+    ``gcp_credentials``, ``gcp:<name>`` (a ready Google client, e.g. ``gcp:bigquery``), ``k8s:<cluster>``
+    or ``k8s`` (a ``kubernetes.client.ApiClient``), ``http`` (a callable that POSTs a webhook; tests only).
     """
 
     def __init__(self, settings: Any, clients: Mapping[str, Any] | None = None) -> None:
@@ -202,6 +212,29 @@ class ActionContext:
             api = name.split(".", 1)[0]
             self._cache[key] = build(credentials, gcp_client_options(connection, api))
         return self._cache[key]
+
+    # -- Kubernetes ----------------------------------------------------------------------------
+
+    def k8s_client(self, cluster: str | None) -> Any:
+        """An ``ApiClient`` for ``cluster`` (a name under ``killswitch.kubernetes.clusters``)."""
+        for key in (f"k8s:{cluster}", "k8s"):
+            if key in self.clients:
+                return self.clients[key]
+        cache_key = f"k8s:{cluster}"
+        if cache_key not in self._cache:
+            from spendwatch.errors import ActionError
+            from spendwatch.k8s_client import api_client
+
+            clusters = getattr(self.settings, "kubernetes", None)
+            connection = clusters.clusters.get(cluster or "") if clusters is not None else None
+            if connection is None:
+                known = ", ".join(sorted(clusters.clusters)) if clusters is not None else ""
+                raise ActionError(
+                    f"no connection for Kubernetes cluster {cluster!r} under killswitch.kubernetes.clusters"
+                    + (f" (configured: {known})" if known else "")
+                )
+            self._cache[cache_key] = api_client(connection)
+        return self._cache[cache_key]
 
 
 class Action(Plugin):

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from spendwatch.cli_util import Env, handle_errors, pass_env
+from spendwatch.terminal import clean
 
 
 def _actor(name: str | None) -> str:
@@ -105,7 +106,8 @@ def actions_list(
     click.echo(f"{'ID':>5}  {'STATE':<17} {'MODE':<8} {'RULE':<20} {'$/H':>9}  WHAT")
     for r in records:
         click.echo(
-            f"{r.id:>5}  {r.state:<17} {r.mode:<8} {r.rule[:20]:<20} {_money(r.saving_per_hour):>9}  {r.summary}"
+            f"{r.id:>5}  {r.state:<17} {r.mode:<8} {clean(r.rule[:20]):<20} {_money(r.saving_per_hour):>9}  "
+            f"{clean(r.summary)}"
         )
 
 
@@ -118,30 +120,32 @@ def actions_show(env: Env, action_id: int) -> None:
     from spendwatch.killswitch.journal import action_events, get_action
 
     record = get_action(env.store, action_id)
+    currency = clean(record.target.currency)
     lines = [
-        f"action {record.id}: {record.summary}",
-        f"  rule      {record.rule}  (mode {record.mode}, {'reversible' if record.reversible else 'irreversible'})",
+        f"action {record.id}: {clean(record.summary)}",
+        f"  rule      {clean(record.rule)}  (mode {record.mode}, "
+        f"{'reversible' if record.reversible else 'irreversible'})",
         f"  state     {record.state}",
-        f"  reason    {record.reason}",
-        f"  saving    {_money(record.saving_per_hour)} {record.target.currency}/h, "
-        f"at stake {_money(record.at_stake)} {record.target.currency}",
+        f"  reason    {clean(record.reason)}",
+        f"  saving    {_money(record.saving_per_hour)} {currency}/h, at stake {_money(record.at_stake)} {currency}",
         f"  planned   {_when(record.planned_at)}"
         + (f", expires {_when(record.expires_at)}" if record.expires_at else ""),
     ]
     if record.decided_by:
-        lines.append(f"  decided   by {record.decided_by} at {_when(record.decided_at)}")
+        lines.append(f"  decided   by {clean(record.decided_by)} at {_when(record.decided_at)}")
     if record.result:
-        lines.append(f"  result    {record.result.get('summary') or json.dumps(dict(record.result), default=str)}")
+        result = record.result.get("summary") or json.dumps(dict(record.result), default=str)
+        lines.append(f"  result    {clean(result)}")
         if record.result.get("undo_error"):
-            lines.append(f"  undo      failed: {record.result['undo_error']}")
+            lines.append(f"  undo      failed: {clean(record.result['undo_error'])}")
     if record.error:
-        lines.append(f"  error     {record.error}")
+        lines.append(f"  error     {clean(record.error)}")
     if record.prior_state:
         lines.append(f"  prior     {json.dumps(dict(record.prior_state), default=str, sort_keys=True)}")
     lines.append("  events")
     for event in action_events(env.store, action_id):
         detail = json.dumps(dict(event.detail), default=str, sort_keys=True) if event.detail else ""
-        lines.append(f"    {_when(event.event_at)}  {event.state:<17} {event.actor:<12} {detail}")
+        lines.append(f"    {_when(event.event_at)}  {event.state:<17} {clean(event.actor):<12} {clean(detail)}")
     click.echo("\n".join(lines))
 
 
@@ -155,7 +159,7 @@ def actions_approve(env: Env, action_id: int, actor: str | None, no_execute: boo
     """Approve an action awaiting approval; it is carried out now (re-read and checked first)."""
     record = _engine(env).approve(action_id, _actor(actor), execute=not no_execute)
     outcome = (record.result or {}).get("summary") or record.error or ""
-    click.echo(f"action {record.id}: {record.state}" + (f" — {outcome}" if outcome else ""))
+    click.echo(f"action {record.id}: {record.state}" + (f" — {clean(outcome)}" if outcome else ""))
     if record.state == "failed":
         raise SystemExit(1)
 
@@ -169,7 +173,7 @@ def actions_approve(env: Env, action_id: int, actor: str | None, no_execute: boo
 def actions_reject(env: Env, action_id: int, actor: str | None, note: str | None) -> None:
     """Reject an action awaiting approval: nothing is done."""
     record = _engine(env).reject(action_id, _actor(actor), note)
-    click.echo(f"action {record.id}: rejected by {record.decided_by}")
+    click.echo(f"action {record.id}: rejected by {clean(record.decided_by)}")
 
 
 @actions_group.command("undo")
@@ -180,7 +184,7 @@ def actions_reject(env: Env, action_id: int, actor: str | None, note: str | None
 def actions_undo(env: Env, action_id: int, actor: str | None) -> None:
     """Undo a done, reversible action: restart what was stopped, restore saved sizes."""
     record = _engine(env).undo(action_id, _actor(actor))
-    click.echo(f"action {record.id}: undone — {(record.result or {}).get('undo', '')}")
+    click.echo(f"action {record.id}: undone — {clean((record.result or {}).get('undo', ''))}")
 
 
 @actions_group.command("pause")
@@ -235,8 +239,8 @@ def actions_run(env: Env) -> None:
     run = run_killswitch(env.config, env.store, env.clock, actor=_actor(None))
     click.echo(run.summary())
     for note in run.skipped:
-        click.echo(f"  skipped [{note.rule}] {note.target}: {note.reason}")
+        click.echo(f"  skipped [{note.rule}] {clean(note.target)}: {clean(note.reason)}")
     for record in run.failed:
-        click.echo(f"  failed #{record.id} {record.summary}: {record.error}")
+        click.echo(f"  failed #{record.id} {clean(record.summary)}: {clean(record.error)}")
     if run.failed:
         raise SystemExit(1)

@@ -10,19 +10,22 @@ errors naming the file, line and key.
 from __future__ import annotations
 
 import fnmatch
+import re
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from spendwatch.collectors.base import DEFAULT_OWNER_TAGS
 from spendwatch.config_types import Duration, Name
 from spendwatch.connections import AwsConnection, GcpConnection
-from spendwatch.killswitch import aws, aws_jobs, gcp  # noqa: F401  (register the actions)
+from spendwatch.k8s_client import EXTRA_HINT, KubernetesConnection, kubernetes_installed
+from spendwatch.killswitch import aws, aws_jobs, gcp, k8s  # noqa: F401  (register the actions)
 from spendwatch.killswitch.base import RESOURCE_TYPES, actions_for, known_verbs, resource_types_for_verb
 from spendwatch.plugins import StrictModel
 from spendwatch.records import SEVERITY_ORDER
 from spendwatch.schema import JOB_STATES_RUNNING
+from spendwatch.secrets import SecretUrl
 
 Mode = Literal["dry-run", "approve", "enforce"]
 SeverityName = Literal["low", "medium", "high", "critical"]
@@ -34,6 +37,7 @@ DEFAULT_PROTECT_TAGS: dict[str, list[str]] = {
     "env": ["prod", "production"],
     "environment": ["prod", "production"],
 }
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # States of job records a job rule looks at by default (collectors normalise to upper case).
 DEFAULT_JOB_STATES: tuple[str, ...] = (*sorted(JOB_STATES_RUNNING), "ACTIVE", "STOPPING", "PROVISIONING")
 
@@ -99,14 +103,27 @@ class When(StrictModel):
 
 
 class HookConfig(StrictModel):
-    """Run an executable or POST to a webhook; its exit status / HTTP status is the result."""
+    """Run an executable or POST to a webhook; its exit status / HTTP status is the result.
+
+    The URLs, header values and ``env`` values are secrets (``spendwatch.secrets``): never printed,
+    journaled or logged; a hook is named by its program or by its URL's host.
+    """
 
     command: list[str] | None = Field(default=None, min_length=1, description="argv; the payload arrives on stdin")
-    url: HttpUrl | None = Field(default=None, description="POST the JSON payload here")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (use ${ENV} for secrets)")
+    url: SecretUrl | None = Field(default=None, description="POST the JSON payload here (a secret: use ${ENV})")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra HTTP headers, secrets (use ${ENV})"
+    )
+    env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="environment given to the command besides PATH, HOME, LANG, TZ … (values are secrets)",
+    )
+    pass_env: list[str] = Field(
+        default_factory=list, description="names of spendwatch's own environment variables the command also gets"
+    )
     timeout: Duration = Field(default=timedelta(seconds=30))
     undo_command: list[str] | None = Field(default=None, min_length=1, description="makes the hook reversible")
-    undo_url: HttpUrl | None = None
+    undo_url: SecretUrl | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> HookConfig:
@@ -116,6 +133,11 @@ class HookConfig(StrictModel):
             raise ValueError("a hook names at most one of 'undo_command' or 'undo_url'")
         if self.timeout <= timedelta(0) or self.timeout > timedelta(minutes=15):
             raise ValueError("hook timeout must be between 1s and 15m")
+        for name in [*self.env, *self.pass_env]:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"hook env: {name!r} is not an environment variable name")
+        if (self.env or self.pass_env) and self.command is None and self.undo_command is None:
+            raise ValueError("a hook's 'env' and 'pass_env' are for a command, not a url")
         return self
 
     @property
@@ -203,17 +225,27 @@ class Rule(StrictModel):
         return list(self.resource_types)
 
 
+def _identity(name: str) -> str:
+    return name.strip().casefold()
+
+
 class Protection(StrictModel):
     """What is never touched, whatever a rule says."""
 
     tags: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_PROTECT_TAGS.items()},
-        description="tag/label key → values (case-insensitive) that protect a resource; [] means any value",
+        description="tag/label key → values that protect a resource (any spelling of the key, case-insensitive "
+        "values; conflicting spellings protect); [] means any value",
     )
     accounts: list[str] = Field(default_factory=list, description="AWS accounts never acted on (globs)")
     projects: list[str] = Field(default_factory=list, description="GCP projects never acted on (globs)")
     resources: list[str] = Field(default_factory=list, description="resource ids never acted on (globs)")
     owners: list[str] = Field(default_factory=list, description="owners whose resources are never acted on (globs)")
+    namespaces: list[str] = Field(
+        default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease"],
+        description="Kubernetes namespaces never acted on (globs of 'namespace' or 'cluster/namespace')",
+    )
+    clusters: list[str] = Field(default_factory=list, description="Kubernetes clusters never acted on (globs)")
 
 
 class Caps(StrictModel):
@@ -226,11 +258,23 @@ class Caps(StrictModel):
     )
 
 
+class KubernetesClusters(StrictModel):
+    """The clusters Kubernetes actions reach, by the name job records and cost lines give them."""
+
+    clusters: dict[str, KubernetesConnection] = Field(
+        default_factory=dict, description="cluster name → connection (kubeconfig context, in-cluster …)"
+    )
+
+
 class KillSwitchConfig(StrictModel):
     """The kill switch. With no rules it does nothing; every rule is dry-run unless it says otherwise."""
 
     enabled: bool = True
     rules: list[Rule] = Field(default_factory=list)
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="who may approve or reject an action (names as given to --as, emails …; case-insensitive)",
+    )
     protection: Protection = Field(default_factory=Protection)
     caps: Caps = Field(default_factory=Caps)
     approval_expiry: Duration = Field(default=timedelta(hours=24), description="approvals not given by then expire")
@@ -246,9 +290,12 @@ class KillSwitchConfig(StrictModel):
         default_factory=dict, description="per-account connection (e.g. a role to assume in a member account)"
     )
     gcp: GcpConnection = Field(default_factory=GcpConnection)
+    kubernetes: KubernetesClusters = Field(default_factory=KubernetesClusters)
 
     @model_validator(mode="after")
     def _checks(self) -> KillSwitchConfig:
+        if self.kubernetes.clusters and not kubernetes_installed():
+            raise ValueError(f"kubernetes.clusters: {EXTRA_HINT}")
         seen: set[str] = set()
         for rule in self.rules:
             if rule.name in seen:
@@ -259,10 +306,33 @@ class KillSwitchConfig(StrictModel):
                     f"rule {rule.name}: disable-billing needs 'allow_disable_billing: true' in the killswitch "
                     "section (Google warns disabling billing can delete resources)"
                 )
+            if rule.how == "approve" and not self.approvers:
+                raise ValueError(
+                    f"rule {rule.name}: 'how: approve' needs killswitch.approvers (the people who may approve); "
+                    "with nobody listed its actions could only expire"
+                )
         for account in self.aws_accounts:
             if not account.isdigit() or len(account) != 12:
                 raise ValueError(f"aws_accounts: {account!r} is not a 12-digit AWS account id")
+        if any(not _identity(name) for name in self.approvers):
+            raise ValueError("approvers: an approver is an empty name")
         return self
+
+    def may_approve(self, identity: str) -> bool:
+        """Whether ``identity`` may approve or reject actions: it is on ``approvers`` (case-insensitive).
+
+        The one answer every approval path uses (the CLI's ``--as``, approval links from the digest).
+        It is an allow-list of names, not authentication: who can run the CLI against the store, or
+        hold a signed link, is what proves the name.
+        """
+        wanted = _identity(identity)
+        return bool(wanted) and wanted in {_identity(name) for name in self.approvers}
+
+    def approver_refusal(self, identity: str) -> str | None:
+        """One line saying why ``identity`` may not approve, or ``None`` when it may."""
+        if self.may_approve(identity):
+            return None
+        return f"{identity!r} is not in killswitch.approvers: only those listed may approve or reject"
 
     def aws_connection(self, account: str | None) -> AwsConnection:
         if account is not None and account in self.aws_accounts:

@@ -43,6 +43,7 @@ from spendwatch.killswitch.journal import (
 )
 from spendwatch.killswitch.rules import JobRecord, Match, load_running_jobs, match_rule
 from spendwatch.killswitch.safety import Breaker, is_paused, owner_from_labels, protection_reason, reread_problem
+from spendwatch.killswitch.scope import scope_problem
 from spendwatch.records import Incident
 from spendwatch.store import Store
 
@@ -189,6 +190,12 @@ class KillSwitch:
 
     def _handle_match(self, match: Match, run: KillSwitchRun, breaker: Breaker) -> None:
         rule, target = match.rule, match.target
+        outside = scope_problem(rule, target, match.context)
+        if outside is not None:
+            # Not planned at all: the incident or job record pointed outside what the rule covers.
+            log.warning("rule %s: refused %s: %s", rule.name, target.describe(), outside)
+            run.skipped.append(SkipNote(rule.name, target.describe(), outside))
+            return
         impl_cls = self._action_class(rule, target.resource_type)
         if impl_cls is None:
             run.skipped.append(
@@ -262,6 +269,11 @@ class KillSwitch:
 
     def _carry_out(self, record: ActionRecord, run: KillSwitchRun, breaker: Breaker, *, approved: bool = False) -> None:
         """From ``planned`` or ``approved``: re-read, check, and then describe, ask, or act."""
+        if record.mode != "dry-run":
+            changed = self._rule_problem(record)
+            if changed is not None:
+                self._skip(record, changed, run)
+                return
         try:
             impl = self.build_action(record)
             observed = impl.describe(record.target)
@@ -304,6 +316,26 @@ class KillSwitch:
                 run.awaiting_approval.append(waiting)
             return
         self._act(record, impl, observed, fields, run, breaker)
+
+    def _rule_problem(self, record: ActionRecord) -> str | None:
+        """Why the rule no longer allows a planned or approved action to go ahead, or ``None``.
+
+        An approval (or a crash-interrupted plan) can outlive its rule: what acts is the config as it
+        stands now, so a rule deleted, disabled or switched to dry-run since stops its actions.
+        """
+        rule = self.settings.rule(record.rule)
+        if rule is None:
+            return f"rule {record.rule} is no longer in the config; nothing done"
+        if not rule.enabled:
+            return f"rule {record.rule} is disabled; nothing done"
+        if rule.how == "dry-run":
+            return f"rule {record.rule} is now dry-run; nothing done"
+        if rule.do != record.verb:
+            return f"rule {record.rule} now says {rule.do!r}, not {record.verb!r}; nothing done"
+        outside = scope_problem(rule, record.target, record.plan.get("context"))
+        if outside is not None:
+            return f"{outside}; nothing done"
+        return None
 
     def _describe_unverified(self, record: ActionRecord, exc: Exception, run: KillSwitchRun) -> None:
         """A dry-run whose target cannot be re-read (no credentials, no network) still says what it would do.
@@ -533,6 +565,7 @@ class KillSwitch:
     # -- what people do from the CLI ---------------------------------------------------------------
 
     def approve(self, action_id: int, actor: str, *, execute: bool = True) -> ActionRecord:
+        self._check_approver(actor)
         record = get_action(self.store, action_id)
         now = self.clock.now()
         if record.state != "awaiting-approval":
@@ -558,6 +591,7 @@ class KillSwitch:
         return get_action(self.store, action_id)
 
     def reject(self, action_id: int, actor: str, note: str | None = None) -> ActionRecord:
+        self._check_approver(actor)
         record = get_action(self.store, action_id)
         if record.state != "awaiting-approval":
             raise UserError(f"action {action_id} is {record.state}; only an action awaiting approval can be rejected")
@@ -571,6 +605,11 @@ class KillSwitch:
         if moved is None:
             raise UserError(f"action {action_id} changed while rejecting; see `spendwatch actions show {action_id}`")
         return moved
+
+    def _check_approver(self, actor: str) -> None:
+        refusal = self.settings.approver_refusal(actor)
+        if refusal is not None:
+            raise UserError(refusal)
 
     def undo(self, action_id: int, actor: str) -> ActionRecord:
         record = get_action(self.store, action_id)

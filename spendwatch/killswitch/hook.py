@@ -16,10 +16,16 @@ The payload (version 1), sent on the executable's stdin or as the POST body::
       "job": {"platform": "bigquery", "job_id": …, "estimated_cost": …, …} | null
     }
 
-The executable also gets ``SPENDWATCH_ACTION_ID`` and ``SPENDWATCH_HOOK_PHASE`` in its environment.
+The executable runs with a minimal environment — ``PATH``, ``HOME``, ``LANG``/``LC_*``, ``TZ``,
+``TMPDIR``, ``SPENDWATCH_ACTION_ID`` and ``SPENDWATCH_HOOK_PHASE`` — plus the hook's own ``env:`` and
+the variables it names in ``pass_env:``; never the daemon's credentials or config secrets.
 Exit status 0 (or an HTTP 2xx) is success; anything else, or the timeout, fails the action with the
 tail of stderr (or the HTTP status) as the error. A hook's outcome cannot be re-read, so a hook
 interrupted by a crash is marked failed, never run twice.
+
+The URL, header and ``env`` values are secrets: messages name a webhook by ``redact_url`` (scheme and
+host) and a command by its program, and what a hook prints is scrubbed of its secrets before it is
+journaled.
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import SecretStr
+
 from spendwatch import __version__
 from spendwatch.errors import ActionError
 from spendwatch.killswitch.base import Action, ActionContext, NoOptions, Observed, Outcome, Target
 from spendwatch.killswitch.config import HookConfig
+from spendwatch.secrets import redact_url, scrub, secret_values
 
 PAYLOAD_VERSION = 1
 
@@ -59,8 +68,12 @@ class HookAction(Action):
         return Observed(state="unknown", labels=dict(target.labels))
 
     def dry_run(self, target: Target, observed: Observed) -> str:
-        where = " ".join(self.hook.command) if self.hook.command else str(self.hook.url)
-        return f"would run hook {where} for {target.describe()}"
+        return f"would run hook {self.where} for {target.describe()}"
+
+    @property
+    def where(self) -> str:
+        """The hook as messages name it: its program, or its URL's scheme and host (never the secret)."""
+        return self.hook.command[0] if self.hook.command else redact_url(self.hook.url or "")
 
     def execute(self, target: Target, observed: Observed) -> Outcome:
         return self._fire("act", self.hook.command, self.hook.url)
@@ -73,26 +86,54 @@ class HookAction(Action):
     def took_effect(self, observed: Observed) -> bool:
         return False
 
-    def _fire(self, phase: str, command: list[str] | None, url: Any) -> Outcome:
+    def _fire(self, phase: str, command: list[str] | None, url: SecretStr | None) -> Outcome:
         body = json.dumps({**self.payload, "phase": phase}, default=str, sort_keys=True).encode()
-        if command is not None:
-            return run_command(command, body, self.hook.timeout.total_seconds(), self.payload, phase)
-        return post_webhook(str(url), body, self.hook.timeout.total_seconds(), self.hook.headers, self.context)
+        secrets = self.secrets()
+        try:
+            if command is not None:
+                env = hook_environment(self.hook, self.payload, phase)
+                outcome = run_command(command, body, self.hook.timeout.total_seconds(), env)
+            else:
+                assert url is not None
+                headers = {k: v.get_secret_value() for k, v in self.hook.headers.items()}
+                outcome = post_webhook(url, body, self.hook.timeout.total_seconds(), headers, self.context)
+        except ActionError as exc:
+            raise ActionError(scrub(str(exc), secrets)) from None
+        return Outcome(scrub(outcome.summary, secrets), _scrubbed(outcome.detail, secrets))
+
+    def secrets(self) -> list[str]:
+        """The hook's own secrets, and the values of what it passes on from spendwatch's environment."""
+        passed = [os.environ[name] for name in self.hook.pass_env if os.environ.get(name)]
+        return [*secret_values(self.hook), *passed]
 
 
-def run_command(command: list[str], body: bytes, timeout: float, payload: Mapping[str, Any], phase: str) -> Outcome:
-    env = {
-        **os.environ,
-        "SPENDWATCH_ACTION_ID": str(payload.get("action", {}).get("id", "")),
-        "SPENDWATCH_HOOK_PHASE": phase,
-    }
+def _scrubbed(detail: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
+    return {k: scrub(v, secrets) if isinstance(v, str) else v for k, v in detail.items()}
+
+
+# Variables a program needs to run at all; nothing that carries a credential.
+BASE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def hook_environment(hook: HookConfig, payload: Mapping[str, Any], phase: str) -> dict[str, str]:
+    """A hook command's whole environment: the basics, what its config gives it, and the action."""
+    env = {name: os.environ[name] for name in BASE_ENVIRONMENT if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.update({name: os.environ[name] for name in hook.pass_env if name in os.environ})
+    env.update({name: value.get_secret_value() for name, value in hook.env.items()})
+    env["SPENDWATCH_ACTION_ID"] = str(payload.get("action", {}).get("id", ""))
+    env["SPENDWATCH_HOOK_PHASE"] = phase
+    return env
+
+
+def run_command(command: list[str], body: bytes, timeout: float, env: Mapping[str, str]) -> Outcome:
     try:
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
+            env=dict(env),
             start_new_session=True,  # so a timeout kills the hook's children too
         )
     except OSError as exc:
@@ -110,23 +151,29 @@ def run_command(command: list[str], body: bytes, timeout: float, payload: Mappin
     return Outcome(f"hook {command[0]} succeeded", {"exit_status": 0, "stdout": out[-2000:]})
 
 
-def post_webhook(url: str, body: bytes, timeout: float, headers: Mapping[str, str], context: ActionContext) -> Outcome:
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": f"spendwatch/{__version__}", **dict(headers)},
-    )
+def post_webhook(
+    url: SecretStr, body: bytes, timeout: float, headers: Mapping[str, str], context: ActionContext
+) -> Outcome:
+    where = redact_url(url)
+    try:
+        request = urllib.request.Request(
+            url.get_secret_value(),
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": f"spendwatch/{__version__}", **dict(headers)},
+        )
+    except ValueError:  # urllib quotes the whole URL in its message: never pass it on
+        raise ActionError(f"webhook {where}: not a usable URL") from None
     opener = context.clients.get("http_opener") or urllib.request.build_opener()
     try:
         with opener.open(request, timeout=timeout) as response:
             status = int(response.status)
             text = response.read(4096).decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        raise ActionError(f"webhook {url} answered HTTP {exc.code}") from None
+        raise ActionError(f"webhook {where} answered HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ActionError(f"webhook {url} failed: {reason}") from None
+        raise ActionError(f"webhook {where} failed: {reason}") from None
     if not 200 <= status < 300:
-        raise ActionError(f"webhook {url} answered HTTP {status}")
+        raise ActionError(f"webhook {where} answered HTTP {status}")
     return Outcome(f"webhook answered HTTP {status}", {"http_status": status, "body": text[:2000]})

@@ -303,6 +303,7 @@ def job_context(job: JobRecord) -> dict[str, Any]:
     return {
         "platform": job.platform,
         "job_id": job.job_id,
+        "provider": job.provider,
         "account": job.sub_account_id,
         "region": job.region_id,
         "name": job.name,

@@ -33,15 +33,24 @@ def _glob(patterns: list[str], value: str | None) -> str | None:
     return next((p for p in patterns if fnmatch.fnmatchcase(value, p)), None)
 
 
+def _fold(text: object) -> str:
+    return str(text).strip().casefold()
+
+
 def protecting_tag(protection: Protection, labels: Mapping[str, str]) -> str | None:
-    """``key=value`` of the first label that protects, or ``None``."""
-    lowered = {str(k).lower(): str(v) for k, v in labels.items()}
-    for key, values in protection.tags.items():
-        actual = lowered.get(key.lower())
-        if actual is None:
+    """``key=value`` of the first label that protects, or ``None``.
+
+    Every label is looked at, whatever its spelling: a resource tagged both ``Environment=Production``
+    and ``environment=dev`` is protected (any spelling of a protection key with a protecting value
+    protects, so conflicting values protect), never one or the other by the order an API listed them.
+    """
+    wanted = {_fold(key): {_fold(v) for v in values} for key, values in protection.tags.items()}
+    for key, value in sorted(labels.items(), key=lambda item: (str(item[0]), str(item[1]))):
+        values = wanted.get(_fold(key))
+        if values is None:
             continue
-        if not values or actual.strip().lower() in {v.lower() for v in values}:
-            return f"{key}={actual}"
+        if not values or _fold(value) in values:
+            return f"{key}={value}"
     return None
 
 
@@ -50,6 +59,8 @@ def protection_reason(protection: Protection, target: Target, labels: Mapping[st
     tag = protecting_tag(protection, target.labels if labels is None else labels)
     if tag is not None:
         return f"protected by tag {tag}"
+    if target.provider == "kubernetes":
+        return _kubernetes_protection(protection, target)
     accounts = protection.accounts if target.provider == "aws" else protection.projects
     what = "account" if target.provider == "aws" else "project"
     hit = _glob(accounts, target.account)
@@ -66,12 +77,35 @@ def protection_reason(protection: Protection, target: Target, labels: Mapping[st
     return None
 
 
+def _kubernetes_protection(protection: Protection, target: Target) -> str | None:
+    """Clusters, namespaces (``ns`` or ``cluster/ns``), resource ids and owners that are never acted on."""
+    cluster, namespace = target.account, target.region
+    hit = _glob(protection.clusters, cluster)
+    if hit is not None:
+        return f"protected cluster {cluster}"
+    hit = _glob(protection.namespaces, namespace) or _glob(protection.namespaces, f"{cluster}/{namespace}")
+    if hit is not None:
+        return f"protected namespace {namespace} (matches {hit!r})"
+    hit = _glob(protection.resources, target.resource_id) or _glob(protection.resources, target.name)
+    if hit is not None:
+        return f"protected resource (matches {hit!r})"
+    hit = _glob(protection.owners, target.owner)
+    return f"protected owner {target.owner}" if hit is not None else None
+
+
 def owner_from_labels(labels: Mapping[str, str], owner_tags: list[str]) -> str | None:
-    lowered = {str(k).lower(): str(v) for k, v in labels.items()}
+    """The first owner tag present (in ``owner_tags`` order), the configured spelling before others.
+
+    Deterministic whatever order the labels came in: ``{"Owner": "bob", "owner": "ana"}`` with
+    ``owner_tags: [owner]`` is ana's, however the API listed them.
+    """
     for key in owner_tags:
-        value = lowered.get(key.lower())
+        value = labels.get(key)
         if value:
-            return value
+            return str(value)
+        spellings = sorted((str(k), str(v)) for k, v in labels.items() if _fold(k) == _fold(key) and v)
+        if spellings:
+            return spellings[0][1]
     return None
 
 

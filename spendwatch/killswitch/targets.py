@@ -18,6 +18,8 @@ dataproc-cluster            ``projects/<p>/regions/<r>/clusters/<name>``
 vertex-custom-job           ``projects/<p>/locations/<l>/customJobs/<id>``
 gke-node-pool               ``projects/<p>/locations/<l>/clusters/<c>/nodePools/<np>``
 gcp-project                 project id;  aws-account: account id
+k8s-*                       ``<namespace>/<name>`` (account = cluster, region = namespace);
+                            records name them ``k8s://<cluster>/<namespace>/<Kind>/<name>``
 ==========================  ============================================================
 """
 
@@ -124,6 +126,13 @@ def locate(
     value = resource_id.strip()
     if value.startswith("arn:"):
         return _from_arn(value)
+    if value.startswith("k8s://"):
+        from spendwatch.killswitch.k8s_ids import parse_workload
+
+        ref = parse_workload(value)
+        if ref is None:
+            return None
+        return Located("kubernetes", ref.kind.resource_type, ref.resource_id, ref.cluster, ref.namespace)
     path = value.split("googleapis.com/", 1)[-1].lstrip("/")
     for kind, pattern in _GCP_PATHS:
         match = pattern.search(path)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendwatch.clock import Clock
 from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelError, build_channel
+from spendwatch.notify.chat import ChatMessage, render_chat
 from spendwatch.notify.config import NotifyConfig
 from spendwatch.notify.digest import format_money, incident_parties
 from spendwatch.notify.render import build_email, new_message_id
@@ -38,12 +39,12 @@ if TYPE_CHECKING:
     from spendwatch.killswitch.journal import ActionRecord
 
 log = logging.getLogger("spendwatch.notify.alerts")
-_SEVERITY_ICON = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:"}
+_SEVERITY_ICON = {"critical": "rotating_light", "high": "red_circle", "medium": "large_orange_circle"}
 _STATE_ICON = {
-    "awaiting-approval": ":raised_hand:",
-    "done": ":white_check_mark:",
-    "failed": ":x:",
-    "undone": ":leftwards_arrow_with_hook:",
+    "awaiting-approval": "raised_hand",
+    "done": "white_check_mark",
+    "failed": "x",
+    "undone": "leftwards_arrow_with_hook",
 }
 
 
@@ -63,11 +64,6 @@ class _Pending:
     action: tuple[int, str] | None = None
 
 
-def slack_escape(text: str) -> str:
-    """Slack mrkdwn treats ``<…>`` as links/mentions and ``&`` as an entity: escape user text."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 # -- building alerts -------------------------------------------------------------------------------
 
 
@@ -80,23 +76,14 @@ def incident_alert(incident: Incident, notify: NotifyConfig, recipients: tuple[s
     # A guard incident's "expected" is the cap the job crossed, not a forecast.
     baseline = "over its cap" if incident.kind == "guard" else "over expected"
     summary = f"{impact} {baseline} ({incident.impact_pct:+.0%}), {when}"
-    icon = _SEVERITY_ICON.get(incident.severity, ":warning:")
-    payload = {
-        "text": f"{icon} spendwatch: {slack_escape(title)} — {summary}. Culprit: {slack_escape(culprit)}",
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": f"spendwatch: {title}"[:150]}},
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*{summary}*\n*Culprit:* {slack_escape(culprit)}"},
-            },
-            {
-                "type": "context",
-                "elements": [
-                    {"type": "mrkdwn", "text": f"incident #{incident.id} · `spendwatch anomalies show {incident.id}`"}
-                ],
-            },
-        ],
-    }
+    chat = ChatMessage(
+        icon=_SEVERITY_ICON.get(incident.severity, "warning"),
+        title=title,
+        summary=summary,
+        lines=(("Culprit", culprit),),
+        footer=f"incident #{incident.id}",
+        command=f"spendwatch anomalies show {incident.id}",
+    )
     text = (
         f"{title}\n\n{summary}\nCulprit: {culprit}\n\n"
         + "".join(
@@ -106,7 +93,8 @@ def incident_alert(incident: Incident, notify: NotifyConfig, recipients: tuple[s
         + f"\nDetails: spendwatch anomalies show {incident.id}\nSilence: spendwatch anomalies ack {incident.id}\n"
     )
     key = f"incident:{incident.id}:{incident.severity}"
-    return AlertMessage(key, title, payload, _alert_email(notify, f"[spendwatch] {title}", text, recipients, key))
+    email = _alert_email(notify, f"[spendwatch] {title}", text, recipients, key)
+    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
 
 
 def action_alert(action: ActionRecord, notify: NotifyConfig, recipients: tuple[str, ...]) -> AlertMessage:
@@ -120,20 +108,16 @@ def action_alert(action: ActionRecord, notify: NotifyConfig, recipients: tuple[s
         lines.append(action.outcome)
     if action.saving_per_hour:
         lines.append(f"Saves about {format_money(action.saving_per_hour, action.target.currency)}/hour")
-    icon = _STATE_ICON.get(action.state, ":gear:")
     body = "\n".join(lines)
-    payload = {
-        "text": f"{icon} spendwatch: {slack_escape(title)}",
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": f"spendwatch: {title}"[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(body)}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"action #{action.id}"}]},
-        ],
-    }
-    key = f"action:{action.id}:{action.state}"
-    return AlertMessage(
-        key, title, payload, _alert_email(notify, f"[spendwatch] {title}", body + "\n", recipients, key)
+    chat = ChatMessage(
+        icon=_STATE_ICON.get(action.state, "gear"),
+        title=title,
+        lines=tuple(("", line) for line in lines),
+        footer=f"action #{action.id}",
     )
+    key = f"action:{action.id}:{action.state}"
+    email = _alert_email(notify, f"[spendwatch] {title}", body + "\n", recipients, key)
+    return AlertMessage(key, title, render_chat(chat, "slack"), email, chat)
 
 
 def _alert_email(notify: NotifyConfig, subject: str, text: str, recipients: tuple[str, ...], key: str) -> Any:

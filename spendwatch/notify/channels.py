@@ -31,6 +31,7 @@ from pydantic import Field
 
 from spendwatch.config_types import ConfigPath, Name
 from spendwatch.errors import DeliveryError
+from spendwatch.notify.chat import ChatMessage
 from spendwatch.plugins import Plugin, Registry, StrictModel
 
 
@@ -79,12 +80,17 @@ class OutgoingEmail:
 
 @dataclass(frozen=True)
 class AlertMessage:
-    """One immediate alert: a Slack-compatible payload and, for email channels, an email."""
+    """One immediate alert: a Slack-compatible payload and, for email channels, an email.
+
+    ``chat`` is the alert as text; a chat channel renders it in its own format (``notify.chat``),
+    which is where every field is escaped. ``payload`` is its Slack rendering.
+    """
 
     key: str
     title: str
     payload: dict[str, Any]
     email: OutgoingEmail | None = None
+    chat: ChatMessage | None = None
 
 
 @dataclass(frozen=True)

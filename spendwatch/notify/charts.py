@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+from spendwatch.notify.chat import plain_text
 from spendwatch.notify.digest import format_money
 from spendwatch.records import SeriesPoint
 
@@ -54,7 +55,7 @@ def incident_chart(points: Sequence[SeriesPoint], currency: str, *, granularity:
     locator = AutoDateLocator(minticks=3, maxticks=7)  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=False))  # type: ignore[no-untyped-call]
-    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: format_money(value, currency).replace(".00", "")))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: tick_label(value, currency)))
     axes.set_ylim(bottom=min(0.0, *(p.lower for p in points)))
     axes.tick_params(labelsize=8, colors="#4b5563")
     for side in ("top", "right"):
@@ -67,6 +68,17 @@ def incident_chart(points: Sequence[SeriesPoint], currency: str, *, granularity:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI * _SCALE, metadata={"Software": None})
     return _palette(buffer.getvalue())
+
+
+def tick_label(value: float, currency: str) -> str:
+    """A y-axis label: the amount in the currency, as text.
+
+    The currency comes from the bill (FOCUS ``BillingCurrency``), so it is cut short, stripped of
+    control characters, and every ``$`` is escaped: matplotlib reads ``$…$`` as math text, and a
+    malformed one (``$\\frac{$``) would fail the chart and with it the digest.
+    """
+    text = format_money(value, plain_text(currency, 12)).replace(".00", "")
+    return text.replace("$", "\\$")
 
 
 def _palette(png: bytes) -> bytes:

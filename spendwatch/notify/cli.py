@@ -95,7 +95,13 @@ def render_to_dir(config: Any, store: Store, clock: Clock, day: date, folder: Pa
 
 @click.command("run")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="how much to log on stderr",
+)
 @click.option("--log-json", is_flag=True, help="JSON lines on stderr (journald, kubectl logs)")
 @pass_env
 @handle_errors

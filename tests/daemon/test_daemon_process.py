@@ -1,6 +1,10 @@
 """``spendwatch run`` as a real subprocess: fast schedules, /metrics, SIGTERM, restart, one digest, one daemon.
 
-Robust on a loaded 2-core machine: every wait polls for a condition with a generous deadline.
+Robust on a loaded 2-core machine: every wait polls for a condition with a generous deadline, and
+SIGTERM is judged by what a user needs (exit 0 before systemd's ``TimeoutStopSec`` kills it, a store
+that opens, a restart that converges, one digest), not by how far the jobs got: under load a
+collection may be interrupted at a safe point or abandoned when the grace runs out, by design.
+How fast SIGTERM is on a quiet machine is measured in ``benchmarks/bench_daemon.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ import pytest
 import yaml
 
 from tests.doubles.smtp import SmtpServer, free_port
+from tests.doubles.waits import PATIENCE
 
-STARTUP_DEADLINE = 120.0
+STARTUP_DEADLINE = PATIENCE
+# deploy/systemd/spendwatch.service: TimeoutStopSec=20s (SIGKILL after that). The daemon's own bound is
+# shutdown_grace (<= 9 s) plus interpreter teardown; 20 s holds that promise under a 3x slowdown.
+STOP_DEADLINE = 20.0
 SPENDWATCH = [sys.executable, "-c", "from spendwatch.cli import main; main()"]
 
 
@@ -44,7 +52,7 @@ def wait_for(
 
 def http_get(port: int, path: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=PATIENCE) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -88,7 +96,7 @@ def start(config: Path, log: Path, env: dict[str, str] | None = None) -> subproc
 def stop(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=30)
+    code = proc.wait(timeout=PATIENCE)
     return code, time.monotonic() - began
 
 
@@ -146,15 +154,17 @@ def test_daemon_runs_serves_metrics_stops_on_sigterm_and_sends_one_digest_across
         assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
 
         # sd_notify: READY=1, then watchdog pings.
-        seen = wait_for(lambda: _datagrams(listener, "WATCHDOG=1"), 30, "a WATCHDOG=1 ping", proc)
+        seen = wait_for(lambda: _datagrams(listener, "WATCHDOG=1"), PATIENCE, "a WATCHDOG=1 ping", proc)
         assert any("READY=1" in d for d in seen)
 
         # Let a few more collections/detections run while the digest check keeps finding it sent.
-        wait_for(lambda: _count_events(log, "job-done", "collect:demo-estate") >= 3, 90, "three collections", proc)
+        wait_for(
+            lambda: _count_events(log, "job-done", "collect:demo-estate") >= 3, PATIENCE, "three collections", proc
+        )
         code, seconds = stop(proc)
         assert code == 0
         print(f"SIGTERM to exit: {seconds:.2f}s")
-        assert seconds < 10, f"SIGTERM took {seconds:.1f}s"
+        assert seconds < STOP_DEADLINE, f"SIGTERM took {seconds:.1f}s"
         assert any("STOPPING=1" in d for d in _drain(listener))
     finally:
         if proc.poll() is None:
@@ -166,13 +176,16 @@ def test_daemon_runs_serves_metrics_stops_on_sigterm_and_sends_one_digest_across
     try:
         wait_for(lambda: _count_events(log, "started", None) >= 2, STARTUP_DEADLINE, "the restart", proc)
         wait_for(
-            lambda: _count_events(log, "job-done", "detect") >= 2, STARTUP_DEADLINE, "a detection after restart", proc
+            lambda: _count_events(log, "job-done", "detect", after_start=2) >= 1,
+            STARTUP_DEADLINE,
+            "a detection after restart",
+            proc,
         )
         # Several digest checks (every 2 s) pass after the restart's first collection and detection.
         time_after = time.monotonic() + 6
         wait_for(lambda: time.monotonic() > time_after, 10, "digest checks")
         code, seconds = stop(proc)
-        assert code == 0 and seconds < 10
+        assert code == 0 and seconds < STOP_DEADLINE, (code, seconds)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -185,16 +198,48 @@ def test_daemon_runs_serves_metrics_stops_on_sigterm_and_sends_one_digest_across
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert not [e for e in events if e.get("level") == "error"], "a job failed"
     stops = [e for e in events if e.get("event") == "stopped"]
-    assert len(stops) == 2 and all(not e.get("abandoned") for e in stops)
+    assert len(stops) == 2, stops
+    # Whatever the first stop cut short (interrupted or abandoned), the restart repaired it: a whole
+    # collection and a detection ran after it, and every stored period is exactly one complete load.
+    restart = max(i for i, e in enumerate(events) if e.get("event") == "started")
+    after = events[restart:]
+    assert any(
+        e.get("event") == "job-done" and e.get("job") == "collect:demo-estate" and not e.get("interrupted")
+        for e in after
+    ), "no complete collection after the restart"
+    assert any(e.get("event") == "job-done" and e.get("job") == "detect" and not e.get("interrupted") for e in after)
+    _assert_store_consistent(tmp_path / "store.duckdb")
 
 
-def _count_events(log: Path, event: str, job: str | None) -> int:
+def _assert_store_consistent(path: Path) -> None:
+    """Every period's lines are the one batch its load row names, with that row's count and total."""
+    from spendwatch.store import Store
+
+    store = Store(path)
+    loads = store.query("SELECT source, period_start, batch_id, row_count, billed_total FROM loads ORDER BY 2")
+    assert loads, "nothing was stored"
+    for source, start, batch_id, row_count, billed_total in loads:
+        rows = store.query(
+            "SELECT batch_id, count(*), sum(billed_cost) FROM cost_lines WHERE source = ? AND charge_period_start >= ? "
+            "AND charge_period_start < (SELECT period_end FROM loads WHERE source = ? AND period_start = ?) GROUP BY 1",
+            [source, start, source, start],
+        )
+        assert len(rows) == 1 and rows[0][0] == batch_id and rows[0][1] == row_count, (start, rows, batch_id)
+        assert rows[0][2] == pytest.approx(billed_total, rel=1e-9)
+    stray = store.query("SELECT count(*) FROM cost_lines WHERE batch_id NOT IN (SELECT batch_id FROM loads)")
+    assert stray == [(0,)]
+
+
+def _count_events(log: Path, event: str, job: str | None, *, after_start: int = 1) -> int:
+    """Events of ``job`` logged since the ``after_start``-th daemon start (1: the whole log)."""
     count = 0
+    starts = 0
     for line in log.read_text().splitlines():
         if not line.startswith("{"):
             continue
         entry = json.loads(line)
-        if entry.get("event") == event and (job is None or entry.get("job") == job):
+        starts += entry.get("event") == "started"
+        if starts >= after_start and entry.get("event") == event and (job is None or entry.get("job") == job):
             count += 1
     return count
 

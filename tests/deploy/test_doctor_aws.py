@@ -66,7 +66,7 @@ def _config(
         source.setdefault("aws", aws)
     data: dict[str, Any] = {"store": {"path": str(tmp_path / "state" / "spendwatch.duckdb")}, "sources": sources}
     if rules is not None:
-        data["killswitch"] = {"aws": aws, "rules": rules}
+        data["killswitch"] = {"aws": aws, "rules": rules, "approvers": ["lead"]}
     (tmp_path / "state").mkdir(exist_ok=True)
     path = tmp_path / "spendwatch.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -36,7 +36,7 @@ def _config(
             source.setdefault("gcp", _gcp(endpoint))
     data: dict[str, Any] = {"store": {"path": str(tmp_path / "sw.duckdb")}, "sources": sources}
     if killswitch is not None:
-        data["killswitch"] = {"gcp": _gcp(endpoint, project=None), **killswitch}
+        data["killswitch"] = {"gcp": _gcp(endpoint, project=None), "approvers": ["lead"], **killswitch}
     path = tmp_path / "spendwatch.yaml"
     path.write_text(yaml.safe_dump(data))
     return parse_config(path.read_text(), path, environ={})

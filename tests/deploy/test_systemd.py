@@ -20,6 +20,7 @@ import pytest
 from spendwatch.config import load_config
 from tests.deploy.units import REPO, SYSTEMD, UNIT, environment, exec_start, last, parse_unit, service
 from tests.doubles import sandbox
+from tests.doubles.waits import PATIENCE
 
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
@@ -233,9 +234,16 @@ def _proc_subset() -> list[str]:
     return [unshare, "--mount", "sh", "-c", mount, "sh"]
 
 
+def _timeout_stop_seconds() -> float:
+    """The unit's TimeoutStopSec: after it, systemd SIGKILLs the daemon."""
+    value = last(service(), "TimeoutStopSec")
+    assert value.endswith("s") and value[:-1].isdigit(), value
+    return float(value[:-1])
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=PATIENCE) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -285,10 +293,10 @@ def test_the_daemon_runs_ready_pings_and_stops_in_the_unit_sandbox(tmp_path: Pat
     stderr = (tmp_path / "daemon.log").open("w+")
     daemon = subprocess.Popen(_command(config), env=env, stdout=stderr, stderr=stderr)
     try:
-        listener.wait_for("READY=1", timeout=120)
-        listener.wait_for("WATCHDOG=1", timeout=10)
+        listener.wait_for("READY=1", timeout=PATIENCE)
+        listener.wait_for("WATCHDOG=1", timeout=PATIENCE)
         assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + PATIENCE
         while (ready := _get(f"http://127.0.0.1:{port}/readyz"))[0] != 200:
             assert daemon.poll() is None, "the daemon died"
             assert time.monotonic() < deadline, ready[1].decode()
@@ -299,10 +307,12 @@ def test_the_daemon_runs_ready_pings_and_stops_in_the_unit_sandbox(tmp_path: Pat
         assert b"spendwatch_" in metrics
         began = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(timeout=20)
+        code = daemon.wait(timeout=PATIENCE)
         assert code == 0
-        assert time.monotonic() - began < 10
-        listener.wait_for("STOPPING=1", timeout=1)
+        # What matters is exiting before systemd gives up and SIGKILLs (the unit's TimeoutStopSec);
+        # the quiet-machine figure is measured in benchmarks/bench_daemon.py.
+        assert time.monotonic() - began < _timeout_stop_seconds()
+        listener.wait_for("STOPPING=1", timeout=PATIENCE)
     finally:
         if daemon.poll() is None:
             daemon.kill()

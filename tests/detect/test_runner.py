@@ -183,6 +183,14 @@ def test_the_demo_estate_finds_each_injected_incident_with_its_culprit(tmp_path:
     assert by_key["storage-leak"].correct
     assert by_key["storage-leak"].incident is not None and by_key["storage-leak"].incident.kind == "leak"
     assert by_key["weekend-dip"].incident is None  # a drop is reported, never alerted
+    gpu_job = by_key["forgotten-gpu-job"]  # the EKS cluster's forgotten 16-GPU Job, named with its owner
+    assert gpu_job.correct and gpu_job.named == "fatima.zahra@example.com"
+    assert gpu_job.incident is not None and gpu_job.incident.jobs[0].platform == "kubernetes"
+    assert "Kubernetes Job llm-pretrain-fatima in eks-ml-train/research" in gpu_job.incident.culprit_sentence()
+    suspend = [a for a in result.plan.dry_run if a.target.resource_type == "k8s-job"]
+    assert [(a.verb, a.mode, a.target.resource_id, a.target.account) for a in suspend] == [
+        ("suspend", "dry-run", "research/llm-pretrain-fatima", "eks-ml-train")
+    ]
     store = Store(tmp_path / "demo" / "store.duckdb", clock=clock)
     dip = by_key["weekend-dip"].injected
     drops = [

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.doubles.waits import PATIENCE
+
 
 class MotoServer:
     def __init__(self) -> None:
@@ -21,7 +23,7 @@ class MotoServer:
 
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=PATIENCE) as response:
             response.read()
 
     def seed_cost_explorer(self, results: list[dict[str, Any]]) -> None:
@@ -33,7 +35,7 @@ class MotoServer:
             method="POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=PATIENCE) as response:
             response.read()
 
     def stop(self) -> None:

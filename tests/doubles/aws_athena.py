@@ -26,6 +26,8 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import TokenType
 
+from tests.doubles.waits import PATIENCE
+
 _ATHENA_TYPES = {
     "VARCHAR": "varchar",
     "DOUBLE": "double",
@@ -205,5 +207,5 @@ def _post(url: str, body: dict[str, Any]) -> None:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=PATIENCE) as response:
         response.read()

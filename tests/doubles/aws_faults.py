@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
+
+from tests.doubles.waits import PATIENCE
 
 S3_SLOW_DOWN = (
     503,
@@ -37,6 +39,7 @@ class Seen:
     target: str  # X-Amz-Target of JSON-protocol calls ("AWSInsightsIndexService.GetCostAndUsage")
     attempt: int  # from amz-sdk-request
     status: int
+    action: str = ""  # Action of query-protocol calls (EC2, RDS …: "StopInstances"), from the form body
 
 
 @dataclass
@@ -106,7 +109,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 status, headers, payload = fault
             else:
                 status, headers, payload = _forward(upstream.netloc, self.command, self.path, dict(self.headers), body)
-            proxy.record(Seen(self.command, self.path, target, attempt, status))
+            proxy.record(Seen(self.command, self.path, target, attempt, status, _action(body)))
             self.send_response(status)
             for name, value in headers.items():
                 if name.lower() not in {"content-length", "transfer-encoding", "connection", "server", "date"}:
@@ -124,7 +127,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 def _forward(
     netloc: str, method: str, path: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection(netloc, timeout=30)
+    connection = http.client.HTTPConnection(netloc, timeout=PATIENCE)
     try:
         headers = {k: v for k, v in headers.items() if k.lower() not in {"host", "connection"}}
         connection.request(method, path, body=body or None, headers={**headers, "Host": netloc})
@@ -132,6 +135,12 @@ def _forward(
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+def _action(body: bytes) -> str:
+    if not body.startswith(b"Action="):
+        return ""
+    return parse_qs(body.decode(errors="replace")).get("Action", [""])[0]
 
 
 def _attempt(header: str) -> int:

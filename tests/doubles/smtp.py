@@ -19,6 +19,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from tests.doubles.waits import PATIENCE
+
 
 @dataclass
 class Received:
@@ -109,7 +111,7 @@ class SmtpServer:
             ok = users is not None and users.get(data.login.decode()) == data.password.decode()
             return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535
 
-        kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": self.port, "ready_timeout": 10}
+        kwargs: dict[str, Any] = {"hostname": "127.0.0.1", "port": self.port, "ready_timeout": PATIENCE}
         if users is not None:
             kwargs["authenticator"] = authenticate
             kwargs["auth_require_tls"] = security != "none"

@@ -39,6 +39,7 @@ def gcp_config(
 ) -> Config:
     killswitch: dict[str, Any] = {
         "rules": rules or [],
+        "approvers": ["oncall@example.com"],
         "gcp": {"project": PROJECT, "anonymous": True, "endpoints": {"bigquery": endpoint}},
     }
     if protection is not None:
@@ -54,7 +55,7 @@ def gcp_config(
                     "projects": projects or [PROJECT],
                     "vertex": {"enabled": False},
                     "dataproc": {"enabled": False},
-                    "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "5s"},
+                    "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "60s"},
                 }
             ],
             "killswitch": killswitch,

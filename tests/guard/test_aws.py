@@ -23,6 +23,7 @@ from spendwatch.killswitch.journal import list_actions
 from spendwatch.store import Store
 from tests.doubles.aws_calls import CallLog, denied, recording_session
 from tests.doubles.clock import FixedClock
+from tests.doubles.waits import PATIENCE
 from tests.guard.conftest import NOW
 
 ACCOUNT = "111111111111"
@@ -186,7 +187,7 @@ def athena_stays_queued(moto_server: Any) -> Iterator[None]:
         request = urllib.request.Request(
             f"{moto_server.endpoint_url}{path}", data=json.dumps(body).encode(), method="POST"
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=PATIENCE) as response:
             response.read()
 
     post(

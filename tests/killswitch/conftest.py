@@ -113,3 +113,23 @@ def permission_audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[PermissionAudi
         declared = set(acting.permissions) | set(acting.undo_permissions)
         assert permission in declared, f"{acting.__name__} called {permission} without declaring it"
         assert permission in allowed, f"{permission} ({acting.__name__}) is not in deploy/aws/killswitch-policy.json"
+
+
+from tests.doubles.kubernetes_api import kube_api  # noqa: E402, F401  (fixture: the Kubernetes API server double)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def k8s_rbac_rules(*names: str) -> set[str]:
+    """``group/resource:verb`` of every rule of the named ClusterRoles in deploy/kubernetes (all when none named)."""
+    found: set[str] = set()
+    for path in sorted((REPO_ROOT / "deploy" / "kubernetes").glob("rbac-*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["kind"] != "ClusterRole" or (names and doc["metadata"]["name"] not in names):
+                continue
+            for item in doc["rules"]:
+                for group in item["apiGroups"]:
+                    for resource in item["resources"]:
+                        for verb in item["verbs"]:
+                            found.add(f"{group}/{resource}:{verb}" if group else f"{resource}:{verb}")
+    return found

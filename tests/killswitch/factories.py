@@ -20,7 +20,8 @@ NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 def settings(
     rules: list[dict[str, Any]], *, endpoint: str | None = None, gcp: str | None = None, **extra: Any
 ) -> KillSwitchConfig:
-    data: dict[str, Any] = {"rules": rules, **extra}
+    # The people the kill-switch tests approve and reject as (an approve rule needs approvers).
+    data: dict[str, Any] = {"rules": rules, "approvers": ["lead", "ana"], **extra}
     if endpoint is not None:
         data["aws"] = AwsConnection(region=REGION, endpoint_url=endpoint, max_attempts=1)
     if gcp is not None:

@@ -12,6 +12,7 @@ import pytest
 
 from spendwatch.killswitch.engine import KillSwitch, run_killswitch
 from spendwatch.store import Store
+from tests.doubles.waits import PATIENCE
 from tests.killswitch.factories import ACCOUNT, REGION, incident, job, rule, settings
 
 
@@ -236,7 +237,7 @@ def test_batch_terminate_pending_job(aws: Any, store: Store, ks_clock: Any) -> N
     _, run = _run(aws, store, ks_clock, spec, jobs=[job("batch", job_id)])
     [record] = run.executed
     assert record.target.resource_type == "batch-job"
-    deadline = time.monotonic() + 10  # moto, like AWS, finishes a terminate asynchronously
+    deadline = time.monotonic() + PATIENCE  # moto, like AWS, finishes a terminate asynchronously
     while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] != "FAILED" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] == "FAILED"
@@ -261,7 +262,7 @@ def athena_stays_queued(aws: Any) -> Iterator[None]:
 
     def post(path: str, body: dict[str, Any]) -> None:
         request = urllib.request.Request(f"{aws.endpoint_url}{path}", data=json.dumps(body).encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=PATIENCE) as response:
             response.read()
 
     post(

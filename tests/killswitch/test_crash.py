@@ -17,6 +17,7 @@ from spendwatch.clock import SystemClock
 from spendwatch.killswitch.engine import run_killswitch
 from spendwatch.killswitch.journal import action_events, list_actions
 from spendwatch.store import Store
+from tests.doubles.waits import PATIENCE
 from tests.killswitch.factories import REGION, incident, rule, settings
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -30,14 +31,14 @@ def _kill_child_at(tmp_path: Path, endpoint: str, instance: str, event: str) -> 
         [sys.executable, str(CHILD), str(store_path), endpoint, instance, event, str(marker)],
         env={**os.environ, "PYTHONPATH": str(CHILD.parents[2])},
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE
     while not marker.exists():
         if child.poll() is not None or time.monotonic() > deadline:
             child.kill()
             pytest.fail(f"the child never reached {event} (exit {child.returncode})")
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
-    child.wait(timeout=10)
+    child.wait(timeout=PATIENCE)
     return store_path
 
 

@@ -56,7 +56,7 @@ def test_approval_expires_into_doing_nothing(aws: Any, store: Store, ks_clock: A
     [waiting] = run_killswitch(config, store, ks_clock, incidents=[incident([vm])]).awaiting_approval
     ks_clock.advance(hours=3)
     with pytest.raises(UserError, match="expired"):
-        KillSwitch(config, store, ks_clock).approve(waiting.id, "late")
+        KillSwitch(config, store, ks_clock).approve(waiting.id, "lead")
     assert list_actions(store)[0].state == "expired"
     assert _running(aws, [vm]) == {vm}
 

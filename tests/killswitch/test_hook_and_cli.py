@@ -153,6 +153,7 @@ sources:
   - name: demo
     type: simulated
 killswitch:
+  approvers: [lead, ana]
   rules:
     - name: page-owner
       when: {{job: {{platforms: [bigquery]}}}}
@@ -189,7 +190,7 @@ def test_cli_list_show_approve_reject_pause(config_file: Path, webhook: Any) -> 
     shown = runner.invoke(main, [*base, "show", str(first.id)])
     assert "approved" in shown.output and "lead" in shown.output and "webhook answered HTTP 200" in shown.output
 
-    again = runner.invoke(main, [*base, "approve", str(first.id)])
+    again = runner.invoke(main, [*base, "approve", str(first.id), "--as", "lead"])
     assert again.exit_code == 2 and "only an action awaiting approval" in again.output
 
     missing = runner.invoke(main, [*base, "show", "999"])

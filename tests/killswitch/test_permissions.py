@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from spendwatch.killswitch.base import ACTIONS
-from tests.killswitch.conftest import aws_policy_actions, gcp_role_permissions
+from tests.killswitch.conftest import aws_policy_actions, gcp_role_permissions, k8s_rbac_rules
 
 
 @pytest.mark.parametrize("name", ACTIONS.names())
@@ -15,13 +15,22 @@ def test_declared_permissions_are_in_the_shipped_policy(name: str) -> None:
     action = ACTIONS.get(name)
     declared = set(action.permissions) | set(action.undo_permissions)
     assert declared, f"{name} declares no permission"
-    shipped = aws_policy_actions() if action.provider == "aws" else gcp_role_permissions()
+    shipped = {
+        "aws": aws_policy_actions,
+        "gcp": gcp_role_permissions,
+        "kubernetes": lambda: k8s_rbac_rules("spendwatch-killswitch", "spendwatch-killswitch-pods"),
+    }[action.provider]()
     assert declared <= shipped, f"{name}: {sorted(declared - shipped)} missing from the deploy/ policy"
 
 
 def test_policy_grants_nothing_undeclared() -> None:
-    declared = {p for _, a in ACTIONS.items() for p in (*a.permissions, *a.undo_permissions)}
+    declared = {
+        p for _, a in ACTIONS.items() if a.provider != "kubernetes" for p in (*a.permissions, *a.undo_permissions)
+    }
     assert aws_policy_actions() | gcp_role_permissions() == declared
+    # Kubernetes: the kill switch's RBAC grants exactly what the Kubernetes actions declare.
+    k8s = {p for _, a in ACTIONS.items() if a.provider == "kubernetes" for p in (*a.permissions, *a.undo_permissions)}
+    assert k8s_rbac_rules("spendwatch-killswitch", "spendwatch-killswitch-pods") == k8s
 
 
 DISABLE_BILLING_ONLY = {"billing.resourceAssociations.delete", "resourcemanager.projects.deleteBillingAssignment"}

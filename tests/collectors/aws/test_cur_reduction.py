@@ -22,6 +22,7 @@ from spendwatch.collectors.aws_cur import DataExportConfig
 from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile, constant_columns, map_keys_of
 from spendwatch.collectors.aws_cur_sql import Grain, SqlParams
 from spendwatch.errors import InputError
+from spendwatch.schema import COST_LINE_SCHEMA
 from spendwatch.store import Store
 from tests.doubles.aws_cur import bulk_cur2_table, csv_gz_bytes, cur2_table, line, put_data_export
 from tests.doubles.clock import FixedClock
@@ -158,7 +159,7 @@ def test_lines_are_the_same_whether_or_not_the_tag_keys_were_found_first(
 
     monkeypatch.setattr(aws_cur_load, "map_keys_of", lambda *_: None)
     assert reduce(files, tmp_path) == found
-    owners = {row[-3] for row in found}  # owner
+    owners = {row[COST_LINE_SCHEMA.names.index("owner")] for row in found}
     assert owners == {"p0@example.com", "p1@example.com", "p2@example.com", None}
 
 
@@ -196,7 +197,8 @@ def test_lines_are_the_same_whether_or_not_constant_columns_were_found(
     assert reduce(files[:3], tmp_path) == one_payer
     assert {row[1] for row in found} == {"999999999999", "888888888888"}  # billing_account_id
     assert {row[7] for row in found} == {None}  # region_id: '' is no region
-    assert {row[-1] for row in found} == {True, False}  # is_estimated: lines with and without an invoice
+    estimated = COST_LINE_SCHEMA.names.index("is_estimated")
+    assert {row[estimated] for row in found} == {True, False}  # lines with and without an invoice
 
 
 def test_lines_starting_before_the_period_are_clamped_into_it_and_merged(tmp_path: Path) -> None:

@@ -338,7 +338,8 @@ def test_no_manifest_at_all_is_an_error_naming_the_location(
     moto_server: Any, s3: Any, store: Store, clock: FixedClock, clients: dict[str, Any]
 ) -> None:
     run = collect_source(config(moto_server), store, clock, clients=clients)
-    assert run.error == f"source cur: no billing-period manifests under s3://{BUCKET}/{PREFIX}"
+    assert (run.error or "").startswith(f"source cur: no billing-period manifests under s3://{BUCKET}/{PREFIX} ")
+    assert run.user_error  # a wrong bucket or prefix is the user's to fix (exit 2)
 
 
 def test_access_denied_on_listing_names_s3_listbucket(

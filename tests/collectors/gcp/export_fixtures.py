@@ -124,7 +124,7 @@ def export_config(endpoint: str, **overrides: Any) -> GcpBillingExportConfig:
         "gcp": GcpConnection(project="billing-proj", anonymous=True, endpoints={"bigquery": endpoint}),
         "label_keys": ["owner", "team", "job"],
         "backfill": timedelta(days=40),
-        "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "20s"},
+        "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "60s"},
     }
     values.update(overrides)
     return GcpBillingExportConfig.model_validate(values)

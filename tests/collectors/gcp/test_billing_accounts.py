@@ -61,7 +61,7 @@ def _config(endpoint: str, **overrides: Any) -> GcpBillingAccountsConfig:
         "name": "gcp-accounts",
         "gcp": {"anonymous": True, "endpoints": {"cloudbilling": endpoint}},
         "page_size": 3,
-        "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "20s"},
+        "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "60s"},
     }
     values.update(overrides)
     return GcpBillingAccountsConfig.model_validate(values)
@@ -180,7 +180,8 @@ def test_persistent_500s_give_up_with_one_line(
     google_api: GoogleApiServer, billing: FakeCloudBilling, store: Store, clock: FixedClock
 ) -> None:
     google_api.fail("GET", "/v1/billingAccounts", 500, times=1000)
-    config = _config(google_api.endpoint, retry={"initial": "0.01s", "maximum": "0.02s", "deadline": "0.5s"})
+    # 3 s of retries 0.01-0.02 s apart: at least three attempts even when a loopback call takes 0.5 s (a loaded machine).
+    config = _config(google_api.endpoint, retry={"initial": "0.01s", "maximum": "0.02s", "deadline": "3s"})
     run = collect_source(config, store, clock)
     assert run.error is not None and "kept failing after retries" in run.error and "\n" not in run.error
     assert len(google_api.calls("GET", "/v1/billingAccounts")) > 2

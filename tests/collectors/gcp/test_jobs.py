@@ -111,7 +111,7 @@ def _config(endpoint: str, **overrides: Any) -> GcpJobsConfig:
             "endpoints": {"bigquery": endpoint, "aiplatform": endpoint, "dataproc": endpoint},
         },
         "projects": [PROJECT],
-        "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "10s"},
+        "retry": {"initial": "0.01s", "maximum": "0.05s", "deadline": "60s"},
     }
     values.update(overrides)
     return GcpJobsConfig.model_validate(values)
