@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
+from spendwatch.detect.charges import charge_lookups, declared_expectation, learnt_log_ratio, with_declared
 from spendwatch.detect.clocks import (
     COMMON_ZONES,
     changed_within,
@@ -26,7 +26,7 @@ from spendwatch.detect.clocks import (
     merge_local,
 )
 from spendwatch.detect.kinds import Kind
-from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
+from spendwatch.detect.robust import BoolArray, FloatArray
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
 from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast, select
 from spendwatch.detect.sustained import SustainedLimits
@@ -98,11 +98,13 @@ class ModelParams:
             check_zone(zone)
 
     @classmethod
-    def for_granularity(cls, granularity: Granularity, **overrides: float | int | None) -> ModelParams:
+    def for_granularity(
+        cls, granularity: Granularity, **overrides: float | int | tuple[str, ...] | None
+    ) -> ModelParams:
         """Parameters with the granularity's defaults filled in, then ``overrides`` applied."""
         if granularity not in _DEFAULTS:
             raise ValueError(f"granularity must be 'daily' or 'hourly', not {granularity!r}")
-        filled: dict[str, float | int | None] = dict(_DEFAULTS[granularity])
+        filled: dict[str, float | int | tuple[str, ...] | None] = dict(_DEFAULTS[granularity])
         filled.update({k: v for k, v in overrides.items() if v is not None})
         return cls(granularity=granularity, **filled)  # type: ignore[arg-type]
 
@@ -193,12 +195,16 @@ class Detector:
         *,
         decide_from: int = 0,
         rebase_at: np.ndarray | None = None,
+        declared: np.ndarray | None = None,
     ) -> DetectionResult:
         """Decide columns ``decide_from .. n_steps-1``, each from columns ``<=`` itself only.
 
         ``values`` is float (n_series, n_steps), NaN = missing; ``timestamps`` the (n_steps,)
         UTC column starts; ``rebase_at`` per series: history before that column is not used
-        for the level (-1 = no rebase).
+        for the level (-1 = no rebase). ``declared`` (same shape as ``values``, optional) is the
+        part of each cost the bill itself calls a recurring charge (FOCUS ``ChargeFrequency``),
+        NaN where the bill does not say: such charges are kept out of the usage model and judged
+        against their own earlier occurrences (:mod:`spendwatch.detect.charges`).
         """
         panel = np.asarray(values, dtype=np.float64)
         if panel.ndim != 2:
@@ -209,15 +215,19 @@ class Detector:
         if not 0 <= decide_from <= n_steps:
             raise ValueError(f"decide_from must be within 0..{n_steps}, got {decide_from}")
         rebase = self._rebase(rebase_at, n_series)
+        charges = self._declared(declared, panel.shape)
+        usage = panel if charges is None else panel - np.nan_to_num(charges)
         decided = np.arange(decide_from, n_steps, dtype=np.int64)
-        earlier = self._charge_lookups(np.asarray(timestamps), decided)
+        months = self.params.recurrence_months if self.params.granularity == "daily" else 0
+        earlier = charge_lookups(np.asarray(timestamps), decided, months)
         # One forecast for the decided columns and the earlier ones recurring charges are
         # learnt from (in a backtest they are the same columns).
         columns = np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64)
-        everything = forecast(panel, columns, self._spec, rebase, self._recent)
-        position = np.searchsorted(columns, decided)
-        base = select(everything, position)
-        recurring = self._recurring_log_ratio(panel, columns, everything, earlier, base.log_expected, decided)
+        everything = forecast(usage, columns, self._spec, rebase, self._recent)
+        base = select(everything, np.searchsorted(columns, decided))
+        recurring = learnt_log_ratio(usage, columns, everything, earlier, decided, self._thresholds)
+        if charges is not None:
+            recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
         if self.params.granularity == "hourly":
             decision = self._on_local_clocks(panel, np.asarray(timestamps), decided, base, decision, rebase)
@@ -263,6 +273,15 @@ class Detector:
         return merged
 
     @staticmethod
+    def _declared(declared: np.ndarray | None, shape: tuple[int, ...]) -> FloatArray | None:
+        if declared is None:
+            return None
+        charges = np.asarray(declared, dtype=np.float64)
+        if charges.shape != shape:
+            raise ValueError(f"declared must have the shape of values {shape}, got {charges.shape}")
+        return charges
+
+    @staticmethod
     def _rebase(rebase_at: np.ndarray | None, n_series: int) -> IntArray:
         if rebase_at is None:
             return np.full(n_series, -1, dtype=np.int64)
@@ -270,86 +289,6 @@ class Detector:
         if rebase.shape != (n_series,):
             raise ValueError(f"rebase_at must have shape ({n_series},), got {rebase.shape}")
         return rebase
-
-    def _charge_lookups(self, timestamps: np.ndarray, decided: IntArray) -> list[IntArray]:
-        """Per decided column, the columns of the same day (and same month end) one billing period
-        and more earlier, one (n_decided, lags) array per period and matching (-1 = none)."""
-        months = self.params.recurrence_months
-        if self.params.granularity != "daily" or months <= 0 or len(decided) == 0:
-            return []
-        periods = (tuple(range(1, months + 1)), *CHARGE_PERIODS[1:])
-        lookups = []
-        for lags in periods:
-            lookups.append(same_day_months_earlier(timestamps, lags)[decided])
-            lookups.append(month_ends_months_earlier(timestamps, lags)[decided])
-        return lookups
-
-    def _recurring_log_ratio(
-        self,
-        panel: FloatArray,
-        columns: IntArray,
-        everything: Forecast,
-        earlier: list[IntArray],
-        log_expected: FloatArray,
-        decided: IntArray,
-    ) -> FloatArray:
-        """Log ratio a calendar charge adds at each decided column (daily; 0 = none).
-
-        A recurring charge is either a fixed amount (a licence) or a share of usage (a support
-        plan, a commitment true-up: usage doubles, so does the charge). Both are learnt from
-        the same day one billing period and more earlier (and, on a month's last day, from the
-        earlier last days): monthly, quarterly at any phase, half-yearly, yearly. Per period the
-        base model's own decisions there are looked up: a majority of the available earlier
-        occurrences must have alerted. The step is judged against the reading (period, fixed or
-        share) nearest to it: it is only surprising if no reading covers it, and a drop only if it
-        falls short of every one (a share of usage learnt on a quiet day can overstate a fixed fee).
-        """
-        if not earlier:
-            return np.zeros_like(log_expected)
-        past_decision = decide(
-            panel[:, columns], everything, np.zeros((panel.shape[0], len(columns))), self._thresholds
-        )
-        lookup = np.full(panel.shape[1], -1, dtype=np.int64)
-        lookup[columns] = np.arange(len(columns))
-        readings = np.stack(
-            [
-                reading
-                for lags in earlier
-                for reading in _learnt_charge(
-                    past_decision, np.where(lags >= 0, lookup[np.maximum(lags, 0)], -1), log_expected
-                )
-            ]
-        )
-        learnt = readings > 0
-        lowest = np.min(np.where(learnt, readings, np.inf), axis=0)
-        highest = np.max(np.where(learnt, readings, -np.inf), axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            observed = panel[:, decided]
-            actual = np.where(observed > 0, np.log(observed) - log_expected, -np.inf)
-        nearest = np.clip(np.nan_to_num(actual, nan=-np.inf), lowest, highest)
-        return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
-
-
-def _learnt_charge(past: Decision, slot: IntArray, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none)."""
-    ratio = _recurring_from_history(past.log_ratio, past.is_anomaly, past.decided, slot)
-    dollars = _recurring_from_history(past.excess, past.is_anomaly, past.decided, slot)
-    with np.errstate(invalid="ignore", over="ignore"):
-        as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
-    return np.nan_to_num(ratio, nan=0.0), np.nan_to_num(as_fixed_amount, nan=0.0)
-
-
-def _recurring_from_history(amounts: FloatArray, alerted: BoolArray, decided: BoolArray, slot: IntArray) -> FloatArray:
-    """Median of past amounts where a majority of the earlier occurrences the model decided alerted
-    (one it could not decide, before the series had enough history, is no evidence either way)."""
-    index = np.maximum(slot, 0)
-    available = (slot >= 0)[None, :, :] & decided[:, index]
-    hits = alerted[:, index] & available
-    n_hits = hits.sum(axis=-1)
-    n_available = available.sum(axis=-1)
-    recurring = (n_hits >= 1) & (2 * n_hits >= n_available)
-    median = nanmedian_last(np.where(hits & recurring[..., None], amounts[:, index], np.nan))
-    return np.nan_to_num(median, nan=0.0)
 
 
 def _result(start: int, decision: Decision) -> DetectionResult:
