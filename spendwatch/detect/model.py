@@ -146,6 +146,7 @@ class ModelParams:
                 reference_cost=self.sustained_reference / (24.0 if self.granularity == "hourly" else 1.0),
                 cap=self.sustained_cap,
                 min_abs=float(full.min_impact_abs or 0.0),
+                step_z=self.z_threshold / self.sensitivity,
             ),
         )
 

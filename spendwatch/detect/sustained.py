@@ -56,6 +56,7 @@ class SustainedLimits:
     reference_cost: float  # $ per step at which ``run_length`` applies; cheaper series get longer ones
     cap: float  # largest increment one step may add, sigma units
     min_abs: float  # $ per step of the run the total excess must reach (materiality)
+    step_z: float  # a step this many sigmas over the reference is the step rule's: it adds nothing here
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,11 @@ def sustained_excess(
         run_length = limits.run_length * np.fmax(1.0, limits.reference_cost / expected_now)
         threshold = cusum_threshold(limits.allowance / scale, run_length)
         cap = np.fmin(limits.cap, threshold / MIN_RUN)[..., None]
+        standardised = excess / scale[..., None]
         increments = np.minimum((excess - limits.allowance) / scale[..., None], cap)
+        # A step the step rule flags on its own (a runaway hour, a spike) is not evidence of a
+        # moderate sustained excess: counted, the hours right after a runaway would alert.
+        increments = np.where(standardised > limits.step_z, 0.0, increments)
     increments = np.nan_to_num(increments, nan=0.0)
     # Sums over the last m steps, m = 1 .. span + 1 (index 0 = the decided step alone).
     from_right = np.cumsum(increments[..., ::-1], axis=-1)
