@@ -14,13 +14,27 @@ from typing import Literal
 
 import numpy as np
 
-from spendwatch.detect.calendar import month_ends_previous_months, same_day_previous_months
+from spendwatch.detect.charges import charge_lookups, declared_expectation, learnt_log_ratio, with_declared
+from spendwatch.detect.clocks import (
+    COMMON_ZONES,
+    changed_within,
+    check_zone,
+    choose_clock,
+    clock_advantage,
+    local_clocks,
+    local_grid,
+    merge_local,
+)
 from spendwatch.detect.kinds import Kind
-from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
+from spendwatch.detect.robust import BoolArray, FloatArray
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
-from spendwatch.detect.seasonal import IntArray, WindowSpec, forecast
+from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast, select
+from spendwatch.detect.sustained import SustainedLimits
 
 Granularity = Literal["daily", "hourly"]
+
+SUSTAINED_REFERENCE = {"daily": 28, "hourly": 7 * 24}
+"""Steps before the sustained test's span whose median level is its reference (four weeks, one week)."""
 
 _DEFAULTS: dict[str, dict[str, float | int]] = {
     "daily": {
@@ -29,6 +43,7 @@ _DEFAULTS: dict[str, dict[str, float | int]] = {
         "season_cycles": 8,
         "level_points": 7,
         "min_history": 14,
+        "sustained_span": 9,
     },
     "hourly": {
         "min_impact_abs": 2.0,
@@ -36,6 +51,7 @@ _DEFAULTS: dict[str, dict[str, float | int]] = {
         "season_cycles": 21,
         "level_points": 24,
         "min_history": 72,
+        "sustained_span": 11,
     },
 }
 
@@ -55,10 +71,16 @@ class ModelParams:
     season_cycles: int | None = None  # window length in cycles (weeks for daily, days for hourly)
     level_points: int | None = None  # observed points the short level is the median of
     min_history: int | None = None  # observed non-zero points needed before deciding
-    recurrence_months: int = 3  # months of day-of-month history for recurring charges (daily)
+    recurrence_months: int = 3  # previous months a monthly charge is learnt from (daily; 0 = no charges)
     intermittent_zero_share: float = 0.2  # above this share of zeros a zero is "job idle", not a drop
     scale_floor_pct: float = 0.02  # floor on the robust sigma as a fraction of the expected cost
     additive_gate: float = 0.5  # sigmas an offset must out-explain a ratio by to forecast additively
+    sustained_run_length: float = 1000.0  # steps between CUSUM false alarms on noise at the reference cost
+    sustained_reference: float = 100_000.0  # $ per day at which sustained_run_length applies
+    sustained_cap: float = 2.5  # largest increment (sigmas) one step adds to the CUSUM
+    sustained_span: int | None = None  # steps the CUSUM reads before the decided one; None -> default
+    time_zones: tuple[str, ...] = COMMON_ZONES  # local clocks an hourly series is tried against (and UTC)
+    clock_gate: float = 0.5  # sigmas a local clock must out-explain UTC by (hourly)
 
     def __post_init__(self) -> None:
         if self.granularity not in _DEFAULTS:
@@ -70,13 +92,19 @@ class ModelParams:
             raise ValueError(f"{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
         if not self.additive_gate >= 0:
             raise ValueError(f"additive_gate must be >= 0 (inf = never additive), got {self.additive_gate}")
+        if not self.clock_gate >= 0:
+            raise ValueError(f"clock_gate must be >= 0, got {self.clock_gate}")
+        for zone in self.time_zones:
+            check_zone(zone)
 
     @classmethod
-    def for_granularity(cls, granularity: Granularity, **overrides: float | int | None) -> ModelParams:
+    def for_granularity(
+        cls, granularity: Granularity, **overrides: float | int | tuple[str, ...] | None
+    ) -> ModelParams:
         """Parameters with the granularity's defaults filled in, then ``overrides`` applied."""
         if granularity not in _DEFAULTS:
             raise ValueError(f"granularity must be 'daily' or 'hourly', not {granularity!r}")
-        filled: dict[str, float | int | None] = dict(_DEFAULTS[granularity])
+        filled: dict[str, float | int | tuple[str, ...] | None] = dict(_DEFAULTS[granularity])
         filled.update({k: v for k, v in overrides.items() if v is not None})
         return cls(granularity=granularity, **filled)  # type: ignore[arg-type]
 
@@ -97,6 +125,8 @@ class ModelParams:
             min_points=int(full.min_history or 0),
             additive_gate=self.additive_gate,
             scale_floor=self.scale_floor_pct,
+            sustained_span=int(full.sustained_span or 0),
+            sustained_reference=SUSTAINED_REFERENCE[self.granularity],
         )
 
     def thresholds(self) -> Thresholds:
@@ -110,6 +140,14 @@ class ModelParams:
             scale_floor_pct=self.scale_floor_pct,
             intermittent_zero_share=self.intermittent_zero_share,
             hourly=self.granularity == "hourly",
+            sustained=SustainedLimits(
+                allowance=0.5 * float(np.log1p(full.min_impact_pct or 0.0)),
+                run_length=self.sustained_run_length / self.sensitivity,
+                reference_cost=self.sustained_reference / (24.0 if self.granularity == "hourly" else 1.0),
+                cap=self.sustained_cap,
+                min_abs=float(full.min_impact_abs or 0.0),
+                step_z=self.z_threshold / self.sensitivity,
+            ),
         )
 
 
@@ -158,12 +196,16 @@ class Detector:
         *,
         decide_from: int = 0,
         rebase_at: np.ndarray | None = None,
+        declared: np.ndarray | None = None,
     ) -> DetectionResult:
         """Decide columns ``decide_from .. n_steps-1``, each from columns ``<=`` itself only.
 
         ``values`` is float (n_series, n_steps), NaN = missing; ``timestamps`` the (n_steps,)
         UTC column starts; ``rebase_at`` per series: history before that column is not used
-        for the level (-1 = no rebase).
+        for the level (-1 = no rebase). ``declared`` (same shape as ``values``, optional) is the
+        part of each cost the bill itself calls a recurring charge (FOCUS ``ChargeFrequency``),
+        NaN where the bill does not say: such charges are kept out of the usage model and judged
+        against their own earlier occurrences (:mod:`spendwatch.detect.charges`).
         """
         panel = np.asarray(values, dtype=np.float64)
         if panel.ndim != 2:
@@ -174,11 +216,71 @@ class Detector:
         if not 0 <= decide_from <= n_steps:
             raise ValueError(f"decide_from must be within 0..{n_steps}, got {decide_from}")
         rebase = self._rebase(rebase_at, n_series)
+        charges = self._declared(declared, panel.shape)
+        usage = panel if charges is None else panel - np.nan_to_num(charges)
         decided = np.arange(decide_from, n_steps, dtype=np.int64)
-        base = forecast(panel, decided, self._spec, rebase, self._recent)
-        recurring = self._recurring_log_ratio(panel, timestamps, decided, rebase, base.log_expected)
+        months = self.params.recurrence_months if self.params.granularity == "daily" else 0
+        earlier = charge_lookups(np.asarray(timestamps), decided, months)
+        # One forecast for the decided columns and the earlier ones recurring charges are
+        # learnt from (in a backtest they are the same columns).
+        columns = np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64)
+        everything = forecast(usage, columns, self._spec, rebase, self._recent)
+        base = select(everything, np.searchsorted(columns, decided))
+        recurring = learnt_log_ratio(usage, columns, everything, earlier, decided, self._thresholds)
+        if charges is not None:
+            recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
+        if self.params.granularity == "hourly":
+            decision = self._on_local_clocks(panel, np.asarray(timestamps), decided, base, decision, rebase)
         return _result(decide_from, decision)
+
+    def _on_local_clocks(
+        self,
+        panel: FloatArray,
+        timestamps: np.ndarray,
+        decided: IntArray,
+        base: Forecast,
+        decision: Decision,
+        rebase: IntArray,
+    ) -> Decision:
+        """Re-decide, on a zone's local hour grid, the windows that a DST change of that zone
+        crosses and whose series that zone's clock explains better (see :mod:`clocks`)."""
+        clocks = local_clocks(timestamps, self.params.time_zones)
+        if not clocks or len(decided) == 0:
+            return decision
+        grids = [local_grid(panel, clock) for clock in clocks]
+        advantages = [
+            clock_advantage(panel, grid, clock, decided, self._spec.length)
+            for clock, grid in zip(clocks, grids, strict=True)
+        ]
+        noise = np.fmax(base.log_scale, self.params.scale_floor_pct)
+        changed = [changed_within(clock, decided, self._spec.length) for clock in clocks]
+        choice = choose_clock(advantages, changed, noise, self.params.clock_gate)
+        merged = Decision(*(np.array(getattr(decision, f)) for f in Decision.__dataclass_fields__))
+        for number, (clock, grid) in enumerate(zip(clocks, grids, strict=True)):
+            cells = (choice.best == number) & (choice.local | choice.unsure)
+            if not cells.any():
+                continue
+            rows, columns = np.flatnonzero(cells.any(axis=1)), np.flatnonzero(cells.any(axis=0))
+            local_rebase = np.where(rebase[rows] >= 0, clock.local_index[np.maximum(rebase[rows], 0)], -1)
+            local_columns = clock.local_index[decided[columns]]
+            on_local = forecast(grid[rows], local_columns, self._spec, local_rebase, self._recent)
+            observed = panel[np.ix_(rows, decided[columns])]
+            local = decide(observed, on_local, np.zeros(observed.shape), self._thresholds)
+            block = np.ix_(rows, columns)
+            merge_local(
+                merged, local, rows, columns, cells[block] & choice.local[block], cells[block] & choice.unsure[block]
+            )
+        return merged
+
+    @staticmethod
+    def _declared(declared: np.ndarray | None, shape: tuple[int, ...]) -> FloatArray | None:
+        if declared is None:
+            return None
+        charges = np.asarray(declared, dtype=np.float64)
+        if charges.shape != shape:
+            raise ValueError(f"declared must have the shape of values {shape}, got {charges.shape}")
+        return charges
 
     @staticmethod
     def _rebase(rebase_at: np.ndarray | None, n_series: int) -> IntArray:
@@ -188,61 +290,6 @@ class Detector:
         if rebase.shape != (n_series,):
             raise ValueError(f"rebase_at must have shape ({n_series},), got {rebase.shape}")
         return rebase
-
-    def _recurring_log_ratio(
-        self,
-        panel: FloatArray,
-        timestamps: np.ndarray,
-        decided: IntArray,
-        rebase: IntArray,
-        log_expected: FloatArray,
-    ) -> FloatArray:
-        """Log ratio a day-of-month charge adds at each decided column (daily; 0 = none).
-
-        A monthly charge is either a fixed amount (a licence) or a share of usage (a support
-        plan, a commitment true-up: usage doubles, so does the charge). Both are learnt from
-        the same day of earlier months (and, on a month's last day, from earlier last days),
-        and the larger expectation is used: the step is only surprising if neither covers it.
-        """
-        n_series = panel.shape[0]
-        months = self.params.recurrence_months
-        if self.params.granularity != "daily" or months <= 0 or len(decided) == 0:
-            return np.zeros((n_series, len(decided)))
-        stamps = np.asarray(timestamps)
-        by_day = same_day_previous_months(stamps, months)[decided]
-        by_month_end = month_ends_previous_months(stamps, months)[decided]
-        needed = np.unique(np.concatenate([by_day[by_day >= 0], by_month_end[by_month_end >= 0]]))
-        if len(needed) == 0:
-            return np.zeros((n_series, len(decided)))
-        past = forecast(panel, needed.astype(np.int64), self._spec, rebase, self._recent)
-        past_decision = decide(panel[:, needed], past, np.zeros((n_series, len(needed))), self._thresholds)
-        lookup = np.full(panel.shape[1], -1, dtype=np.int64)
-        lookup[needed] = np.arange(len(needed))
-        learnt = [
-            _learnt_charge(past_decision, np.where(earlier >= 0, lookup[np.maximum(earlier, 0)], -1), log_expected)
-            for earlier in (by_day, by_month_end)
-        ]
-        return np.fmax(*learnt)
-
-
-def _learnt_charge(past: Decision, slot: IntArray, log_expected: FloatArray) -> FloatArray:
-    """Log ratio of the larger of "fixed amount" and "share of usage" readings of past charges."""
-    ratio = _recurring_from_history(past.log_ratio, past.is_anomaly, slot)
-    dollars = _recurring_from_history(past.excess, past.is_anomaly, slot)
-    as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
-    return np.nan_to_num(np.fmax(ratio, as_fixed_amount), nan=0.0)
-
-
-def _recurring_from_history(amounts: FloatArray, alerted: BoolArray, slot: IntArray) -> FloatArray:
-    """Median of past amounts where a majority of the available earlier months alerted."""
-    available = slot >= 0
-    index = np.maximum(slot, 0)
-    hits = alerted[:, index] & available[None, :, :]
-    n_hits = hits.sum(axis=-1)
-    n_available = available.sum(axis=-1)[None, :]
-    recurring = (n_hits >= 1) & (2 * n_hits >= n_available)
-    median = nanmedian_last(np.where(hits & recurring[..., None], amounts[:, index], np.nan))
-    return np.nan_to_num(median, nan=0.0)
 
 
 def _result(start: int, decision: Decision) -> DetectionResult:

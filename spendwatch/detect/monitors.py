@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from spendwatch.config_types import Name
+from spendwatch.detect.clocks import check_zone
 from spendwatch.plugins import StrictModel
 from spendwatch.schema import DIMENSION_COLUMNS, DIMENSIONS, K8S_LABEL_PREFIX
 
@@ -23,6 +24,7 @@ def _check_dimension(value: str) -> str:
 
 
 Dimension = Annotated[str, AfterValidator(_check_dimension)]
+TimeZone = Annotated[str, AfterValidator(check_zone)]
 
 # Children an incident is split among, in the order the digest names them.
 DEFAULT_ATTRIBUTION: tuple[str, ...] = (
@@ -51,6 +53,11 @@ class MonitorConfig(StrictModel):
     )
     sensitivity: float = Field(
         default=1.0, gt=0, le=10, description="scales the statistical threshold: >1 alerts more, <1 less"
+    )
+    time_zones: list[TimeZone] = Field(
+        default_factory=list,
+        description="IANA zones whose local clock this monitor's hourly series may follow through DST changes "
+        "(tried first; daemon.timezone and common business zones are always tried)",
     )
     filters: dict[Dimension, list[str]] = Field(
         default_factory=dict, description="only lines whose dimension value is in the list"

@@ -30,6 +30,19 @@ def nanmedian_last(values: FloatArray) -> FloatArray:
     return np.where(n_valid > 0, median, np.nan)
 
 
+def nanmedian_and_quantile_last(values: FloatArray, quantile: float) -> tuple[FloatArray, FloatArray]:
+    """Median and the ``quantile`` (lower order statistic) over the last axis ignoring NaN, one sort."""
+    ordered = np.sort(values, axis=-1)
+    n_valid = np.count_nonzero(~np.isnan(values), axis=-1)
+    low = np.maximum((n_valid - 1) // 2, 0)[..., None]
+    high = np.maximum(n_valid // 2, 0)[..., None]
+    median = 0.5 * (np.take_along_axis(ordered, low, axis=-1) + np.take_along_axis(ordered, high, axis=-1))[..., 0]
+    rank = np.clip(np.floor(quantile * (n_valid - 1)).astype(np.int64), 0, None)[..., None]
+    upper = np.take_along_axis(ordered, rank, axis=-1)[..., 0]
+    empty = n_valid == 0
+    return np.where(empty, np.nan, median), np.where(empty, np.nan, upper)
+
+
 def mad_sigma_last(residuals: FloatArray) -> FloatArray:
     """Robust sigma of zero-centred residuals: 1.4826 * median(|r|) over the last axis."""
     return MAD_TO_SIGMA * nanmedian_last(np.abs(residuals))
@@ -39,3 +52,11 @@ def keep_last_valid(valid: BoolArray, count: int) -> BoolArray:
     """Mask keeping only the ``count`` right-most valid positions of each row."""
     from_right = np.cumsum(valid[..., ::-1], axis=-1)[..., ::-1]
     return valid & (from_right <= count)
+
+
+def nanmean_last(values: FloatArray) -> FloatArray:
+    """Mean over the last axis ignoring NaN; NaN where a row has no valid value (no warning)."""
+    valid = ~np.isnan(values)
+    count = np.count_nonzero(valid, axis=-1)
+    total = np.sum(np.where(valid, values, 0.0), axis=-1)
+    return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan), dtype=np.float64)

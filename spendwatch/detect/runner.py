@@ -23,6 +23,7 @@ import pandas as pd
 
 from spendwatch.clock import Clock
 from spendwatch.detect.attribution import Window, contributors, link_jobs
+from spendwatch.detect.clocks import COMMON_ZONES
 from spendwatch.detect.incidents import (
     ReconcileCounts,
     Segment,
@@ -58,6 +59,7 @@ class DetectionSettings:
     cost_column: str = "effective_cost"
     settle_lag: timedelta = timedelta(hours=1)
     severity: SeverityThresholds = field(default_factory=SeverityThresholds)
+    time_zone: str = "UTC"  # the daemon's zone: a local clock hourly series are also tried against
 
 
 @dataclass
@@ -93,6 +95,9 @@ class Panel:
     currencies: list[str]
     timestamps: list[datetime]
     values: np.ndarray
+    # $ of each cell the bill calls a recurring charge (FOCUS ChargeFrequency = Recurring); NaN where no
+    # line says; None when no line of the panel is recurring (the model then learns from history alone)
+    declared: np.ndarray | None = None
 
 
 def settings_from_config(config: Config) -> DetectionSettings:
@@ -107,6 +112,7 @@ def settings_from_config(config: Config) -> DetectionSettings:
         cost_column=detection.cost_column,
         settle_lag=max(lags),
         severity=SeverityThresholds(**detection.severity.model_dump()),
+        time_zone=config.daemon.timezone,
     )
 
 
@@ -233,10 +239,11 @@ def _detect_monitor(
         sensitivity=monitor.sensitivity,
         min_impact_abs=monitor.min_impact,
         min_impact_pct=monitor.min_impact_pct,
+        time_zones=candidate_zones(monitor, settings),
     )
     rebase = _rebase_indices(store, monitor.name, granularity, panel)
     decided = Detector(params).fit(panel.values, _as_datetime64(panel.timestamps), decide_from=decide_from,
-                                   rebase_at=rebase)  # fmt: skip
+                                   rebase_at=rebase, declared=panel.declared)  # fmt: skip
     window_start = panel.timestamps[decide_from] if decide_from < len(panel.timestamps) else newest
     series = _decisions(monitor.name, granularity, panel, decided, decide_from)
     watched = _series_with_incidents(
@@ -252,6 +259,12 @@ def _detect_monitor(
             )  # fmt: skip
     result.seconds = time.monotonic() - began
     return result
+
+
+def candidate_zones(monitor: MonitorConfig, settings: DetectionSettings) -> tuple[str, ...]:
+    """The local clocks an hourly series is tried against: the monitor's zones, the daemon's, then
+    the common business zones (each once, in that order; ties between zones go to the first)."""
+    return tuple(dict.fromkeys([*monitor.time_zones, settings.time_zone, *COMMON_ZONES]))
 
 
 def load_panel(
@@ -272,7 +285,8 @@ def load_panel(
     params: list[Any] = [start, end, *scored_params]
     sql = (
         f"SELECT {select}, billing_currency AS currency, date_trunc('{unit}', charge_period_start) AS ts, "
-        f"sum({cost_column}) AS cost FROM cost_lines WHERE {' AND '.join(clauses)} GROUP BY ALL"
+        f"sum({cost_column}) AS cost, sum({cost_column}) FILTER (WHERE charge_frequency = 'Recurring') AS recurring, "
+        f"count(charge_frequency) AS described FROM cost_lines WHERE {' AND '.join(clauses)} GROUP BY ALL"
     )
     frame = store.query_arrow(sql, params).to_pandas()
     step = _step(granularity)
@@ -291,7 +305,22 @@ def load_panel(
     dimensions = [dict(zip(monitor.dimensions, (str(v) for v in key[:-1]), strict=True)) for key in uniques]
     currencies = [str(key[-1]) for key in uniques]
     keys = [series_key(d, c) for d, c in zip(dimensions, currencies, strict=True)]
-    return Panel(keys, dimensions, currencies, timestamps, values)
+    return Panel(keys, dimensions, currencies, timestamps, values, _declared(frame, codes, column, values.shape))
+
+
+def _declared(frame: pd.DataFrame, codes: np.ndarray, column: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cells' declared recurring dollars (NaN where no line has a ChargeFrequency), or None if none."""
+    recurring = frame["recurring"].to_numpy(dtype=float, na_value=np.nan)
+    if not (np.nan_to_num(recurring) != 0).any():
+        return None
+    described = frame["described"].to_numpy(dtype=float) > 0
+    declared = np.full(shape, np.nan)
+    total = np.zeros(shape)
+    np.add.at(total, (codes[described], column[described]), np.nan_to_num(recurring[described]))
+    known = np.zeros(shape, dtype=bool)
+    known[codes[described], column[described]] = True
+    declared[known] = total[known]
+    return declared
 
 
 def series_key(dimensions: dict[str, str], currency: str) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.seasonal import Forecast
+from spendwatch.detect.sustained import SustainedLimits, filled_up, sustained_excess
 
 RECURRING_LOG_SCALE = 0.1
 """A learnt monthly charge is trusted to about +-10%: its ratio is an estimate from 1-3 samples."""
@@ -34,6 +35,7 @@ class Thresholds:
     scale_floor_pct: float
     intermittent_zero_share: float
     hourly: bool
+    sustained: SustainedLimits
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Decision:
     is_anomaly: BoolArray
     is_drop: BoolArray
     kind: np.ndarray
+    decided: BoolArray  # the model could decide the step (enough history, value observed)
 
 
 def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: Thresholds) -> Decision:
@@ -62,16 +65,22 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
     positive = usable & (observed > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(positive, (np.log(observed) - np.log(expected)) / scale, np.nan)
-        upper = _upper_bound(expected, expected_long, scale, limits)
+        upper = np.fmax(_upper_bound(expected, expected_long, scale, limits), np.exp(base.log_usual_high + recurring))
         spike = positive & (observed > upper)
         leak = positive & _rising_level(observed, expected_long, base, scale, limits)
-        is_anomaly = spike | leak
+        running = base.zero_share <= limits.intermittent_zero_share
+        sustained_scale = np.fmax(scale, base.sustained.spread)
+        sustained = positive & (
+            (running & sustained_excess(observed, base.sustained, recurring, sustained_scale, limits.sustained).alarm)
+            | filled_up(observed, base.sustained, limits.sustained, limits.intermittent_zero_share)
+        )
+        is_anomaly = spike | leak | sustained
         lower = np.minimum(expected * np.exp(-limits.z * scale), expected - _material(expected, limits))
         idle = (observed <= 0) & (base.zero_share > limits.intermittent_zero_share)
         is_drop = usable & ~is_anomaly & (observed < lower) & ~idle
-    kind = _kind(spike, leak, is_drop, base, scale, limits)
+    kind = _kind(spike, leak, sustained, is_drop, base, scale, limits)
     log_ratio = score * scale
-    return Decision(expected, lower, upper, score, log_ratio, observed - expected, is_anomaly, is_drop, kind)
+    return Decision(expected, lower, upper, score, log_ratio, observed - expected, is_anomaly, is_drop, kind, usable)
 
 
 def _effective_scale(log_scale: FloatArray, recurring: FloatArray, floor_pct: float) -> FloatArray:
@@ -121,6 +130,7 @@ def _rising_level(
 def _kind(
     spike: BoolArray,
     leak: BoolArray,
+    sustained: BoolArray,
     is_drop: BoolArray,
     base: Forecast,
     scale: FloatArray,
@@ -130,7 +140,6 @@ def _kind(
     kind = np.full(spike.shape, int(Kind.NONE), dtype=np.int8)
     kind[is_drop] = int(Kind.DROP)
     kind[spike] = int(Kind.SPIKE)
-    sustained = spike & previous_up
-    kind[sustained] = int(Kind.BURST if limits.hourly else Kind.SHIFT)
+    kind[(spike & previous_up) | sustained] = int(Kind.BURST if limits.hourly else Kind.SHIFT)
     kind[leak] = int(Kind.BURST if limits.hourly else Kind.LEAK)
     return kind

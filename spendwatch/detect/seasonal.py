@@ -43,8 +43,14 @@ from spendwatch.detect.robust import (
     FloatArray,
     keep_last_valid,
     mad_sigma_last,
+    nanmean_last,
+    nanmedian_and_quantile_last,
     nanmedian_last,
 )
+
+USUAL_QUANTILE = 0.9
+"""A step no higher than this quantile of its window's deseasonalised costs happens routinely
+(one step in ten or more): it is not a spike, however small the robust sigma."""
 
 IntArray = np.ndarray[tuple[int, ...], np.dtype[np.int64]]
 
@@ -63,6 +69,8 @@ class WindowSpec:
     min_points: int  # observed points needed before deciding at all
     additive_gate: float = 0.5  # noise sigmas an offset must beat a ratio by (inf = never additive)
     scale_floor: float = 0.02  # floor on the noise sigma the gate is measured in
+    sustained_span: int = 0  # window positions the sustained-excess test reads after its reference (0 = none)
+    sustained_reference: int = 0  # window positions before the span whose median level is the reference
 
     @property
     def length(self) -> int:
@@ -76,9 +84,33 @@ class Forecast:
     log_expected: FloatArray  # short level + season
     log_expected_long: FloatArray  # long level + season
     log_scale: FloatArray  # robust sigma of the noise (from successive changes)
+    log_usual_high: FloatArray  # the window's USUAL_QUANTILE deseasonalised level + season: a routine high
     zero_share: FloatArray  # share of $0 (or credit) observations in the window
     recent: FloatArray  # (n, m, k) last k deseasonalised values minus the long level
     decidable: BoolArray  # enough observed history to decide
+    sustained: Sustained  # the last window positions against the level before them
+
+
+RUN_TAIL = 3
+"""Spans of the window's tail in which a run of consecutive running steps is counted."""
+
+
+@dataclass(frozen=True)
+class Sustained:
+    """The last ``sustained_span`` window positions measured against the level *before* them.
+
+    The short level adapts to a shift within a few steps, so a shift that is small against the
+    noise never stands out from it; the sustained-excess test (:mod:`spendwatch.detect.sustained`)
+    accumulates these excesses instead. The reference is the median deseasonalised level of the
+    window positions before the span, so the span's own values cannot pull it up.
+    """
+
+    log_excess: FloatArray  # (n, m, s) log(cost) - (reference level + season), NaN = idle or missing
+    expected: FloatArray  # (n, m, s) dollars at the reference level: exp(reference level + season)
+    log_reference: FloatArray  # (n, m) reference level + season at the decided column
+    spread: FloatArray  # (n, m) winsorised std of the reference positions around the reference level
+    running_share: FloatArray  # (n, m) share of the observed reference positions with a positive cost
+    tail_running: FloatArray  # (n, m, 3 s) last window positions: 1 = a positive cost, 0 = $0 (idle), NaN = missing
 
 
 def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int) -> Forecast:
@@ -93,8 +125,32 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
     if not parts:
         empty = np.empty((values.shape[0], 0))
         no_recent = np.empty((values.shape[0], 0, recent))
-        return Forecast(empty, empty, empty, empty, no_recent, empty.astype(bool))
-    return Forecast(*(np.concatenate([getattr(p, f) for p in parts], axis=1) for f in Forecast.__dataclass_fields__))
+        no_span = np.empty((values.shape[0], 0, spec.sustained_span))
+        no_tail = np.empty((values.shape[0], 0, RUN_TAIL * spec.sustained_span))
+        no_sustained = Sustained(no_span, no_span, empty, empty, empty, no_tail)
+        return Forecast(empty, empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
+    return concatenate(parts)
+
+
+def select(whole: Forecast, positions: IntArray) -> Forecast:
+    """The forecast of the decided columns at ``positions`` (an index into ``whole``'s columns)."""
+    fields = [f for f in Forecast.__dataclass_fields__ if f != "sustained"]
+    chosen = {f: getattr(whole, f)[:, positions] for f in fields}
+    sustained = Sustained(*(getattr(whole.sustained, f)[:, positions] for f in Sustained.__dataclass_fields__))
+    return Forecast(**chosen, sustained=sustained)
+
+
+def concatenate(parts: list[Forecast]) -> Forecast:
+    """One forecast from forecasts of consecutive groups of columns."""
+    joined = {
+        f: np.concatenate([getattr(p, f) for p in parts], axis=1)
+        for f in Forecast.__dataclass_fields__
+        if f != "sustained"
+    }
+    sustained = Sustained(
+        *(np.concatenate([getattr(p.sustained, f) for p in parts], axis=1) for f in Sustained.__dataclass_fields__)
+    )
+    return Forecast(**joined, sustained=sustained)
 
 
 def _windows(values: FloatArray, columns: IntArray, length: int) -> FloatArray:
@@ -123,14 +179,65 @@ def _forecast_chunk(
     scale = mad_sigma_last(changes - nanmedian_last(changes)[..., None]) / np.sqrt(2.0)
     n_running = np.count_nonzero(~np.isnan(log_cost), axis=-1)
     decidable = (n_running >= spec.min_points) & ~np.isnan(fit.log_expected)
+    sustained = _sustained(log_cost, observed, season, season_held_out, keep, spec)
     fit = _additive_where_it_explains_better(fit, running, log_cost, keep, scale, spec)
     return Forecast(
         log_expected=fit.log_expected,
         log_expected_long=fit.log_expected_long,
         log_scale=scale,
+        log_usual_high=fit.usual_high,
         zero_share=np.count_nonzero(zeros, axis=-1) / np.maximum(np.count_nonzero(observed, axis=-1), 1),
         recent=fit.recent,
         decidable=decidable,
+        sustained=sustained,
+    )
+
+
+def _sustained(
+    log_cost: FloatArray,
+    observed: BoolArray,
+    season: FloatArray,
+    season_held_out: FloatArray,
+    keep: BoolArray,
+    spec: WindowSpec,
+) -> Sustained:
+    """The last ``sustained_span`` positions of each window against the median level of the
+    ``sustained_reference`` positions before them (all of them if 0): recent enough that a shift
+    older than the span becomes the reference a few steps later, long enough for a steady median."""
+    length, span = log_cost.shape[-1], spec.sustained_span
+    first = max(0, length - span - spec.sustained_reference) if spec.sustained_reference else 0
+    deseasonalised = np.where(keep, log_cost - season, np.nan)
+    reference = nanmedian_last(deseasonalised[..., first : length - span])
+    # The spread is that of the reference positions around the reference level with the season
+    # estimated from the other weeks (hourly): an in-sample hour-of-week offset fits its own noise.
+    # A winsorised standard deviation: the CUSUM sums residuals, so what matters is their variance,
+    # which a MAD understates when the costs are a mixture (two kinds of batch run, say); the
+    # clip at 4 robust sigmas keeps one spike in the reference from inflating it.
+    residuals = np.where(keep, log_cost - season_held_out, np.nan)[..., first : length - span]
+    residuals = residuals - nanmedian_last(residuals)[..., None]
+    robust = mad_sigma_last(residuals)
+    clipped = np.clip(residuals, -4 * robust[..., None], 4 * robust[..., None])
+    spread = np.sqrt(nanmean_last(clipped**2))
+    expected_log = reference[..., None] + season[..., length - span :]
+    with np.errstate(over="ignore"):
+        expected = np.exp(expected_log)
+    window = np.exp(log_cost)  # $0 and credits are NaN in log_cost: recover "idle" from the gaps' mask
+    before = window[..., first : length - span]
+    observed_before = observed[..., first : length - span]
+    running_before = np.count_nonzero(~np.isnan(before), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        running_share = running_before / np.count_nonzero(observed_before, axis=-1)
+    tail = min(length, RUN_TAIL * span)
+    tail_running = np.where(
+        observed[..., length - tail :], (~np.isnan(window[..., length - tail :])).astype(np.float64), np.nan
+    )
+    return Sustained(
+        log_excess=log_cost[..., length - span :] - expected_log,
+        expected=expected,
+        log_reference=reference + season[..., 0],
+        spread=spread,
+        running_share=running_share,
+        tail_running=tail_running,
     )
 
 
@@ -141,6 +248,7 @@ class _LevelFit:
     log_expected: FloatArray  # (...,) short level + season at the decided column
     log_expected_long: FloatArray  # (...,) long level + season at the decided column
     recent: FloatArray  # (..., k) log of the last k deseasonalised values over the long level
+    usual_high: FloatArray  # (...,) USUAL_QUANTILE of the deseasonalised window + season at the decided column
 
 
 def _level_fit(
@@ -150,14 +258,19 @@ def _level_fit(
     deseasonalised = np.where(keep, series - season, np.nan)
     short_mask = keep_last_valid(~np.isnan(deseasonalised), spec.level_points)
     level = nanmedian_last(np.where(short_mask, deseasonalised, np.nan))
-    level_long = nanmedian_last(deseasonalised)
+    level_long, high = nanmedian_and_quantile_last(deseasonalised, USUAL_QUANTILE)
     season_now = season[..., 0]
     last = deseasonalised[..., -recent:]
     if not additive:
-        return _LevelFit(level + season_now, level_long + season_now, last - level_long[..., None])
+        return _LevelFit(level + season_now, level_long + season_now, last - level_long[..., None], high + season_now)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = last / level_long[..., None]
-    return _LevelFit(_log_positive(level + season_now), _log_positive(level_long + season_now), _log_positive(relative))
+    return _LevelFit(
+        _log_positive(level + season_now),
+        _log_positive(level_long + season_now),
+        _log_positive(relative),
+        _log_positive(high + season_now),
+    )
 
 
 def _log_positive(values: FloatArray) -> FloatArray:
@@ -184,7 +297,7 @@ def _additive_where_it_explains_better(
     additive = _level_fit(dollars, season, keep[chosen], spec, fit.recent.shape[-1], additive=True)
     usable = ~np.isnan(additive.log_expected) & ~np.isnan(additive.log_expected_long)
     where = tuple(axis[usable] for axis in chosen)
-    merged = _LevelFit(fit.log_expected.copy(), fit.log_expected_long.copy(), fit.recent.copy())
+    merged = _LevelFit(fit.log_expected.copy(), fit.log_expected_long.copy(), fit.recent.copy(), fit.usual_high)
     merged.log_expected[where] = additive.log_expected[usable]
     merged.log_expected_long[where] = additive.log_expected_long[usable]
     merged.recent[where] = additive.recent[usable]

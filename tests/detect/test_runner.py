@@ -226,3 +226,56 @@ def test_cli_lists_shows_and_acknowledges(tmp_path: Path, clock: FixedClock) -> 
     missing = runner.invoke(main, ["-c", str(cfg_path), "anomalies", "show", "999"])
     assert missing.exit_code == 2 and "no anomaly with id 999" in missing.output
     assert "Traceback" not in missing.output
+
+
+# --- recurring charges the bill declares (FOCUS ChargeFrequency), hourly local clocks -----------------
+
+FEES = (
+    "monitors:\n  - {name: all, dimensions: [provider], granularity: [daily], charge_categories: [Usage, Purchase]}\n"
+)
+
+
+def fee_rows(days: list[int], amounts: list[float], frequency: str | None) -> list[dict[str, object]]:
+    return [
+        {"start": START + timedelta(days=d), "cost": a, "charge_category": "Purchase", "charge_frequency": frequency}
+        for d, a in zip(days, amounts, strict=True)
+    ]
+
+
+def alerts_with_fees(tmp_path: Path, clock: FixedClock, amounts: list[float], frequency: str | None) -> list[datetime]:
+    text = "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n" + FEES
+    cfg = parse_config(text, tmp_path / "sw.yaml", environ={})
+    store = Store(cfg.store.path, clock=clock)
+    usage = [{"start": START + timedelta(days=i), "cost": c} for i, c in enumerate(series(seed=3))]
+    fee_days = [65, 96]  # 2026-10-05 and 2026-11-05: a monthly fee, both inside the re-scored days
+    store.replace_cost_lines("bills", START, START + timedelta(days=DAYS), cost_lines(usage))
+    store.replace_cost_lines(
+        "fees", START, START + timedelta(days=DAYS), cost_lines(fee_rows(fee_days, amounts, frequency))
+    )
+    run_detection(cfg, store, clock)
+    return [i.first_seen for i in load_incidents(store, statuses=None) if i.kind != "drop"]
+
+
+def test_a_declared_recurring_fee_of_its_usual_size_never_alerts(tmp_path: Path, clock: FixedClock) -> None:
+    assert alerts_with_fees(tmp_path, clock, [8000.0, 8000.0], "Recurring") == []
+
+
+def test_a_declared_recurring_fee_bigger_than_before_alerts(tmp_path: Path, clock: FixedClock) -> None:
+    assert alerts_with_fees(tmp_path, clock, [8000.0, 24000.0], "Recurring") == [START + timedelta(days=96)]
+
+
+def test_without_charge_frequency_the_first_fee_alerts_and_the_second_is_learnt(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    assert alerts_with_fees(tmp_path, clock, [8000.0, 8000.0], None) == [START + timedelta(days=65)]
+
+
+def test_a_monitor_time_zone_must_be_a_known_zone(tmp_path: Path) -> None:
+    from spendwatch.errors import ConfigError
+
+    text = (
+        "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused}\nmonitors:\n"
+        "  - {name: svc, dimensions: [provider], granularity: [hourly], time_zones: [Mars/Olympus]}\n"
+    )
+    with pytest.raises(ConfigError, match="Mars/Olympus"):
+        parse_config(text, tmp_path / "sw.yaml", environ={})

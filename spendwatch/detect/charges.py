@@ -1,0 +1,126 @@
+"""Recurring charges: learnt from the series' own history, or declared by the bill.
+
+A recurring charge is either a fixed amount (a licence) or a share of usage (a support plan, a
+commitment true-up: usage doubles, so does the charge). With only totals (the backtest, a source
+without ``ChargeFrequency``) both readings are learnt from the same day one billing period and more
+earlier (and, on a month's last day, from the earlier last days): monthly, quarterly at any phase,
+half-yearly, yearly (:data:`~spendwatch.detect.calendar.CHARGE_PERIODS`). Per period the base
+model's own decisions there are looked up: a majority of the earlier occurrences it could decide
+must have alerted. The step is judged against the reading (period, fixed or share) nearest to it:
+it is only surprising if no reading covers it, and a drop only if it falls short of every one (a
+share of usage learnt on a quiet day can overstate a fixed fee). The first occurrence of a charge
+cannot be known from totals and alerts.
+
+Where the bill says which lines are recurring (FOCUS ``ChargeFrequency = Recurring``), those
+dollars are *declared*: they are taken out of the usage model and expected at their own earlier
+size at the same calendar slot (the occurrence nearest in size among the periods that had one);
+the first one is its own expectation (the bill says it recurs), a bigger one than before alerts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
+from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
+from spendwatch.detect.scoring import Decision, Thresholds, decide
+from spendwatch.detect.seasonal import Forecast, IntArray
+
+
+def charge_lookups(timestamps: np.ndarray, decided: IntArray, months: int) -> list[IntArray]:
+    """Per decided column, the columns of the same day (and same month end) one billing period
+    and more earlier: one (n_decided, lags) array per period and matching, -1 = before the data.
+    ``months`` is how many previous months a monthly charge is learnt from (0 = no charges)."""
+    if months <= 0 or len(decided) == 0:
+        return []
+    lookups = []
+    for lags in (tuple(range(1, months + 1)), *CHARGE_PERIODS[1:]):
+        lookups.append(same_day_months_earlier(timestamps, lags)[decided])
+        lookups.append(month_ends_months_earlier(timestamps, lags)[decided])
+    return lookups
+
+
+def learnt_log_ratio(
+    panel: FloatArray,
+    columns: IntArray,
+    everything: Forecast,
+    earlier: list[IntArray],
+    decided: IntArray,
+    limits: Thresholds,
+) -> FloatArray:
+    """Log ratio a learnt calendar charge adds at each decided column (0 = none).
+
+    ``everything`` is the forecast of ``columns`` (the decided ones and the ones ``earlier``
+    points at); the base decisions there, without any charge, say where charges happened.
+    """
+    log_expected = everything.log_expected[:, np.searchsorted(columns, decided)]
+    if not earlier:
+        return np.zeros_like(log_expected)
+    past = decide(panel[:, columns], everything, np.zeros((panel.shape[0], len(columns))), limits)
+    lookup = np.full(panel.shape[1], -1, dtype=np.int64)
+    lookup[columns] = np.arange(len(columns))
+    readings = np.stack(
+        [
+            reading
+            for lags in earlier
+            for reading in _readings(past, np.where(lags >= 0, lookup[np.maximum(lags, 0)], -1), log_expected)
+        ]
+    )
+    learnt = readings > 0
+    lowest = np.min(np.where(learnt, readings, np.inf), axis=0)
+    highest = np.max(np.where(learnt, readings, -np.inf), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = panel[:, decided]
+        actual = np.where(observed > 0, np.log(observed) - log_expected, -np.inf)
+    nearest = np.clip(np.nan_to_num(actual, nan=-np.inf), lowest, highest)
+    return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
+
+
+def _readings(past: Decision, slot: IntArray, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none)."""
+    ratio = _from_history(past.log_ratio, past.is_anomaly, past.decided, slot)
+    dollars = _from_history(past.excess, past.is_anomaly, past.decided, slot)
+    with np.errstate(invalid="ignore", over="ignore"):
+        as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
+    return np.nan_to_num(ratio, nan=0.0), np.nan_to_num(as_fixed_amount, nan=0.0)
+
+
+def _from_history(amounts: FloatArray, alerted: BoolArray, decided: BoolArray, slot: IntArray) -> FloatArray:
+    """Median of past amounts where a majority of the earlier occurrences the model decided alerted
+    (one it could not decide, before the series had enough history, is no evidence either way)."""
+    index = np.maximum(slot, 0)
+    available = (slot >= 0)[None, :, :] & decided[:, index]
+    hits = alerted[:, index] & available
+    n_hits = hits.sum(axis=-1)
+    n_available = available.sum(axis=-1)
+    recurring = (n_hits >= 1) & (2 * n_hits >= n_available)
+    median = nanmedian_last(np.where(hits & recurring[..., None], amounts[:, index], np.nan))
+    return np.nan_to_num(median, nan=0.0)
+
+
+def declared_expectation(declared: FloatArray, earlier: list[IntArray], decided: IntArray) -> FloatArray:
+    """$ a declared recurring charge is expected to cost at each decided column.
+
+    Per billing period, the median of the earlier declared amounts at its slots; of those, the one
+    nearest the current amount (a monthly fee and a yearly renewal can share a day). Without any
+    earlier occurrence (the first one, or hourly data) the charge is its own expectation.
+    """
+    current = np.nan_to_num(declared[:, decided])
+    if not earlier:
+        return current
+    per_period = []
+    for lags in earlier:
+        amounts = np.where(lags >= 0, declared[:, np.maximum(lags, 0)], np.nan)
+        per_period.append(nanmedian_last(np.where(amounts > 0, amounts, np.nan)))
+    candidates = np.stack(per_period)
+    distance = np.where(np.isnan(candidates), np.inf, np.abs(candidates - current[None]))
+    nearest = np.take_along_axis(candidates, np.argmin(distance, axis=0)[None], axis=0)[0]
+    return np.where(np.isnan(nearest), current, nearest)
+
+
+def with_declared(learnt: FloatArray, log_expected: FloatArray, declared: FloatArray) -> FloatArray:
+    """The log ratio that adds the declared charges' expected dollars to the usage expectation."""
+    usage = np.exp(log_expected + learnt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.log(usage + declared) - log_expected
+    return np.asarray(np.where(declared > 0, total, learnt), dtype=np.float64)
