@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from spendwatch.cli_util import Env, handle_errors, pass_env
+from spendwatch.cli_util import Env, echo_json, handle_errors, json_option, pass_env
 
 if TYPE_CHECKING:
     from spendwatch.clock import Clock
@@ -30,10 +30,17 @@ def _use_config(env: Env, config_path: str | None) -> None:
 @click.option("--force", is_flag=True, help="send even if that day's digest was already sent")
 @click.option("--no-charts", is_flag=True, help="leave out the incident charts")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help=_CONFIG_HELP)
+@json_option()
 @pass_env
 @handle_errors
 def digest_command(
-    env: Env, day: datetime | None, to_dir: str | None, force: bool, no_charts: bool, config_path: str | None
+    env: Env,
+    day: datetime | None,
+    to_dir: str | None,
+    force: bool,
+    no_charts: bool,
+    config_path: str | None,
+    as_json: bool,
 ) -> None:
     """Render the daily digest to files (--to-dir), or send it once through the configured channel.
 
@@ -44,15 +51,22 @@ def digest_command(
     config = env.config
     the_day = day.date() if day else datetime.now(ZoneInfo(config.daemon.timezone)).date()
     if to_dir is not None:
-        for path in render_to_dir(config, env.store, env.clock, the_day, Path(to_dir), charts=not no_charts):
+        written = render_to_dir(config, env.store, env.clock, the_day, Path(to_dir), charts=not no_charts)
+        if as_json:
+            echo_json({"day": the_day, "written": written})
+            return
+        for path in written:
             click.echo(f"wrote {path}")
         return
     from spendwatch.notify.send import send_digest
 
     outcome = send_digest(config, env.store, env.clock, the_day, force=force)
-    click.echo(outcome.message)
-    if outcome.recipients:
-        click.echo(f"  to: {', '.join(outcome.recipients)}")
+    if as_json:
+        echo_json(outcome)
+    else:
+        click.echo(outcome.message)
+        if outcome.recipients:
+            click.echo(f"  to: {', '.join(outcome.recipients)}")
     if outcome.status in ("failed", "busy"):
         sys.exit(1)
 

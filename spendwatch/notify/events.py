@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from spendwatch.notify.digest import format_money
+from spendwatch.money import format_money
 
 if TYPE_CHECKING:
     from spendwatch.killswitch.journal import ActionRecord

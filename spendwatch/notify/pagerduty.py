@@ -135,9 +135,14 @@ class PagerDutyChannel(Channel):
         if event.details:
             payload["custom_details"] = _details(event.details)
         body.update(payload=payload, client="spendwatch")
+        links = [{"href": self.config.client_url, "text": "spendwatch"}] if self.config.client_url else []
+        # The action page's signed links (acknowledge, approve …): spendwatch's own URLs, never from data.
+        signed = alert.chat.links if alert.chat else ()
+        links += [{"href": link.url, "text": _text(link.label, 100)} for link in signed]
         if self.config.client_url:
             body["client_url"] = self.config.client_url
-            body["links"] = [{"href": self.config.client_url, "text": "spendwatch"}]
+        if links:
+            body["links"] = links
         return body
 
 
