@@ -225,7 +225,7 @@ def reconcile(
                 counts.resolved += status == "resolved"
             continue
         matched.add(match.id)
-        status = _next_status(match, segment.kind, active)
+        status = _next_status(match, segment.kind, active, grew=numbers.last_seen > match.last_seen)
         first = min(match.first_seen, numbers.first_seen)
         _update(con, match.id, series, segment, numbers, points, status, first, active, severity, now)
         counts.updated += 1
@@ -244,12 +244,16 @@ def reconcile(
             counts.resolved += 1
 
 
-def _next_status(match: _Stored, kind: str, active: bool) -> str:
+def _next_status(match: _Stored, kind: str, active: bool, *, grew: bool) -> str:
     if match.status in FEEDBACK_STATUSES:
         return match.status
     if kind == "drop":
         return "reported"
-    return "ongoing" if active else "resolved"
+    if not active:
+        return "resolved"
+    # A re-run over the same data (after a crash, or twice in a day) must leave what the first run left:
+    # an incident becomes ongoing only when a newer step still shows it.
+    return "open" if match.status == "open" and not grew else "ongoing"
 
 
 def _stored_near(con: Connection, series: SeriesDecisions, since: datetime) -> list[_Stored]:
