@@ -119,12 +119,16 @@ def test_a_config_of_built_in_types_reads_no_entry_points(
 
 
 def test_importing_spendwatch_reads_no_entry_points(tmp_path: Path) -> None:
-    """A fresh interpreter: importing the CLI and the config module scans nothing."""
+    """A fresh interpreter: importing the CLI and the config module scans no spendwatch plugin group."""
     import subprocess
 
     probe = (
         "import importlib.metadata as m\n"
-        "def refuse(**k): raise SystemExit('entry points read at import')\n"
+        "real = m.entry_points\n"
+        "def refuse(**k):\n"
+        "    if str(k.get('group', '')).startswith('spendwatch'):\n"
+        "        raise SystemExit('entry points read at import')\n"
+        "    return real(**k)\n"  # pydantic reads its own plugin group; only ours must wait
         "m.entry_points = refuse\n"
         "import spendwatch.cli, spendwatch.config, spendwatch.notify.alerts, spendwatch.killswitch.config\n"
         "print('ok')\n"

@@ -89,7 +89,7 @@ def test_a_breach_opens_one_incident_and_one_cancel_in_enforce_mode(
     assert incident.monitor == "guard:default" and incident.status == "resolved"  # the job ended after the cancel
     assert incident.dimensions["owner"] == "dana.kim@example.com" and incident.dimensions["limit"] == "job-cost"
     assert incident.actual_total == pytest.approx(531.25) and incident.expected_total == 500
-    assert "dana.kim@example.com's query bquxjob_runaway in analytics-warehouse cost 531.25 USD" in (
+    assert "dana.kim@example.com's query bquxjob_runaway in analytics-warehouse cost $531.25" in (
         incident.culprit_sentence()
     )
     assert incident.jobs[0].state == "ENDED" and "bytes processed so far" in (incident.jobs[0].cost_method or "")
@@ -310,7 +310,7 @@ def test_a_guard_incident_reaches_the_immediate_alerts(
     assert sent.sent == 1 and sent.failed == 0
     [alert] = [json.loads(p.read_text()) for p in (tmp_path / "outbox").glob("*.json")]
     text = json.dumps(alert)
-    assert "dana.kim@example.com's query bquxjob_runaway in analytics-warehouse cost 625.00 USD" in text
+    assert "dana.kim@example.com's query bquxjob_runaway in analytics-warehouse cost $625.00" in text
     assert "HIGH guard" in text
 
 

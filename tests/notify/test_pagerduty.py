@@ -116,7 +116,7 @@ def test_an_incident_is_triggered_acknowledged_resolved_and_triggered_again(
     assert all(pagerduty.alerts[f"spendwatch:incident:{i}"].severity == mapped[s] for i, s in open_high)
     event = next(e for e in pagerduty.events if e["dedup_key"] == f"spendwatch:incident:{critical}")
     assert event["payload"]["source"] == "aws/111111111111" and event["payload"]["component"] == "Amazon EC2"
-    assert event["payload"]["summary"].startswith("CRITICAL spike: aws / 111111111111 / Amazon EC2 — +$50,000 over")
+    assert event["payload"]["summary"].startswith("CRITICAL spike: aws / 111111111111 / Amazon EC2 — +$50,000.00 over")
     assert event["payload"]["custom_details"]["acknowledge_command"] == f"spendwatch anomalies ack {critical}"
     assert run_alerts(config, store, clock).sent == 0  # nothing twice
 
