@@ -2,8 +2,10 @@
 
 Clients, chosen on purpose:
 
-* Dataproc: the real ``google-cloud-dataproc`` client (``ClusterControllerClient``,
-  ``BatchControllerClient``) over REST — a light package (proto-plus + google-api-core).
+* Dataproc: the v1 REST resources ``clusters.list`` and ``batches.list`` through ``spendwatch.gcp_rest``
+  (an ``AuthorizedSession``, injectable as the ``dataproc_session`` client; each page retried on
+  429/5xx with google-api-core's ``Retry``). The client library, google-cloud-dataproc, adds its
+  generated code and proto-plus to every install for two list calls.
 * Vertex AI: ``customJobs.list`` through ``google-auth``'s ``AuthorizedSession`` with google-api-core's
   ``Retry`` and exception mapping. The only Python client for it, ``google-cloud-aiplatform``, is a
   ~300 MB virtualenv of 48 packages (measured: ``pip install`` 39 s, 188 MB under ``google/`` alone)
@@ -30,7 +32,8 @@ from spendwatch.collectors.base import Problem, SourceContext
 from spendwatch.collectors.gcp_common import call_google, make_retry
 from spendwatch.collectors.gcp_jobs import GcpJobsConfig, jobs_table, owner_of
 from spendwatch.collectors.gcp_prices import PriceTable, machine_shape
-from spendwatch.connections import gcp_client_options, gcp_credentials
+from spendwatch.connections import gcp_credentials
+from spendwatch.gcp_rest import GoogleRest, base_url, field, number, session_for
 
 SPOT_FACTOR = 0.3
 VERTEX_RUNNING = ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING")
@@ -233,79 +236,72 @@ def running_vertex_jobs(
 # -- Dataproc -------------------------------------------------------------------------------------
 
 
-def _dataproc_client(config: GcpJobsConfig, context: SourceContext, kind: str, region: str) -> Any:
-    injected = context.clients.get(f"dataproc_{kind}_client")
-    if injected is not None:
-        return injected
-    from google.cloud import dataproc_v1
-
-    options = gcp_client_options(config.gcp, "dataproc") or {"api_endpoint": f"{region}-dataproc.googleapis.com"}
-    cls = dataproc_v1.ClusterControllerClient if kind == "cluster" else dataproc_v1.BatchControllerClient
-    return cls(credentials=gcp_credentials(config.gcp), transport="rest", client_options=options)
+def _dataproc_rest(config: GcpJobsConfig, context: SourceContext, region: str) -> GoogleRest:
+    """Dataproc's regional REST endpoint through the injected ``dataproc_session`` or a new authorised one."""
+    session = context.clients.get("dataproc_session") or session_for(config.gcp)
+    return GoogleRest(session, base_url(config.gcp, "dataproc", region), retry=make_retry(config.retry))
 
 
-def _enum_name(value: Any) -> str:
-    return str(getattr(value, "name", value) or "UNKNOWN")
-
-
-def _group_hourly(prices: PriceTable, group: Any, unknown: list[str]) -> tuple[float, int, str | None]:
-    count = int(group.num_instances or 0)
+def _group_hourly(prices: PriceTable, group: dict[str, Any], unknown: list[str]) -> tuple[float, int, str | None]:
+    count = number(group.get("numInstances"))
     if not count:
         return 0.0, 0, None
-    machine_type = (group.machine_type_uri or "").rsplit("/", 1)[-1]
+    machine_type = str(group.get("machineTypeUri") or "").rsplit("/", 1)[-1]
     base = prices.machine_hourly(machine_type)
     if base is None:
         unknown.append(machine_type or "(no machine type)")
         base = 0.0
     gpus = 0.0
-    for accelerator in [] if prices.includes_gpus(machine_type) else group.accelerators:
-        kind = (accelerator.accelerator_type_uri or "").rsplit("/", 1)[-1]
+    for accelerator in [] if prices.includes_gpus(machine_type) else group.get("accelerators") or []:
+        kind = str(accelerator.get("acceleratorTypeUri") or "").rsplit("/", 1)[-1]
         price = prices.gpu_hourly(kind)
         if price is None:
             unknown.append(kind)
             price = 0.0
-        gpus += int(accelerator.accelerator_count or 0) * price
+        gpus += number(accelerator.get("acceleratorCount")) * price
     shape = machine_shape(machine_type)
     premium = (shape.vcpus if shape else 0) * prices.dataproc_vcpu_hour
-    factor = SPOT_FACTOR if _enum_name(getattr(group, "preemptibility", "")) in ("PREEMPTIBLE", "SPOT") else 1.0
+    factor = SPOT_FACTOR if group.get("preemptibility") in ("PREEMPTIBLE", "SPOT") else 1.0
     return count * ((base + gpus) * factor + premium), count, machine_type
 
 
 def _cluster_record(
-    config: GcpJobsConfig, prices: PriceTable, cluster: Any, region: str, now: datetime
+    config: GcpJobsConfig, prices: PriceTable, cluster: dict[str, Any], region: str, now: datetime
 ) -> dict[str, Any]:
     unknown: list[str] = []
     hourly, instances, types = 0.0, 0, []
-    for group in (cluster.config.master_config, cluster.config.worker_config, cluster.config.secondary_worker_config):
-        cost, count, machine_type = _group_hourly(prices, group, unknown)
+    settings = cluster.get("config") or {}
+    for group in ("masterConfig", "workerConfig", "secondaryWorkerConfig"):
+        cost, count, machine_type = _group_hourly(prices, settings.get(group) or {}, unknown)
         hourly += cost
         instances += count
         if machine_type:
             types.append(machine_type)
-    raw_state = _enum_name(cluster.status.state)
-    history = [t for h in cluster.status_history if (t := _ts(h.state_start_time)) is not None]
-    created = min(history) if history else _ts(cluster.status.state_start_time)
-    end = now if raw_state in _CLUSTER_ACTIVE else _ts(cluster.status.state_start_time) or now
+    raw_state = str(field(cluster, "status", "state") or "UNKNOWN")
+    history = [t for h in cluster.get("statusHistory") or [] if (t := _ts(h.get("stateStartTime"))) is not None]
+    state_since = _ts(field(cluster, "status", "stateStartTime"))
+    created = min(history) if history else state_since
+    end = now if raw_state in _CLUSTER_ACTIVE else state_since or now
     so_far = hourly * _hours(created, end)
-    lifecycle = cluster.config.lifecycle_config
-    ttl = _seconds(lifecycle.auto_delete_ttl)
-    delete_at = _ts(lifecycle.auto_delete_time)
+    ttl = _seconds(field(settings, "lifecycleConfig", "autoDeleteTtl"))
+    delete_at = _ts(field(settings, "lifecycleConfig", "autoDeleteTime"))
     if delete_at is None and ttl and created:
         delete_at = created + timedelta(seconds=ttl)
     projected = hourly * _hours(created, delete_at) if delete_at and raw_state in _CLUSTER_ACTIVE else None
-    labels = dict(cluster.labels)
+    labels = dict(cluster.get("labels") or {})
     owner, owner_source = owner_of(labels, config.owner_tags)
     method = f"nodes × (machine + GPUs) + Dataproc ${prices.dataproc_vcpu_hour}/vCPU-hour × hours ({prices.source})"
     if unknown:
         method += f"; no price for {', '.join(sorted(set(unknown)))}"
-    resource = f"projects/{cluster.project_id}/regions/{region}/clusters/{cluster.cluster_name}"
+    project, name = cluster.get("projectId", ""), cluster.get("clusterName", "")
+    resource = f"projects/{project}/regions/{region}/clusters/{name}"
     return {
         "platform": "dataproc",
-        "job_id": f"{resource}/{cluster.cluster_uuid}",
+        "job_id": f"{resource}/{cluster.get('clusterUuid', '')}",
         "provider": "gcp",
-        "sub_account_id": cluster.project_id,
+        "sub_account_id": project,
         "region_id": region,
-        "name": cluster.cluster_name,
+        "name": name,
         "owner": owner,
         "owner_source": owner_source,
         "state": _CLUSTER_STATES.get(raw_state, raw_state),
@@ -323,33 +319,34 @@ def _cluster_record(
     }
 
 
-def _batch_record(config: GcpJobsConfig, prices: PriceTable, batch: Any, now: datetime) -> dict[str, Any]:
-    state = _enum_name(batch.state)
-    created = _ts(batch.create_time)
-    ended = None if state in ("PENDING", "RUNNING", "CANCELLING") else _ts(batch.state_time)
-    usage = batch.runtime_info.approximate_usage
-    current = batch.runtime_info.current_usage
+def _batch_record(config: GcpJobsConfig, prices: PriceTable, batch: dict[str, Any], now: datetime) -> dict[str, Any]:
+    state = str(batch.get("state") or "STATE_UNSPECIFIED")
+    created = _ts(batch.get("createTime"))
+    ended = None if state in ("PENDING", "RUNNING", "CANCELLING") else _ts(batch.get("stateTime"))
     price = prices.dataproc_serverless_dcu_hour
-    rate = (current.milli_dcu or 0) / 1000 * price  # $/hour at the current size
-    if usage.milli_dcu_seconds:
-        so_far = usage.milli_dcu_seconds / 1000 / 3600 * price
+    rate = number(field(batch, "runtimeInfo", "currentUsage", "milliDcu")) / 1000 * price  # $/hour at the current size
+    used = number(field(batch, "runtimeInfo", "approximateUsage", "milliDcuSeconds"))
+    if used:
+        so_far = used / 1000 / 3600 * price
         method = f"approximate DCU-hours × ${price}/DCU-hour"
     else:
         so_far = rate * _hours(created, ended or now)
         method = f"current DCUs × elapsed × ${price}/DCU-hour"
-    ttl = _seconds(batch.environment_config.execution_config.ttl)
+    ttl = _seconds(field(batch, "environmentConfig", "executionConfig", "ttl"))
     projected = rate * ttl / 3600 if ttl and ended is None and rate else (so_far if ended else None)
-    labels = dict(batch.labels)
-    owner, owner_source = owner_of(labels, config.owner_tags, (batch.creator or None, "creator"))
-    parts = batch.name.split("/")
+    labels = dict(batch.get("labels") or {})
+    creator = batch.get("creator") or None
+    owner, owner_source = owner_of(labels, config.owner_tags, (creator, "creator"))
+    name = str(batch.get("name") or "")
+    parts = name.split("/")
     return {
         "platform": "dataproc",
-        "job_id": batch.name,
+        "job_id": name,
         "provider": "gcp",
-        "sub_account_id": parts[1],
-        "region_id": parts[3],
+        "sub_account_id": parts[1] if len(parts) > 1 else None,
+        "region_id": parts[3] if len(parts) > 3 else None,
         "name": parts[-1],
-        "user": batch.creator or None,
+        "user": creator,
         "owner": owner,
         "owner_source": owner_source,
         "state": {"CANCELLING": "STOPPING"}.get(state, state),
@@ -360,7 +357,7 @@ def _batch_record(config: GcpJobsConfig, prices: PriceTable, batch: Any, now: da
         "projected_cost": projected,
         "cost_method": method,
         "billing_currency": prices.currency,
-        "resource_id": batch.name,
+        "resource_id": name,
         "labels": labels,
     }
 
@@ -368,66 +365,60 @@ def _batch_record(config: GcpJobsConfig, prices: PriceTable, batch: Any, now: da
 def _dataproc_records(
     config: GcpJobsConfig, context: SourceContext, projects: list[str], prices: PriceTable, since: datetime | None
 ) -> list[dict[str, Any]]:
-    retry = make_retry(config.retry)
     now = context.clock.now()
     records: list[dict[str, Any]] = []
     for project in projects:
         for region in config.regions:
+            rest = _dataproc_rest(config, context, region)
             if config.dataproc.clusters:
-                client = _dataproc_client(config, context, "cluster", region)
-                cluster_filter = "status.state = ACTIVE" if since is None else ""
-
-                def clusters_page(
-                    client: Any = client,
-                    project: str = project,
-                    region: str = region,
-                    cluster_filter: str = cluster_filter,
-                ) -> list[Any]:
-                    return list(
-                        client.list_clusters(
-                            project_id=project, region=region, filter=cluster_filter, retry=retry, timeout=60
-                        )
-                    )
-
-                clusters = call_google(
-                    clusters_page,
-                    source=config.name,
-                    doing="listing Dataproc clusters",
-                    method="dataproc.clusters.list",
+                params = {"pageSize": str(config.page_size)}
+                if since is None:
+                    params["filter"] = "status.state = ACTIVE"
+                clusters = _listed(
+                    config, context, rest, f"v1/projects/{project}/regions/{region}/clusters", "clusters", params,
+                    doing="listing Dataproc clusters", method="dataproc.clusters.list",
                     resource=f"projects/{project}/regions/{region}",
-                )
-                context.count("gcp_api_calls")
+                )  # fmt: skip
                 records += [_cluster_record(config, prices, c, region, now) for c in clusters]
             if config.dataproc.batches:
-                client = _dataproc_client(config, context, "batch", region)
                 filters = ["state = RUNNING", "state = PENDING"]
                 if since is not None:
                     filters.append(f'create_time > "{since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"')
                 seen: dict[str, dict[str, Any]] = {}
+                parent = f"projects/{project}/locations/{region}"
                 for batch_filter in filters:
-
-                    def batches_page(
-                        client: Any = client,
-                        project: str = project,
-                        region: str = region,
-                        batch_filter: str = batch_filter,
-                    ) -> list[Any]:
-                        parent = f"projects/{project}/locations/{region}"
-                        request = {"parent": parent, "filter": batch_filter, "page_size": config.page_size}
-                        return list(client.list_batches(request=request, retry=retry, timeout=60))
-
-                    batches = call_google(
-                        batches_page,
-                        source=config.name,
-                        doing="listing Dataproc Serverless batches",
-                        method="dataproc.batches.list",
-                        resource=f"projects/{project}/locations/{region}",
-                    )
-                    context.count("gcp_api_calls")
+                    params = {"filter": batch_filter, "pageSize": str(config.page_size)}
+                    batches = _listed(
+                        config, context, rest, f"v1/{parent}/batches", "batches", params,
+                        doing="listing Dataproc Serverless batches", method="dataproc.batches.list", resource=parent,
+                    )  # fmt: skip
                     for batch in batches:
-                        seen[batch.name] = _batch_record(config, prices, batch, now)
+                        record = _batch_record(config, prices, batch, now)
+                        seen[record["job_id"]] = record
                 records += list(seen.values())
     return records
+
+
+def _listed(
+    config: GcpJobsConfig,
+    context: SourceContext,
+    rest: GoogleRest,
+    path: str,
+    items: str,
+    params: dict[str, str],
+    *,
+    doing: str,
+    method: str,
+    resource: str,
+) -> list[dict[str, Any]]:
+    """Every page of a list call (each page retried on its own), counted per request."""
+    return call_google(
+        lambda: list(rest.pages(path, items, params, page=lambda: context.count("gcp_api_calls"))),
+        source=config.name,
+        doing=doing,
+        method=method,
+        resource=resource,
+    )
 
 
 def collect_dataproc(

@@ -1,7 +1,7 @@
 """The guard's view of the cloud clients: every call rate-limited, static descriptions reused.
 
 The listers in ``spendwatch.collectors`` call their APIs through clients they are handed (the
-``aws:<service>`` / ``bigquery_client`` / ``vertex_session`` / ``dataproc_*_client`` seams). The guard
+``aws:<service>`` / ``bigquery_client`` / ``vertex_session`` / ``dataproc_session`` seams). The guard
 hands them these wrappers, so without changing a line of the listers:
 
 * every request first takes a token from its API's bucket (``ratelimit.RateLimiter``);
@@ -251,36 +251,24 @@ class VertexSessionProxy:
         return self._session.get(url, *args, **kwargs)
 
 
-class DataprocProxy:
-    """A Dataproc controller client whose list calls (every page) are rate-limited per project and region."""
+class DataprocSessionProxy:
+    """An ``AuthorizedSession`` for Dataproc whose requests (each list page) are rate-limited per API and region.
 
-    def __init__(self, client: Any, limiter: RateLimiter, api: str, region: str) -> None:
-        self._client = client
+    The lister sends ``GET …/projects/{p}/regions/{r}/clusters`` and ``…/locations/{r}/batches``
+    through ``GoogleRest``, which calls ``request``; each goes to the bucket of its list API.
+    """
+
+    def __init__(self, session: Any, limiter: RateLimiter) -> None:
+        self._session = session
         self._limiter = limiter
-        self._api = api
-        self._region = region
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+        return getattr(self._session, name)
 
-    def list_clusters(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        scope = f"{kwargs.get('project_id', '')}/{self._region}"
-        self._limiter.take(self._api, scope)
-        return self._rest(self._client.list_clusters(*args, **kwargs), "clusters", scope)
-
-    def list_batches(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        parent = str((kwargs.get("request") or {}).get("parent", ""))
-        parts = parent.split("/")
-        scope = f"{parts[1] if len(parts) > 1 else ''}/{self._region}"
-        self._limiter.take(self._api, scope)
-        return self._rest(self._client.list_batches(*args, **kwargs), "batches", scope)
-
-    def _rest(self, pager: Any, items: str, scope: str) -> Iterator[Any]:
-        pages = getattr(pager, "pages", None)
-        if pages is None:
-            yield from pager
-            return
-        for index, page in enumerate(pages):
-            if index:  # the first page came with the call above; each later one is another request
-                self._limiter.take(self._api, scope)
-            yield from getattr(page, items)
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        parts = urlsplit(url).path.split("/")
+        project = parts[parts.index("projects") + 1] if "projects" in parts else ""
+        where = next((parts[i + 1] for i, p in enumerate(parts[:-1]) if p in ("regions", "locations")), "")
+        api = "dataproc:batches.list" if parts[-1] == "batches" else "dataproc:clusters.list"
+        self._limiter.take(api, f"{project}/{where}")
+        return self._session.request(method, url, *args, **kwargs)

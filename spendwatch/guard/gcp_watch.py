@@ -16,9 +16,10 @@ from typing import Any
 from spendwatch.collectors.gcp_common import bigquery_client
 from spendwatch.collectors.gcp_jobs import GcpJobsConfig, list_running, price_table, projects_for
 from spendwatch.collectors.gcp_prices import PriceOverrides, PriceTable
-from spendwatch.connections import gcp_client_options, gcp_credentials
+from spendwatch.connections import gcp_credentials
 from spendwatch.errors import ConfigError, SourceError
-from spendwatch.guard.clients import BigQueryProxy, DataprocProxy, VertexSessionProxy
+from spendwatch.gcp_rest import session_for
+from spendwatch.guard.clients import BigQueryProxy, DataprocSessionProxy, VertexSessionProxy
 from spendwatch.guard.config import GuardConfig
 from spendwatch.guard.estimate import bigquery_stats, labels_of, refine_bigquery, scope_of
 from spendwatch.guard.state import Listing, WatchState
@@ -188,25 +189,6 @@ def _vertex(
 def _dataproc(
     config: GcpJobsConfig, state: WatchState, clients: dict[str, Any], now: datetime, store: Store | None
 ) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    for region in config.regions:
-        seams = dict(clients)
-        for kind, api, wanted in (
-            ("cluster", "dataproc:clusters.list", config.dataproc.clusters),
-            ("batch", "dataproc:batches.list", config.dataproc.batches),
-        ):
-            if not wanted:
-                continue
-            client = clients.get(f"dataproc_{kind}_client") or _dataproc_client(config, kind, region)
-            seams[f"dataproc_{kind}_client"] = DataprocProxy(client, state.limiter, api, region)
-        regional = config.model_copy(update={"regions": [region]})
-        records += _rows(list_running(regional, clients=seams, clock=_Fixed(now), store=store))
-    return records
-
-
-def _dataproc_client(config: GcpJobsConfig, kind: str, region: str) -> Any:
-    from google.cloud import dataproc_v1
-
-    options = gcp_client_options(config.gcp, "dataproc") or {"api_endpoint": f"{region}-dataproc.googleapis.com"}
-    cls = dataproc_v1.ClusterControllerClient if kind == "cluster" else dataproc_v1.BatchControllerClient
-    return cls(credentials=gcp_credentials(config.gcp), transport="rest", client_options=options)
+    session = clients.get("dataproc_session") or session_for(config.gcp)
+    seams = {**clients, "dataproc_session": DataprocSessionProxy(session, state.limiter)}
+    return _rows(list_running(config, clients=seams, clock=_Fixed(now), store=store))

@@ -1,22 +1,25 @@
-"""Google Cloud actions, through the real client libraries (REST transport) or Google's REST API.
+"""Google Cloud actions, through google-cloud-bigquery / -billing or Google's REST APIs directly.
 
 =====================  ===================================================  =========================
-action                 library                                              why
+action                 how                                                  why
 =====================  ===================================================  =========================
 bigquery-job-cancel    google-cloud-bigquery ``Client.cancel_job``          already a dependency
-gce-instance-stop /    google-cloud-compute ``InstancesClient``             REST-only library
- -suspend
-dataproc-cluster-stop  google-cloud-dataproc ``ClusterControllerClient``    ``transport="rest"``
-gke-node-pool-         google-cloud-container ``ClusterManagerClient``      ``transport="rest"``; sizes
- scale-to-zero          + compute ``InstanceGroupManagersClient``            read from the node pool's MIGs
-vertex-custom-job-     Vertex AI REST API ``customJobs.get/cancel`` via     google-cloud-aiplatform pulls
- cancel                 ``google.auth`` ``AuthorizedSession``                ~100 MB for two calls
+gce-instance-stop /    Compute Engine REST ``instances.get/stop/start/      the client library is
+ -suspend               suspend/resume`` (``spendwatch.gcp_rest``)           ~65 MB for four calls
+dataproc-cluster-stop  Dataproc REST ``clusters.get/stop/start``            as above
+gke-node-pool-         GKE REST ``nodePools.get/setSize/setAutoscaling``,   as above; sizes read from
+ scale-to-zero          ``operations.get`` + Compute ``instanceGroupManagers``  the node pool's MIGs
+vertex-custom-job-     Vertex AI REST API ``customJobs.get/cancel``         google-cloud-aiplatform pulls
+ cancel                                                                      ~100 MB for two calls
 gcp-project-disable-   google-cloud-billing ``CloudBillingClient`` +        labels (env=prod …) come
  billing                Resource Manager v3 ``projects.get`` (REST)          from Resource Manager
 =====================  ===================================================  =========================
 
-Long-running operations are started, not awaited (their name is journaled), except the GKE
-autoscaling change that must finish before the node pool can be resized.
+REST calls go through an ``AuthorizedSession`` (injectable as the kill switch's ``gcp:<api>``
+client) and raise the same ``google.api_core.exceptions`` the client libraries raise. Reads are
+retried on 429/5xx; calls that change something are sent once. Long-running operations are started,
+not awaited (their name is journaled), except the GKE autoscaling change that must finish before the
+node pool can be resized.
 """
 
 from __future__ import annotations
@@ -27,10 +30,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from spendwatch.errors import ActionError
+from spendwatch.gcp_rest import GoogleRest, authorized_session, base_url, field, number, read_retry
 from spendwatch.killswitch.base import Action, Observed, Outcome, Target, register
 
 _GKE_OPERATION_TIMEOUT = 300.0
 _MIG = re.compile(r"projects/(?P<p>[^/]+)/zones/(?P<z>[^/]+)/instanceGroupManagers/(?P<n>[^/]+)")
+# A node pool's autoscaling counts: journal (snake_case) name → REST (camelCase) field.
+_AUTOSCALING_COUNTS = {
+    "min_node_count": "minNodeCount",
+    "max_node_count": "maxNodeCount",
+    "total_min_node_count": "totalMinNodeCount",
+    "total_max_node_count": "totalMaxNodeCount",
+}
 
 
 def _google_error(exc: Exception, operation: str, target: Target) -> ActionError:
@@ -47,23 +58,31 @@ def _is_not_found(exc: Exception) -> bool:
 
 
 def gcall(operation: str, target: Target, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import requests
     from google.api_core import exceptions
 
     try:
         return fn(*args, **kwargs)
     except exceptions.GoogleAPIError as exc:
         raise _google_error(exc, operation, target) from exc
+    except requests.RequestException as exc:  # no answer at all (REST calls): the same one-line error
+        raise ActionError(f"{operation} on {target.describe()} failed: {exc}") from exc
 
 
 def gdescribe(operation: str, target: Target, fn: Any, *args: Any, **kwargs: Any) -> Any | None:
     from google.api_core import exceptions
 
     try:
-        return fn(*args, **kwargs)
-    except exceptions.NotFound:
-        return None
-    except exceptions.GoogleAPIError as exc:
-        raise _google_error(exc, operation, target) from exc
+        return gcall(operation, target, fn, *args, **kwargs)
+    except ActionError as exc:
+        if isinstance(exc.__cause__, exceptions.NotFound):
+            return None
+        raise
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _parts(target: Target, pattern: str) -> dict[str, str]:
@@ -75,6 +94,15 @@ def _parts(target: Target, pattern: str) -> dict[str, str]:
 
 class GcpAction(Action):
     provider = "gcp"
+
+    def _rest(self, api: str, region: str = "") -> GoogleRest:
+        """The REST API ``api`` (at ``region``'s endpoint for regional APIs), one per action context."""
+
+        def build(credentials: Any, options: dict[str, Any]) -> GoogleRest:
+            base = base_url(self.context.settings.gcp, api, region)
+            return GoogleRest(authorized_session(credentials), base, retry=read_retry())
+
+        return self.context.gcp_client(f"{api}.{region}" if region else api, build)  # type: ignore[no-any-return]
 
 
 # -- BigQuery ----------------------------------------------------------------------------------
@@ -132,25 +160,22 @@ class GceAction(GcpAction):
     method = ""
     undo_method = ""
 
-    def _client(self) -> Any:
-        def build(credentials: Any, options: dict[str, Any]) -> Any:
-            from google.cloud import compute_v1
-
-            return compute_v1.InstancesClient(credentials=credentials, client_options=options or None, transport="rest")
-
-        return self.context.gcp_client("compute.instances", build)
+    @staticmethod
+    def _path(ids: dict[str, str], verb: str = "") -> str:
+        path = f"compute/v1/projects/{ids['project']}/zones/{ids['zone']}/instances/{ids['instance']}"
+        return f"{path}/{verb}" if verb else path
 
     def describe(self, target: Target) -> Observed | None:
         ids = _parts(target, _GCE)
-        instance = gdescribe("instances.get", target, self._client().get, **ids)
+        instance = gdescribe("instances.get", target, self._rest("compute").get, self._path(ids))
         if instance is None:
             return None
-        return Observed(state=str(instance.status), labels=dict(instance.labels or {}))
+        return Observed(state=str(instance.get("status") or ""), labels=dict(instance.get("labels") or {}))
 
     def _start(self, method: str, target: Target) -> Outcome:
         ids = _parts(target, _GCE)
-        operation = gcall(f"instances.{method}", target, getattr(self._client(), method), **ids)
-        name = getattr(operation, "name", None)
+        operation = gcall(f"instances.{method}", target, self._rest("compute").post, self._path(ids, method))
+        name = operation.get("name")
         return Outcome(f"{method} requested for instance {ids['instance']} (operation {name})", {"operation": name})
 
     def execute(self, target: Target, observed: Observed) -> Outcome:
@@ -202,30 +227,23 @@ class DataprocStop(GcpAction):
     undone_states = frozenset({"STARTING", "RUNNING"})
     reversible = True
 
-    def _client(self, region: str) -> Any:
-        def build(credentials: Any, options: dict[str, Any]) -> Any:
-            from google.cloud import dataproc_v1
-
-            options = options or {"api_endpoint": f"{region}-dataproc.googleapis.com:443"}
-            return dataproc_v1.ClusterControllerClient(
-                credentials=credentials, client_options=options, transport="rest"
-            )
-
-        return self.context.gcp_client(f"dataproc.{region}", build)
+    @staticmethod
+    def _path(ids: dict[str, str]) -> str:
+        return f"v1/projects/{ids['project_id']}/regions/{ids['region']}/clusters/{ids['cluster_name']}"
 
     def describe(self, target: Target) -> Observed | None:
         ids = _parts(target, _DATAPROC)
-        cluster = gdescribe("clusters.get", target, self._client(ids["region"]).get_cluster, request=ids)
+        cluster = gdescribe("clusters.get", target, self._rest("dataproc", ids["region"]).get, self._path(ids))
         if cluster is None:
             return None
-        return Observed(state=cluster.status.state.name, labels=dict(cluster.labels or {}))
+        state = field(cluster, "status", "state") or "UNKNOWN"
+        return Observed(state=str(state), labels=dict(cluster.get("labels") or {}))
 
     def _lro(self, method: str, target: Target) -> Outcome:
         ids = _parts(target, _DATAPROC)
-        operation = gcall(
-            f"clusters.{method}", target, getattr(self._client(ids["region"]), f"{method}_cluster"), request=ids
-        )
-        name = getattr(getattr(operation, "operation", None), "name", None)
+        rest = self._rest("dataproc", ids["region"])
+        operation = gcall(f"clusters.{method}", target, rest.post, f"{self._path(ids)}:{method}")
+        name = operation.get("name")
         return Outcome(
             f"{method} requested for Dataproc cluster {ids['cluster_name']} (operation {name})", {"operation": name}
         )
@@ -324,120 +342,84 @@ class GkeScaleToZero(GcpAction):
     undone_states = frozenset({"active"})
     reversible = True
 
-    def _container(self) -> Any:
-        def build(credentials: Any, options: dict[str, Any]) -> Any:
-            from google.cloud import container_v1
-
-            return container_v1.ClusterManagerClient(
-                credentials=credentials, client_options=options or None, transport="rest"
-            )
-
-        return self.context.gcp_client("container", build)
-
-    def _migs(self) -> Any:
-        def build(credentials: Any, options: dict[str, Any]) -> Any:
-            from google.cloud import compute_v1
-
-            return compute_v1.InstanceGroupManagersClient(
-                credentials=credentials, client_options=options or None, transport="rest"
-            )
-
-        return self.context.gcp_client("compute.instanceGroupManagers", build)
+    def _path(self, target: Target, suffix: str = "") -> str:
+        return f"v1/{target.resource_id}{suffix}"
 
     def describe(self, target: Target) -> Observed | None:
-        pool = gdescribe("nodePools.get", target, self._container().get_node_pool, name=target.resource_id)
+        pool = gdescribe("nodePools.get", target, self._rest("container").get, self._path(target))
         if pool is None:
             return None
         sizes = []
-        for url in pool.instance_group_urls:
-            match = _MIG.search(url)
+        for url in pool.get("instanceGroupUrls") or []:
+            match = _MIG.search(str(url))
             if match is None:
                 continue
             mig = gcall(
                 "instanceGroupManagers.get",
                 target,
-                self._migs().get,
-                project=match["p"],
-                zone=match["z"],
-                instance_group_manager=match["n"],
+                self._rest("compute").get,
+                f"compute/v1/projects/{match['p']}/zones/{match['z']}/instanceGroupManagers/{match['n']}",
             )
-            sizes.append(int(mig.target_size))
+            sizes.append(number(mig.get("targetSize")))
         per_zone = max(sizes) if sizes else 0
-        autoscaling = pool.autoscaling
-        snapshot = {
-            "node_count": per_zone,
-            "autoscaling": {
-                "enabled": bool(autoscaling.enabled),
-                "min_node_count": int(autoscaling.min_node_count),
-                "max_node_count": int(autoscaling.max_node_count),
-                "total_min_node_count": int(autoscaling.total_min_node_count),
-                "total_max_node_count": int(autoscaling.total_max_node_count),
-            },
-        }
-        status = pool.status.name
+        autoscaling = pool.get("autoscaling") or {}
+        # snake_case keys, as journaled since the first release (undo reads older journals too)
+        counts = {name: number(autoscaling.get(key)) for name, key in _AUTOSCALING_COUNTS.items()}
+        snapshot = {"node_count": per_zone, "autoscaling": {"enabled": bool(autoscaling.get("enabled")), **counts}}
+        status = str(pool.get("status") or "STATUS_UNSPECIFIED")
         if status != "RUNNING":
             state = status.lower()
         else:
-            state = "active" if per_zone > 0 or autoscaling.enabled else "scaled-to-zero"
-        labels = {**dict(pool.config.resource_labels or {}), **dict(pool.config.labels or {})}
+            state = "active" if per_zone > 0 or autoscaling.get("enabled") else "scaled-to-zero"
+        config = pool.get("config") or {}
+        labels = {**dict(config.get("resourceLabels") or {}), **dict(config.get("labels") or {})}
         return Observed(state=state, labels=labels, snapshot=snapshot)
 
-    def _wait(self, operation: Any, target: Target) -> None:
-        from google.cloud import container_v1
-
+    def _wait(self, operation: dict[str, Any], target: Target) -> None:
         deadline = time.monotonic() + _GKE_OPERATION_TIMEOUT
-        name = f"{target.resource_id.split('/clusters/')[0]}/operations/{operation.name}"
-        while operation.status != container_v1.Operation.Status.DONE:
+        name = str(operation.get("name") or "")
+        path = f"v1/{target.resource_id.split('/clusters/')[0]}/operations/{name}"
+        while operation.get("status") != "DONE":
             if time.monotonic() > deadline:
-                raise ActionError(f"GKE operation {operation.name} on {target.describe()} did not finish in time")
-            time.sleep(2.0)
-            operation = gcall("operations.get", target, self._container().get_operation, name=name)
-        if operation.error and operation.error.message:
-            raise ActionError(
-                f"GKE operation {operation.name} on {target.describe()} failed: {operation.error.message}"
-            )
+                raise ActionError(f"GKE operation {name} on {target.describe()} did not finish in time")
+            time.sleep(2.0)  # GKE's REST API has no wait call: poll the operation
+            operation = gcall("operations.get", target, self._rest("container").get, path)
+        message = field(operation, "error", "message")
+        if message:
+            raise ActionError(f"GKE operation {name} on {target.describe()} failed: {message}")
+
+    def _set_size(self, target: Target, count: int) -> dict[str, Any]:
+        body = {"nodeCount": count}
+        result: dict[str, Any] = gcall(
+            "nodePools.setSize", target, self._rest("container").post, self._path(target, ":setSize"), body
+        )
+        return result
+
+    def _set_autoscaling(self, target: Target, settings: Mapping[str, Any]) -> dict[str, Any]:
+        body = {"autoscaling": {_camel(k): v for k, v in settings.items()}}
+        result: dict[str, Any] = gcall(
+            "nodePools.setAutoscaling", target, self._rest("container").post, self._path(target, ":setAutoscaling"),
+            body,
+        )  # fmt: skip
+        return result
 
     def execute(self, target: Target, observed: Observed) -> Outcome:
-        client = self._container()
         before = dict(observed.snapshot)
         if before.get("autoscaling", {}).get("enabled"):
-            op = gcall(
-                "nodePools.setAutoscaling",
-                target,
-                client.set_node_pool_autoscaling,
-                request={"name": target.resource_id, "autoscaling": {"enabled": False}},
-            )
-            self._wait(op, target)
-        op = gcall(
-            "nodePools.setSize",
-            target,
-            client.set_node_pool_size,
-            request={"name": target.resource_id, "node_count": 0},
-        )
+            self._wait(self._set_autoscaling(target, {"enabled": False}), target)
+        op = self._set_size(target, 0)
         return Outcome(
             f"resized node pool {target.resource_id.rsplit('/', 1)[-1]} to 0 (was {before.get('node_count')} per zone)",
-            {"operation": op.name, **before},
+            {"operation": op.get("name"), **before},
         )
 
     def undo(self, target: Target, snapshot: Mapping[str, Any]) -> Outcome:
-        client = self._container()
         count = int(snapshot.get("node_count") or 0)
-        op = gcall(
-            "nodePools.setSize",
-            target,
-            client.set_node_pool_size,
-            request={"name": target.resource_id, "node_count": count},
-        )
+        op = self._set_size(target, count)
         autoscaling = dict(snapshot.get("autoscaling") or {})
         if autoscaling.get("enabled"):
             self._wait(op, target)
-            settings = {k: v for k, v in autoscaling.items() if v or k == "enabled"}
-            gcall(
-                "nodePools.setAutoscaling",
-                target,
-                client.set_node_pool_autoscaling,
-                request={"name": target.resource_id, "autoscaling": settings},
-            )
+            self._set_autoscaling(target, {k: v for k, v in autoscaling.items() if v or k == "enabled"})
         return Outcome(
             f"restored node pool {target.resource_id.rsplit('/', 1)[-1]} to {count} per zone"
             + (" with autoscaling" if autoscaling.get("enabled") else ""),

@@ -1,8 +1,9 @@
 """A fake Google API server on 127.0.0.1 that the REAL Google client libraries talk to.
 
 Tests point a real client (``google-cloud-bigquery``, ``google-cloud-billing`` with ``transport="rest"``,
-``google-cloud-dataproc`` …) at ``server.endpoint`` with ``AnonymousCredentials`` and
-``client_options={"api_endpoint": server.endpoint}``. The server answers from a route table of
+or ``google-auth``'s ``AuthorizedSession`` behind ``spendwatch.gcp_rest`` …) at ``server.endpoint`` with
+``AnonymousCredentials`` and ``client_options={"api_endpoint": server.endpoint}`` (or the config's
+``gcp.endpoints``). The server answers from a route table of
 ``method + path pattern → handler``; each test (or a service module such as
 ``tests/doubles/google_bigquery.py``) registers the routes it needs. Every request is recorded so a
 test can assert exactly what the client sent, and errors come back in Google's JSON error shape, so

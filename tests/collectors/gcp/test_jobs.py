@@ -1,4 +1,4 @@
-"""gcp-jobs and list_running: BigQuery (real bigquery client), Vertex AI (REST), Dataproc (real dataproc client)."""
+"""gcp-jobs and list_running: BigQuery (real bigquery client), Vertex AI (REST), Dataproc (REST)."""
 
 from __future__ import annotations
 
