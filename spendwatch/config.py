@@ -125,6 +125,13 @@ class DetectionConfig(StrictModel):
         default="effective_cost", description="which FOCUS cost is scored (effective = amortised, after discounts)"
     )
     severity: SeverityConfig = Field(default_factory=SeverityConfig)
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=512,
+        description="processes a monitor's series are sharded over (default: the CPUs this process may use, "
+        "cgroup quota included); results are the same for any number",
+    )
 
 
 class Config(StrictModel):

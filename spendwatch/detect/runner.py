@@ -9,7 +9,6 @@ step is scored once every enabled source's ``settle_lag`` has passed since it en
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from spendwatch.clock import Clock
 from spendwatch.detect.attribution import Window, contributors, link_jobs
@@ -35,8 +33,10 @@ from spendwatch.detect.incidents import (
     reconcile,
     segments,
 )
-from spendwatch.detect.model import Detector, ModelParams
-from spendwatch.detect.monitors import MonitorConfig, dimension_value_sql, monitor_clauses
+from spendwatch.detect.model import ModelParams
+from spendwatch.detect.monitors import MonitorConfig
+from spendwatch.detect.panel import PanelShard, columns, stream_panel
+from spendwatch.detect.parallel import SHARD_CELLS, Shard, ShardResult, available_cpus, fit_stream, shard_rows
 from spendwatch.errors import Interrupted, UserError
 from spendwatch.store import Store
 
@@ -60,6 +60,8 @@ class DetectionSettings:
     settle_lag: timedelta = timedelta(hours=1)
     severity: SeverityThresholds = field(default_factory=SeverityThresholds)
     time_zone: str = "UTC"  # the daemon's zone: a local clock hourly series are also tried against
+    workers: int = 1  # processes a monitor's series are sharded over (spendwatch.detect.parallel)
+    shard_cells: int = SHARD_CELLS  # series × steps per shard: what bounds each process's memory
 
 
 @dataclass
@@ -88,18 +90,6 @@ class DetectionRun:
         return sum(m.counts.opened for m in self.monitors)
 
 
-@dataclass(frozen=True)
-class Panel:
-    keys: list[str]
-    dimensions: list[dict[str, str]]
-    currencies: list[str]
-    timestamps: list[datetime]
-    values: np.ndarray
-    # $ of each cell the bill calls a recurring charge (FOCUS ChargeFrequency = Recurring); NaN where no
-    # line says; None when no line of the panel is recurring (the model then learns from history alone)
-    declared: np.ndarray | None = None
-
-
 def settings_from_config(config: Config) -> DetectionSettings:
     detection = config.detection
     lags = [s.settle_lag for s in config.sources if s.enabled] or [timedelta(hours=1)]
@@ -113,6 +103,7 @@ def settings_from_config(config: Config) -> DetectionSettings:
         settle_lag=max(lags),
         severity=SeverityThresholds(**detection.severity.model_dump()),
         time_zone=config.daemon.timezone,
+        workers=detection.workers or available_cpus(),
     )
 
 
@@ -222,33 +213,38 @@ def _detect_monitor(
         return result
     history = settings.hourly_history if granularity == "hourly" else settings.history
     first = _floor(newest - history, step)
-    panel = load_panel(store, monitor, granularity, first, newest + step, settings.cost_column)
-    result.newest, result.series, result.steps = newest, len(panel.keys), len(panel.timestamps)
-    if not panel.keys:
-        result.seconds = time.monotonic() - began
-        return result
-    if len(panel.keys) > monitor.max_series:
-        raise UserError(
-            f"monitor {monitor.name} has {len(panel.keys)} series, more than its max_series "
-            f"({monitor.max_series}); narrow its dimensions or filters, or raise max_series"
-        )
+    timestamps = columns(first, newest + step, granularity)
     rescore = settings.rescore_hourly if granularity == "hourly" else settings.rescore_daily
-    decide_from = max(0, len(panel.timestamps) - rescore)
+    decide_from = max(0, len(timestamps) - rescore)
+    window_start = timestamps[decide_from] if decide_from < len(timestamps) else newest
+    watched = _series_with_incidents(
+        store, monitor.name, granularity, window_start - (settings.incident_gap + 1) * step
+    )
+    baselines = load_baselines(store, monitor.name, granularity)
     params = ModelParams.for_granularity(
         granularity,  # type: ignore[arg-type]
         sensitivity=monitor.sensitivity,
         min_impact_abs=monitor.min_impact,
         min_impact_pct=monitor.min_impact_pct,
-        time_zones=candidate_zones(monitor, settings),
+        time_zones=candidate_zones(monitor, settings),  # travel to the workers inside params
     )
-    rebase = _rebase_indices(store, monitor.name, granularity, panel)
-    decided = Detector(params).fit(panel.values, _as_datetime64(panel.timestamps), decide_from=decide_from,
-                                   rebase_at=rebase, declared=panel.declared)  # fmt: skip
-    window_start = panel.timestamps[decide_from] if decide_from < len(panel.timestamps) else newest
-    series = _decisions(monitor.name, granularity, panel, decided, decide_from)
-    watched = _series_with_incidents(
-        store, monitor.name, granularity, window_start - (settings.incident_gap + 1) * step
-    )
+    rows = shard_rows(len(timestamps), settings.shard_cells)
+    series: list[SeriesDecisions] = []
+    with stream_panel(store, monitor, granularity, first, newest + step, settings.cost_column, rows=rows) as panel:
+        result.newest, result.series, result.steps = newest, panel.series, len(timestamps)
+        if not panel.series:
+            result.seconds = time.monotonic() - began
+            return result
+        if panel.series > monitor.max_series:
+            raise UserError(
+                f"monitor {monitor.name} has {panel.series} series, more than its max_series "
+                f"({monitor.max_series}); narrow its dimensions or filters, or raise max_series"
+            )
+        shards = ((part, _shard(part, watched, baselines, first, step)) for part in panel)
+        decided = fit_stream(params, _as_datetime64(timestamps), shards, decide_from=decide_from,
+                             workers=settings.workers, flagged_only=True)  # fmt: skip
+        for part, done in decided:
+            series += _decisions(monitor.name, granularity, timestamps, part, done, decide_from)
     found = _segments(series, watched, settings, store, monitor, now, step)
     result.anomalous_series = sum(1 for _, segs in found if any(s.kind != "drop" for s, _, _ in segs))
     with store.transaction() as con:
@@ -267,94 +263,39 @@ def candidate_zones(monitor: MonitorConfig, settings: DetectionSettings) -> tupl
     return tuple(dict.fromkeys([*monitor.time_zones, settings.time_zone, *COMMON_ZONES]))
 
 
-def load_panel(
-    store: Store, monitor: MonitorConfig, granularity: str, start: datetime, end: datetime, cost_column: str
-) -> Panel:
-    """The monitor's series as a dense (series × steps) matrix over [start, end).
-
-    A series is NaN before its first line (a new account or job is a cold start, not a jump from
-    zero) and 0 after it on steps with no lines (no lines in a bill means nothing was spent).
-    """
-    if cost_column not in ("effective_cost", "billed_cost", "list_cost"):
-        raise UserError(f"detection.cost_column must be effective_cost, billed_cost or list_cost, not {cost_column}")
-    unit = "hour" if granularity == "hourly" else "day"
-    dims = [dimension_value_sql(d) for d in monitor.dimensions]
-    select = ", ".join(f"{expr} AS d{i}" for i, expr in enumerate(dims))
-    scored, scored_params = monitor_clauses(monitor)
-    clauses = ["charge_period_start >= ?", "charge_period_start < ?", *scored]
-    params: list[Any] = [start, end, *scored_params]
-    sql = (
-        f"SELECT {select}, billing_currency AS currency, date_trunc('{unit}', charge_period_start) AS ts, "
-        f"sum({cost_column}) AS cost, sum({cost_column}) FILTER (WHERE charge_frequency = 'Recurring') AS recurring, "
-        f"count(charge_frequency) AS described FROM cost_lines WHERE {' AND '.join(clauses)} GROUP BY ALL"
-    )
-    frame = store.query_arrow(sql, params).to_pandas()
-    step = _step(granularity)
-    timestamps = list(pd.date_range(start, end - step, freq="h" if unit == "hour" else "D", tz=UTC).to_pydatetime())
-    if frame.empty:
-        return Panel([], [], [], timestamps, np.zeros((0, len(timestamps))))
-    key_columns = [f"d{i}" for i in range(len(dims))] + ["currency"]
-    codes, uniques = pd.MultiIndex.from_frame(frame[key_columns]).factorize()
-    ts = pd.to_datetime(frame["ts"], utc=True)
-    column = np.asarray(((ts - pd.Timestamp(start)) // pd.Timedelta(step)).to_numpy(), dtype=np.int64)
-    values = np.zeros((len(uniques), len(timestamps)))
-    np.add.at(values, (codes, column), frame["cost"].to_numpy(dtype=float))
-    first_seen = np.full(len(uniques), len(timestamps), dtype=np.int64)
-    np.minimum.at(first_seen, codes, column)
-    values[np.arange(len(timestamps))[None, :] < first_seen[:, None]] = np.nan
-    dimensions = [dict(zip(monitor.dimensions, (str(v) for v in key[:-1]), strict=True)) for key in uniques]
-    currencies = [str(key[-1]) for key in uniques]
-    keys = [series_key(d, c) for d, c in zip(dimensions, currencies, strict=True)]
-    return Panel(keys, dimensions, currencies, timestamps, values, _declared(frame, codes, column, values.shape))
-
-
-def _declared(frame: pd.DataFrame, codes: np.ndarray, column: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The cells' declared recurring dollars (NaN where no line has a ChargeFrequency), or None if none."""
-    recurring = frame["recurring"].to_numpy(dtype=float, na_value=np.nan)
-    if not (np.nan_to_num(recurring) != 0).any():
-        return None
-    described = frame["described"].to_numpy(dtype=float) > 0
-    declared = np.full(shape, np.nan)
-    total = np.zeros(shape)
-    np.add.at(total, (codes[described], column[described]), np.nan_to_num(recurring[described]))
-    known = np.zeros(shape, dtype=bool)
-    known[codes[described], column[described]] = True
-    declared[known] = total[known]
-    return declared
-
-
-def series_key(dimensions: dict[str, str], currency: str) -> str:
-    return json.dumps({**dimensions, "billing_currency": currency}, sort_keys=True, separators=(",", ":"))
+def _shard(
+    part: PanelShard, watched: set[str], baselines: dict[str, datetime], start: datetime, step: timedelta
+) -> Shard:
+    """What a worker needs of a panel shard: costs, declared recurring charges, rebase columns, and
+    which series must come back."""
+    keep = np.fromiter((key in watched for key in part.keys), dtype=bool, count=len(part.keys))
+    rebase = None
+    if baselines:
+        rebase = np.full(len(part.keys), -1, dtype=np.int64)
+        for i, key in enumerate(part.keys):
+            at = baselines.get(key)
+            if at is not None:
+                rebase[i] = max(0, int((at - start) / step))
+    return Shard(part.values, rebase, keep, part.declared)
 
 
 def _as_datetime64(timestamps: list[datetime]) -> np.ndarray:
     return np.array([t.replace(tzinfo=None) for t in timestamps], dtype="datetime64[s]")
 
 
-def _rebase_indices(store: Store, monitor: str, granularity: str, panel: Panel) -> np.ndarray | None:
-    baselines = load_baselines(store, monitor, granularity)
-    if not baselines:
-        return None
-    index = {key: i for i, key in enumerate(panel.keys)}
-    rebase = np.full(len(panel.keys), -1, dtype=np.int64)
-    start, step = panel.timestamps[0], _step(granularity)
-    for key, at in baselines.items():
-        if key in index:
-            rebase[index[key]] = max(0, int((at - start) / step))
-    return rebase
-
-
-def _decisions(monitor: str, granularity: str, panel: Panel, decided: Any, start: int) -> list[SeriesDecisions]:
-    timestamps = panel.timestamps[start:]
+def _decisions(
+    monitor: str, granularity: str, timestamps: list[datetime], part: PanelShard, done: ShardResult, start: int
+) -> list[SeriesDecisions]:
+    decided = done.result
     return [
         SeriesDecisions(
             monitor=monitor,
             granularity=granularity,
-            key=panel.keys[i],
-            dimensions=panel.dimensions[i],
-            currency=panel.currencies[i],
-            timestamps=timestamps,
-            actual=panel.values[i, start:],
+            key=part.keys[row],
+            dimensions=part.dimensions[row],
+            currency=part.currencies[row],
+            timestamps=timestamps[start:],
+            actual=part.values[row, start:].copy(),  # a copy: the shard's block is freed once decided
             expected=decided.expected[i],
             lower=decided.lower[i],
             upper=decided.upper[i],
@@ -363,7 +304,7 @@ def _decisions(monitor: str, granularity: str, panel: Panel, decided: Any, start
             is_drop=decided.is_drop[i],
             kind=decided.kind[i],
         )
-        for i in range(len(panel.keys))
+        for i, row in enumerate(int(r) for r in done.rows)
     ]
 
 

@@ -1,0 +1,248 @@
+"""Sharded detection over worker processes: the same decisions as one process, to the bit; the worker count."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spendwatch.detect.model import DetectionResult, Detector, ModelParams
+from spendwatch.detect.parallel import (
+    Shard,
+    WorkerFailed,
+    available_cpus,
+    concatenate,
+    fit_stream,
+    shard_rows,
+)
+
+FIELDS = ("expected", "lower", "upper", "score", "is_anomaly", "kind", "is_drop")
+
+
+def fleet(n_series: int, n_steps: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Weekly bills with spikes, level shifts, idle batch jobs, gaps and late starts."""
+    rng = np.random.default_rng(seed)
+    stamps = np.datetime64("2025-03-01", "D") + np.arange(n_steps) * np.timedelta64(1, "D")
+    level = np.exp(rng.uniform(0, 9, n_series))[:, None]
+    weekend = np.where(np.arange(n_steps) % 7 >= 5, rng.uniform(0.3, 1.0, n_series)[:, None], 1.0)
+    values = (
+        level * weekend * np.exp(rng.uniform(0.02, 0.4, n_series)[:, None] * rng.standard_normal((n_series, n_steps)))
+    )
+    values[rng.random(n_series) < 0.2] *= rng.random((1, n_steps)) < 0.5
+    spikes = rng.random((n_series, n_steps)) < 0.01
+    values[spikes] *= rng.uniform(3, 20, int(spikes.sum()))
+    shifted = rng.random(n_series) < 0.1
+    values[shifted, n_steps - 20 :] *= 3
+    values[rng.random((n_series, n_steps)) < 0.02] = np.nan
+    for row in np.flatnonzero(rng.random(n_series) < 0.05):
+        values[row, : rng.integers(1, n_steps - 10)] = np.nan
+    return values, stamps
+
+
+def split(values: np.ndarray, rebase: np.ndarray, rows: int, keep: np.ndarray | None = None) -> list[tuple[int, Shard]]:
+    return [
+        (lo, Shard(values[lo : lo + rows], rebase[lo : lo + rows], None if keep is None else keep[lo : lo + rows]))
+        for lo in range(0, len(values), rows)
+    ]
+
+
+def assert_same(a: DetectionResult, b: DetectionResult) -> None:
+    assert a.start == b.start
+    for name in FIELDS:
+        got, want = getattr(a, name), getattr(b, name)
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        # bit for bit: NaN where NaN, every float identical (not merely close)
+        np.testing.assert_array_equal(got, want, err_msg=name, strict=True)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_shards_over_workers_decide_exactly_what_one_process_decides(workers: int) -> None:
+    values, stamps = fleet(410, 150)
+    rng = np.random.default_rng(5)
+    rebase = np.where(rng.random(len(values)) < 0.1, rng.integers(0, 150, len(values)), -1)
+    params = ModelParams.for_granularity("daily", sensitivity=1.3)
+    whole = Detector(params).fit(values, stamps, decide_from=115, rebase_at=rebase)
+    assert whole.is_anomaly.any() and whole.is_drop.any()  # the panel exercises both decisions
+
+    shards = split(values, rebase, 37)  # uneven: the last shard is short
+    results = list(fit_stream(params, stamps, shards, decide_from=115, workers=workers))
+    assert [tag for tag, _ in results] == [tag for tag, _ in shards]  # in the order given
+    for (lo, part), (_, shard) in zip(results, shards, strict=True):
+        np.testing.assert_array_equal(part.rows, np.arange(len(shard.values)))
+        assert lo % 37 == 0
+    assert_same(concatenate(r.result for _, r in results), whole)
+
+
+def test_flagged_only_returns_the_flagged_and_the_kept_rows() -> None:
+    values, stamps = fleet(200, 120, seed=8)
+    rebase = np.full(len(values), -1)
+    params = ModelParams.for_granularity("daily")
+    whole = Detector(params).fit(values, stamps, decide_from=90)
+    flagged = whole.is_anomaly.any(axis=1) | whole.is_drop.any(axis=1)
+    keep = np.zeros(len(values), dtype=bool)
+    keep[np.flatnonzero(~flagged)[:5]] = True  # quiet series with an open incident must come back too
+    shards = split(values, rebase, 64, keep)
+    rows: list[int] = []
+    for lo, part in fit_stream(params, stamps, shards, decide_from=90, workers=2, flagged_only=True):
+        rows += [lo + int(r) for r in part.rows]
+        for name in FIELDS:
+            np.testing.assert_array_equal(getattr(part.result, name), getattr(whole, name)[lo + part.rows])
+    assert rows == list(np.flatnonzero(flagged | keep))
+    assert 0 < len(rows) < len(values)
+
+
+class _DiesWhenUnpickled(np.ndarray):  # type: ignore[type-arg]
+    """A panel whose unpickling ends the worker process at once, as the kernel's OOM killer would."""
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (3,))
+
+
+def test_a_dead_worker_is_one_clear_error() -> None:
+    values, stamps = fleet(20, 60)
+    poison = values[:10].view(_DiesWhenUnpickled)
+    shards = [(0, Shard(values[:10])), (1, Shard(poison))]
+    params = ModelParams.for_granularity("daily")
+    with pytest.raises(WorkerFailed, match=r"worker process died .*detection\.workers"):
+        list(fit_stream(params, stamps, shards, decide_from=50, workers=2))
+
+
+def test_shard_rows_bounds_cells_per_shard() -> None:
+    assert shard_rows(200, cells=4_000_000) == 20_000
+    assert shard_rows(1344, cells=4_000_000) == 2976
+    assert shard_rows(10**9, cells=10) == 1
+
+
+# -- the default worker count ------------------------------------------------------------------
+
+
+def _cgroup(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "sys-fs-cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    root.mkdir(exist_ok=True)
+    (tmp_path / "cgroup").write_text(proc)
+    return tmp_path / "cgroup", root
+
+
+def test_cgroup_v2_quota_caps_the_affinity(tmp_path: Path) -> None:
+    proc, root = _cgroup(
+        tmp_path,
+        "0::/kubepods/pod1/app\n",
+        {"kubepods/pod1/app/cpu.max": "150000 100000\n", "kubepods/cpu.max": "max 100000"},
+    )
+    assert available_cpus(affinity=16, proc_cgroup=proc, cgroup_root=root) == 2  # 1.5 CPUs, rounded up
+    assert available_cpus(affinity=1, proc_cgroup=proc, cgroup_root=root) == 1
+
+
+def test_cgroup_v2_tightest_ancestor_wins_and_unlimited_is_the_affinity(tmp_path: Path) -> None:
+    proc, root = _cgroup(tmp_path, "0::/a/b\n", {"a/cpu.max": "300000 100000", "a/b/cpu.max": "max 100000"})
+    assert available_cpus(affinity=8, proc_cgroup=proc, cgroup_root=root) == 3
+    proc, root = _cgroup(tmp_path / "free", "0::/a\n", {"a/cpu.max": "max 100000"})
+    assert available_cpus(affinity=8, proc_cgroup=proc, cgroup_root=root) == 8
+
+
+def test_cgroup_v2_inside_a_namespace_reads_the_mount_itself(tmp_path: Path) -> None:
+    # the host path in /proc/self/cgroup does not exist under a namespaced mount: the mount is the container
+    proc, root = _cgroup(tmp_path, "0::/kubepods/burstable/pod9/c0ffee\n", {"cpu.max": "200000 100000"})
+    assert available_cpus(affinity=64, proc_cgroup=proc, cgroup_root=root) == 2
+
+
+def test_cgroup_v1_cfs_quota(tmp_path: Path) -> None:
+    proc, root = _cgroup(
+        tmp_path,
+        "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n",
+        {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "250000", "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"},
+    )
+    assert available_cpus(affinity=32, proc_cgroup=proc, cgroup_root=root) == 3
+    proc, root = _cgroup(
+        tmp_path / "unlimited",
+        "4:cpu,cpuacct:/\n",
+        {"cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
+    )
+    assert available_cpus(affinity=6, proc_cgroup=proc, cgroup_root=root) == 6
+
+
+def test_no_cgroup_information_is_the_affinity(tmp_path: Path) -> None:
+    assert available_cpus(affinity=5, proc_cgroup=tmp_path / "absent", cgroup_root=tmp_path) == 5
+    assert available_cpus() >= 1  # this machine, whatever it is
+    assert available_cpus() <= len(os.sched_getaffinity(0))
+
+
+# -- the runner: the store's incidents are the same for any worker count and shard size -----------
+
+
+def _estate(store: Any, start: Any, days: int, restated: bool) -> None:
+    from datetime import timedelta
+
+    from tests.doubles.lines import cost_lines
+
+    rng = np.random.default_rng(21)
+    rows = []
+    for account in range(6):
+        for service in range(9):
+            level = float(np.exp(rng.uniform(3, 8)))
+            spike = (account * 9 + service) % 7 == 0
+            for day in range(days):
+                cost = level * (0.6 if day % 7 >= 5 else 1.0) * float(np.exp(rng.normal(0, 0.05)))
+                if spike and day >= days - 3 and not (restated and account % 2 == 0):
+                    cost += 6 * level + 500  # half of them are restated away later
+                if account == 5 and service == 2 and day >= days - 4:
+                    cost *= 0.05  # a drop
+                if (account + service) % 11 == 0 and day < days // 2:
+                    continue  # a late start: NaN before its first line
+                rows.append(
+                    {
+                        "start": start + timedelta(days=day),
+                        "cost": cost,
+                        "sub_account_id": f"{100000000000 + account}",
+                        "service_name": f"Service {service}",
+                        "billing_currency": "EUR" if service == 8 else "USD",
+                    }
+                )
+    store.replace_cost_lines("bills", start, start + timedelta(days=days), cost_lines(rows))
+
+
+def _run(tmp_path: Path, workers: int, shard_cells: int) -> list[tuple[Any, ...]]:
+    from datetime import UTC, datetime, timedelta
+
+    from spendwatch.config import parse_config
+    from spendwatch.detect.incidents import give_feedback, load_incidents
+    from spendwatch.detect.runner import detect, settings_from_config
+    from spendwatch.store import Store
+    from tests.doubles.clock import FixedClock
+
+    start, days = datetime(2026, 3, 1, tzinfo=UTC), 120
+    clock = FixedClock(start + timedelta(days=days, hours=3))
+    cfg = parse_config(
+        "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n"
+        "monitors:\n  - {name: svc, dimensions: [sub_account_id, service_name], granularity: [daily]}\n",
+        tmp_path / "sw.yaml",
+        environ={},
+    )
+    settings = settings_from_config(cfg)
+    settings = type(settings)(**{**settings.__dict__, "workers": workers, "shard_cells": shard_cells})
+    store = Store(cfg.store.path, clock=clock)
+    _estate(store, start, days, restated=False)
+    first = detect(cfg.monitors, store, clock, settings)
+    opened = load_incidents(store)
+    assert first.opened >= 5 and len(opened) >= 5
+    odd = next(i for i in opened if int(i.dimensions["sub_account_id"]) % 2 == 1 and i.kind != "drop")
+    give_feedback(store, odd.id, "expected", actor="test")  # a baseline: that series is rebased
+    _estate(store, start, days, restated=True)  # some spikes are restated away: withdrawn
+    clock.advance(hours=1)
+    detect(cfg.monitors, store, clock, settings)
+    return store.query("SELECT status, kind, feedback, * EXCLUDE (created_at, updated_at) FROM anomalies ORDER BY id")
+
+
+def test_the_store_ends_the_same_for_any_worker_count_and_shard_size(tmp_path: Path) -> None:
+    one = _run(tmp_path / "one", workers=1, shard_cells=10**9)  # one shard, in this process
+    many = _run(tmp_path / "many", workers=2, shard_cells=7 * 121)  # shards of 7 series over 2 processes
+    assert one == many
+    # withdrawn by the restatement, still open, a drop, and a series rebased by feedback: every path ran
+    assert {"withdrawn", "open", "reported"} <= {row[0] for row in one}
+    assert any(row[1] == "drop" for row in one) and any(row[2] == "expected" for row in one)
