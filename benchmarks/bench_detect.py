@@ -4,6 +4,7 @@ Usage (from the repo root, venv active):
 
     python benchmarks/bench_detect.py                      # everything
     python benchmarks/bench_detect.py --fleet-series 20000 # smaller fleet scan
+    python benchmarks/bench_detect.py --workers 1,2 --fleet-series 1000000   # every core: sharded scan only
     SPENDWATCH_BENCH_DIR=/path/to/bench python benchmarks/bench_detect.py
 
 Speed is reported as ratios to a naive per-series, per-step statsmodels STL loop measured in
@@ -13,6 +14,7 @@ the same run (the machine is shared and noisy: absolute seconds move, ratios muc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -20,15 +22,18 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spendwatch.detect.backtest import Panel, read_long_csv, run_backtest
 from spendwatch.detect.model import Detector, ModelParams
-from spendwatch.detect.reference import naive_walk_forward
+from spendwatch.detect.parallel import Shard, fit_stream, shard_rows
+
+if TYPE_CHECKING:
+    from spendwatch.detect.backtest import Panel
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_SEED = 0  # the tune/check halves quoted in docs/detection.md
@@ -56,6 +61,9 @@ def halves(series_ids: list[str]) -> tuple[set[str], set[str]]:
 
 
 def run_public(directory: Path) -> tuple[dict[str, Panel], dict[str, set[Any]], float]:
+    # imported here: the sharded scan's worker processes import this script, and need neither
+    from spendwatch.detect.backtest import read_long_csv, run_backtest
+
     scorer = load_scorer(directory)
     panels: dict[str, Panel] = {}
     flags: dict[str, set[Any]] = {}
@@ -116,6 +124,8 @@ def print_scores(directory: Path, flags: dict[str, set[Any]]) -> None:
 
 
 def naive_seconds_per_point(panel: Panel, n_series: int, n_steps: int) -> float:
+    from spendwatch.detect.reference import naive_walk_forward  # statsmodels: only the naive loop needs it
+
     """Time one robust STL (MSTL for hourly) fit per decided point on a small sample."""
     params = ModelParams.for_granularity("hourly" if panel.granularity == "hourly" else "daily")
     spec = params.window_spec()
@@ -213,6 +223,107 @@ def fleet_worker(n_series: int, n_steps: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "alerts": int(result.is_anomaly.sum())}))
 
 
+def sharded_fleet_worker(n_series: int, n_steps: int, workers: int) -> None:
+    """The fleet scan streamed in shards through ``fit_stream``: never the whole panel in one process.
+
+    Shards are made from 8 generated blocks, each shard one of them times its own constant (the
+    work per series is the same as for fresh series; generating 1M fresh ones would cost the parent
+    as much as fitting them). A digest of every decision shows the runs decided the same.
+    """
+    stamps = np.datetime64("2025-01-01") + np.arange(n_steps).astype("timedelta64[D]")
+    rows = shard_rows(n_steps)
+    base = [synthetic_fleet(min(rows, n_series), n_steps, seed=seed)[0] for seed in range(8)]
+
+    def shards() -> Iterator[tuple[int, Shard]]:
+        for number, lo in enumerate(range(0, n_series, rows)):
+            block = base[number % len(base)][: min(rows, n_series - lo)] * (1.0 + (number // len(base)) * 0.01)
+            yield lo, Shard(block)
+
+    params = ModelParams.for_granularity("daily")
+    digest, alerts = hashlib.sha256(), 0
+    started, cpu = time.perf_counter(), _cpu()
+    workers_seen: dict[int, tuple[float, float]] = {}  # pid → (peak MB, CPU seconds), read from /proc
+    for _, done in fit_stream(params, stamps, shards(), decide_from=n_steps - 1, workers=workers):
+        workers_seen.update(_descendants())
+        alerts += int(done.result.is_anomaly.sum())
+        for name in ("expected", "score", "is_anomaly", "is_drop"):
+            digest.update(np.ascontiguousarray(getattr(done.result, name)).tobytes())
+    seconds = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": _cpu() - cpu + sum(c for _, c in workers_seen.values()),
+                "parent_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "worker_peak_mb": max((m for m, _ in workers_seen.values()), default=0.0),
+                "alerts": alerts,
+                "digest": digest.hexdigest()[:16],
+            }
+        )
+    )
+
+
+def _descendants() -> dict[int, tuple[float, float]]:
+    """Peak RSS (MB) and CPU seconds of every process below this one (forkserver workers are not our
+    children, so ``RUSAGE_CHILDREN`` never sees them)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    mine, found = {os.getpid()}, {}
+    for _ in range(3):  # us → the forkserver → its workers
+        mine |= {pid for pid, parent in parents.items() if parent in mine}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in mine - {os.getpid()}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        peak = next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM")), 0.0)
+        found[pid] = (peak, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_sharded(n_series: int, n_steps: int, workers: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--sharded-worker", str(workers), "--fleet-series", str(n_series),
+               "--fleet-steps", str(n_steps)]  # fmt: skip
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def run_workers(n_series: int, n_steps: int, counts: list[int], repeat: int) -> None:
+    """workers=1 vs more, alternated in the same run: wall time, CPU time, peak memory, same decisions."""
+    print(f"\nsharded fleet scan: {n_series:,} daily series x {n_steps} days, newest point, "
+          f"shards of {shard_rows(n_steps):,} series; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    for round_ in range(1, repeat + 1):
+        for workers in counts:
+            run = run_sharded(n_series, n_steps, workers)
+            runs[workers].append(run)
+            print(
+                f"  [{round_}] workers={workers}: {run['seconds']:.1f} s ({n_series / run['seconds']:,.0f} series/s), "
+                f"{run['cpu_seconds']:.1f} CPU-s, peak RSS parent {run['parent_peak_mb']:.0f} MB, "
+                f"largest worker {run['worker_peak_mb']:.0f} MB, {run['alerts']} alerts, decisions {run['digest']} "
+                f"(load average {os.getloadavg()[0]:.1f})"
+            )
+    first = counts[0]
+    digests = {run["digest"] for n in counts for run in runs[n]}
+    for workers in counts[1:]:
+        ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs[first], runs[workers], strict=True)]
+        print(f"  speed-up workers={workers} vs {first} (same round): "
+              f"{', '.join(f'{r:.2f}x' for r in ratios)}")  # fmt: skip
+    print(f"  decisions identical across every run: {'yes' if len(digests) == 1 else 'NO'}")
+
+
 def run_fleet(n_series: int, n_steps: int) -> dict[str, float]:
     command = [
         sys.executable,
@@ -237,10 +348,21 @@ def main() -> None:
     parser.add_argument(
         "--additive-seeds", type=int, default=10, help="seeds per case of the additive check (0 = skip)"
     )
+    parser.add_argument(
+        "--workers", help="comma-separated worker counts for the sharded fleet scan alone, e.g. 1,2 (skips the rest)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="alternated rounds of the sharded fleet scan")
     parser.add_argument("--fleet-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sharded-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fleet_worker:
         fleet_worker(args.fleet_series, args.fleet_steps)
+        return
+    if args.sharded_worker:
+        sharded_fleet_worker(args.fleet_series, args.fleet_steps, args.sharded_worker)
+        return
+    if args.workers:
+        run_workers(args.fleet_series, args.fleet_steps, [int(n) for n in args.workers.split(",")], args.repeat)
         return
     directory = bench_dir()
     if not (directory / "public" / "labels.json").exists():

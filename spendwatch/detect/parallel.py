@@ -109,6 +109,8 @@ def _chain(
 
 def _in_pool(task: _Task, shards: Iterator[tuple[T, Shard]], workers: int) -> Iterator[tuple[T, ShardResult]]:
     context = multiprocessing.get_context("forkserver")
+    # The server imports numpy and the model once; every worker forked from it starts with them.
+    context.set_forkserver_preload(["spendwatch.detect.parallel"])
     pending: deque[tuple[T, Future[ShardResult]]] = deque()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         try:
