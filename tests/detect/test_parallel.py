@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,56 @@ def test_shards_over_workers_decide_exactly_what_one_process_decides(workers: in
     for (lo, part), (_, shard) in zip(results, shards, strict=True):
         np.testing.assert_array_equal(part.rows, np.arange(len(shard.values)))
         assert lo % 37 == 0
+    assert_same(concatenate(r.result for _, r in results), whole)
+
+
+def test_declared_recurring_charges_travel_with_their_shard() -> None:
+    values, stamps = fleet(300, 150, seed=11)
+    days = (stamps.astype("datetime64[D]") - stamps.astype("datetime64[M]")).astype(int) + 1
+    declared = np.full(values.shape, np.nan)
+    fee_rows = np.r_[10:20, 200:206]  # two runs of series, in different shards below
+    fee = np.where(days == 5, 4000.0, 0.0)[None, :] * np.where(fee_rows >= 200, 3.0, 1.0)[:, None]
+    fee[fee_rows >= 200, -10:] *= 3  # the newest fee of the second run is three times the earlier ones
+    declared[fee_rows] = fee
+    values[fee_rows] = np.nan_to_num(values[fee_rows]) + fee
+    params = ModelParams.for_granularity("daily")
+    whole = Detector(params).fit(values, stamps, decide_from=110, declared=declared)
+    undeclared = Detector(params).fit(values, stamps, decide_from=110)
+    assert not np.array_equal(whole.is_anomaly[fee_rows], undeclared.is_anomaly[fee_rows])  # declaring matters
+
+    rebase = np.full(len(values), -1)
+    shards = []
+    for lo, shard in split(values, rebase, 37):
+        part = declared[lo : lo + 37]
+        # as the panel streams it: a shard without a recurring dollar carries no declared block
+        shards.append((lo, Shard(shard.values, shard.rebase_at, declared=part if np.nansum(part) else None)))
+    assert sum(shard.declared is None for _, shard in shards) >= 5
+    results = list(fit_stream(params, stamps, shards, decide_from=110, workers=2))
+    assert_same(concatenate(r.result for _, r in results), whole)
+
+
+def test_hourly_series_on_local_clocks_decide_the_same_in_shards() -> None:
+    """An hourly fleet working New York business hours across the March clock change: the monitor's
+    time zones travel in the params, so every worker tries the same local clocks."""
+    rng = np.random.default_rng(4)
+    n_series, n_steps = 60, 24 * 41  # five weeks of winter time, then the days right after the change
+    stamps = np.datetime64("2026-02-01T00", "h") + np.arange(n_steps).astype("timedelta64[h]")
+    local_hour = (stamps - np.timedelta64(5, "h") + (stamps >= np.datetime64("2026-03-08T07", "h"))).astype(int) % 24
+    busy = ((local_hour >= 9) & (local_hour < 18)).astype(float)
+    level = np.exp(rng.uniform(1, 6, n_series))[:, None]
+    values = level * (0.2 + busy[None, :]) * np.exp(0.05 * rng.standard_normal((n_series, n_steps)))
+    values[rng.random((n_series, n_steps)) < 0.002] *= 8
+    decide_from = n_steps - 24 * 5
+    params = ModelParams.for_granularity("hourly", time_zones=("America/New_York",))
+    whole = Detector(params).fit(values, stamps.astype("datetime64[s]"), decide_from=decide_from)
+    utc_only = Detector(ModelParams.for_granularity("hourly", time_zones=())).fit(
+        values, stamps.astype("datetime64[s]"), decide_from=decide_from
+    )
+    assert whole.is_anomaly.any()
+    assert not np.array_equal(whole.expected, utc_only.expected)  # the local clock was used
+
+    shards = split(values, np.full(n_series, -1), 7)
+    results = list(fit_stream(params, stamps.astype("datetime64[s]"), shards, decide_from=decide_from, workers=2))
     assert_same(concatenate(r.result for _, r in results), whole)
 
 
@@ -246,3 +298,76 @@ def test_the_store_ends_the_same_for_any_worker_count_and_shard_size(tmp_path: P
     # withdrawn by the restatement, still open, a drop, and a series rebased by feedback: every path ran
     assert {"withdrawn", "open", "reported"} <= {row[0] for row in one}
     assert any(row[1] == "drop" for row in one) and any(row[2] == "expected" for row in one)
+
+
+def _hourly_estate(store: Any, start: Any, days: int) -> None:
+    """Six accounts working New York business hours across the March clock change, one burst, and
+    fees: declared recurring on acct-0 (its first) and acct-3 (three times the one before), and the
+    same fee as acct-0's on acct-5 without a ChargeFrequency."""
+    from datetime import timedelta
+
+    from tests.doubles.lines import cost_lines
+
+    rng = np.random.default_rng(8)
+    rows: list[dict[str, Any]] = []
+    for account in range(6):
+        for service in range(3):
+            level = float(np.exp(rng.uniform(1, 4)))
+            for hour in range(days * 24):
+                at = start + timedelta(hours=hour)
+                local = (at.hour - (4 if at >= datetime(2026, 3, 8, 7, tzinfo=UTC) else 5)) % 24
+                cost = level * (1.0 if 9 <= local < 18 else 0.2) * float(np.exp(rng.normal(0, 0.05)))
+                if account == 1 and service == 0 and hour == days * 24 - 30:
+                    cost *= 40
+                rows.append({"start": at, "hours": 1, "cost": cost, "sub_account_id": f"acct-{account}",
+                             "service_name": f"Service {service}"})  # fmt: skip
+    feb, mar = datetime(2026, 2, 5, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC)
+    fees = [(0, mar, 8000.0, "Recurring"), (3, feb, 8000.0, "Recurring"), (3, mar, 24000.0, "Recurring"),
+            (5, mar, 8000.0, None)]  # fmt: skip
+    bills = [{"start": day, "cost": amount, "sub_account_id": f"acct-{account}", "service_name": "Service 0",
+              "charge_category": "Purchase", "charge_frequency": frequency} for account, day, amount, frequency in fees]  # fmt: skip
+    store.replace_cost_lines("bills", start, start + timedelta(days=days), cost_lines(rows))
+    store.replace_cost_lines("fees", start, start + timedelta(days=days), cost_lines(bills))
+
+
+def _run_hourly_and_fees(tmp_path: Path, workers: int, shard_cells: int) -> list[tuple[Any, ...]]:
+    from datetime import timedelta
+
+    from spendwatch.config import parse_config
+    from spendwatch.detect.runner import detect, settings_from_config
+    from spendwatch.store import Store
+    from tests.doubles.clock import FixedClock
+
+    start, days = datetime(2026, 1, 20, tzinfo=UTC), 60
+    clock = FixedClock(start + timedelta(days=days, hours=3))
+    cfg = parse_config(
+        "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n"
+        "monitors:\n"
+        "  - {name: svc, dimensions: [sub_account_id, service_name], granularity: [daily],"
+        " charge_categories: [Usage, Purchase]}\n"
+        "  - {name: acct, dimensions: [sub_account_id], granularity: [hourly], time_zones: [America/New_York]}\n",
+        tmp_path / "sw.yaml",
+        environ={},
+    )
+    settings = settings_from_config(cfg)
+    settings = type(settings)(**{**settings.__dict__, "workers": workers, "shard_cells": shard_cells})
+    store = Store(cfg.store.path, clock=clock)
+    _hourly_estate(store, start, days)
+    detect(cfg.monitors, store, clock, settings)
+    return store.query(
+        "SELECT monitor, granularity, series_key, kind, status, first_seen, * EXCLUDE (created_at, updated_at) "
+        "FROM anomalies ORDER BY id"
+    )
+
+
+def test_declared_fees_and_local_clocks_reach_every_shard_of_the_runner(tmp_path: Path) -> None:
+    one = _run_hourly_and_fees(tmp_path / "one", workers=1, shard_cells=10**9)
+    # hourly shards of 2 series over 2 processes; daily shards of 13: one with the fees, one without
+    many = _run_hourly_and_fees(tmp_path / "many", workers=2, shard_cells=2 * 1345)
+    assert one == many
+    fee_day = datetime(2026, 3, 5, tzinfo=UTC)
+    daily = {(json.loads(r[2])["sub_account_id"], r[5]) for r in one if r[1] == "daily" and r[3] != "drop"}
+    assert ("acct-3", fee_day) in daily  # the declared fee three times its usual size
+    assert ("acct-5", fee_day) in daily  # a first fee the bill does not call recurring alerts...
+    assert ("acct-0", fee_day) not in daily  # ...the same one declared recurring is its own expectation
+    assert any(r[1] == "hourly" and json.loads(r[2])["sub_account_id"] == "acct-1" for r in one)
