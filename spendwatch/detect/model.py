@@ -226,7 +226,9 @@ class Detector:
         columns = np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64)
         everything = forecast(usage, columns, self._spec, rebase, self._recent)
         base = select(everything, np.searchsorted(columns, decided))
-        recurring = learnt_log_ratio(usage, columns, everything, earlier, decided, self._thresholds)
+        recurring = learnt_log_ratio(
+            usage, columns, everything, earlier, decided, self._thresholds, warm_up_points=self._spec.min_points
+        )
         if charges is not None:
             recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
