@@ -169,6 +169,22 @@ def test_intermittent_batch_job_zeros_are_idle_not_drops_and_a_big_run_alerts() 
     assert not result.is_drop[0, values == 0].any()
 
 
+def test_an_intermittent_job_whose_bursts_differ_is_judged_by_the_spread_of_its_runs() -> None:
+    """Runs come in bursts of alike days (a burst's level varies by 30% from burst to burst), so the
+    day-to-day change is small: an ordinary burst at +40% over the median is not a spike; x4 is."""
+    rng = np.random.default_rng(11)
+    n = 300
+    burst_level = np.repeat(np.exp(0.3 * rng.standard_normal(n // 6 + 1)), 6)[:n]
+    running = (np.arange(n) % 6) < 3  # three alike days, then three idle
+    values = np.where(running, 5000 * burst_level * np.exp(0.02 * rng.standard_normal(n)), 0.0)
+    ordinary = [i for i in range(60, 246) if running[i] and values[i] > 1.4 * 5000]
+    values[[252, 253, 254]] = [20000.0, 20500.0, 20300.0]
+    assert ordinary, "the generated series must hold ordinary high bursts"
+    flags = flagged_steps(detect_daily(values))
+    assert 252 in flags
+    assert not set(ordinary) & set(flags), flags
+
+
 def test_cold_start_never_alerts_before_enough_history() -> None:
     values = weekly_series(60)
     values[8] *= 10
