@@ -19,12 +19,15 @@ the first one is its own expectation (the bill says it recurs), a bigger one tha
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 
 from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
 from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
 from spendwatch.detect.scoring import Decision, Thresholds, decide
-from spendwatch.detect.seasonal import Forecast, IntArray
+from spendwatch.detect.seasonal import USUAL_QUANTILE, Forecast, IntArray
 
 
 def charge_lookups(timestamps: np.ndarray, decided: IntArray, months: int) -> list[IntArray]:
@@ -47,6 +50,7 @@ def learnt_log_ratio(
     earlier: list[IntArray],
     decided: IntArray,
     limits: Thresholds,
+    warm_up_points: int = 0,
 ) -> FloatArray:
     """Log ratio a learnt calendar charge adds at each decided column (0 = none).
 
@@ -59,11 +63,19 @@ def learnt_log_ratio(
     past = decide(panel[:, columns], everything, np.zeros((panel.shape[0], len(columns))), limits)
     lookup = np.full(panel.shape[1], -1, dtype=np.int64)
     lookup[columns] = np.arange(len(columns))
+    now = np.searchsorted(columns, decided)
+    positive = (np.nan_to_num(panel) > 0).astype(np.int64)
+    warming: BoolArray = (np.cumsum(positive, axis=1) - positive) < warm_up_points
     readings = np.stack(
         [
             reading
             for lags in earlier
-            for reading in _readings(past, np.where(lags >= 0, lookup[np.maximum(lags, 0)], -1), log_expected)
+            for reading in _readings(
+                past,
+                np.where(lags >= 0, lookup[np.maximum(lags, 0)], -1),
+                _warm_up(panel, lags, past, now, warming),
+                log_expected,
+            )
         ]
     )
     learnt = readings > 0
@@ -76,25 +88,68 @@ def learnt_log_ratio(
     return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
 
 
-def _readings(past: Decision, slot: IntArray, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _warm_up(panel: FloatArray, lags: IntArray, past: Decision, now: IntArray, warming: BoolArray) -> _WarmUp:
+    """Earlier occurrences in the series' warm-up (fewer than ``min_history`` running steps before
+    them, so the model could not decide them: a yearly renewal or quarterly true-up on the data's
+    first days). With no model then, such an occurrence is a charge if it stands out of the
+    warm-up's routine high (its USUAL_QUANTILE cost: every weekday is in it, so a busy weekday is
+    not a charge) by the factor that alerts today (``upper / expected`` of the decided column: the
+    z and the materiality); its size is read against the warm-up's median cost. Without this the
+    second renewal of a charge first seen in the warm-up alerts. ``warming`` is (n, n_steps): the
+    column is in the warm-up."""
+    with np.errstate(invalid="ignore"):
+        costs = np.where(warming & (panel > 0), panel, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series with no warm-up yet: NaN, no evidence
+        usual = np.nanmedian(costs, axis=1)[:, None, None]
+        routine_high = np.nanquantile(costs, USUAL_QUANTILE, axis=1)[:, None, None]
+    index = np.maximum(lags, 0)
+    with np.errstate(invalid="ignore"):
+        then = np.where((lags >= 0) & warming[:, index], panel[:, index], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = (past.upper[:, now] / past.expected[:, now])[..., None]
+        ratio = np.where(then > 0, np.log(then / usual), np.nan)
+        alerted = then > routine_high * factor
+        started = then > 0  # a $0 in the warm-up is a series that had not started yet: no evidence
+    return _WarmUp(ratio, then - usual, np.asarray(alerted, dtype=bool), np.asarray(started, dtype=bool))
+
+
+@dataclass(frozen=True)
+class _WarmUp:
+    ratio: FloatArray  # (n, n_decided, lags) log ratio of the earlier occurrence to the warm-up median
+    dollars: FloatArray  # ... and its $ over it
+    alerted: BoolArray  # ... it stands out of the warm-up by today's alerting factor
+    observed: BoolArray  # ... it was a positive cost (counts as evidence)
+
+
+def _readings(past: Decision, slot: IntArray, warm: _WarmUp, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none)."""
-    ratio = _from_history(past.log_ratio, past.is_anomaly, past.decided, slot)
-    dollars = _from_history(past.excess, past.is_anomaly, past.decided, slot)
+    ratio = _from_history(past.log_ratio, past.is_anomaly, past.decided, slot, warm.ratio, warm)
+    dollars = _from_history(past.excess, past.is_anomaly, past.decided, slot, warm.dollars, warm)
     with np.errstate(invalid="ignore", over="ignore"):
         as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
     return np.nan_to_num(ratio, nan=0.0), np.nan_to_num(as_fixed_amount, nan=0.0)
 
 
-def _from_history(amounts: FloatArray, alerted: BoolArray, decided: BoolArray, slot: IntArray) -> FloatArray:
-    """Median of past amounts where a majority of the earlier occurrences the model decided alerted
-    (one it could not decide, before the series had enough history, is no evidence either way)."""
+def _from_history(
+    amounts: FloatArray, alerted: BoolArray, decided: BoolArray, slot: IntArray, warm_amounts: FloatArray, warm: _WarmUp
+) -> FloatArray:
+    """Median of past amounts where a majority of the earlier occurrences alerted. An occurrence
+    the model decided is read from its decision; one in the series' warm-up, before it had enough
+    history, counts only where it stands out of the warm-up (:func:`_warm_up`)."""
     index = np.maximum(slot, 0)
-    available = (slot >= 0)[None, :, :] & decided[:, index]
-    hits = alerted[:, index] & available
+    in_data = (slot >= 0)[None, :, :]
+    was_decided = in_data & decided[:, index]
+    # A warm-up occurrence is judged coarsely (no season, no noise model yet): one that stands out
+    # is evidence of a charge; one that does not is no evidence either way, as before the rule.
+    warm_hit = in_data & ~decided[:, index] & warm.observed & warm.alerted
+    available = was_decided | warm_hit
+    hits = (alerted[:, index] & was_decided) | warm_hit
     n_hits = hits.sum(axis=-1)
     n_available = available.sum(axis=-1)
     recurring = (n_hits >= 1) & (2 * n_hits >= n_available)
-    median = nanmedian_last(np.where(hits & recurring[..., None], amounts[:, index], np.nan))
+    values = np.where(was_decided, amounts[:, index], warm_amounts)
+    median = nanmedian_last(np.where(hits & recurring[..., None], values, np.nan))
     return np.nan_to_num(median, nan=0.0)
 
 

@@ -65,6 +65,7 @@ class ModelParams:
     min_impact_abs: float | None = None  # $ per step over expected; None -> granularity default
     min_impact_pct: float | None = None  # fraction over expected; None -> granularity default
     z_threshold: float = 5.0  # robust z an upward step must exceed (at sensitivity 1)
+    spread_z: float = 3.0  # an intermittent job's spike must also exceed this many sigmas of its runs' spread
     sustained_z: float = 3.0  # robust z a leak must have risen over the long level
     leak_step_z: float = 1.5  # robust z the level must rise by from block to block to be a leak
     leak_block: int = 4  # steps per block when looking for a level rising block after block
@@ -133,6 +134,7 @@ class ModelParams:
         full = self.resolved()
         return Thresholds(
             z=self.z_threshold / self.sensitivity,
+            spread_z=self.spread_z / self.sensitivity,
             sustained_z=self.sustained_z / self.sensitivity,
             leak_step_z=self.leak_step_z / self.sensitivity,
             min_abs=float(full.min_impact_abs or 0.0),
@@ -226,7 +228,9 @@ class Detector:
         columns = np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64)
         everything = forecast(usage, columns, self._spec, rebase, self._recent)
         base = select(everything, np.searchsorted(columns, decided))
-        recurring = learnt_log_ratio(usage, columns, everything, earlier, decided, self._thresholds)
+        recurring = learnt_log_ratio(
+            usage, columns, everything, earlier, decided, self._thresholds, warm_up_points=self._spec.min_points
+        )
         if charges is not None:
             recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)

@@ -28,6 +28,7 @@ _TINY = 1e-9
 @dataclass(frozen=True)
 class Thresholds:
     z: float
+    spread_z: float  # spread sigmas an intermittent job's step must exceed to be a spike
     sustained_z: float
     leak_step_z: float
     min_abs: float
@@ -65,7 +66,10 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
     positive = usable & (observed > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(positive, (np.log(observed) - np.log(expected)) / scale, np.nan)
-        upper = np.fmax(_upper_bound(expected, expected_long, scale, limits), np.exp(base.log_usual_high + recurring))
+        upper = np.fmax(
+            _upper_bound(expected, expected_long, _spike_scale(scale, base, limits), limits),
+            np.exp(base.log_usual_high + recurring),
+        )
         spike = positive & (observed > upper)
         leak = positive & _rising_level(observed, expected_long, base, scale, limits)
         running = base.zero_share <= limits.intermittent_zero_share
@@ -86,6 +90,21 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
 def _effective_scale(log_scale: FloatArray, recurring: FloatArray, floor_pct: float) -> FloatArray:
     floors = np.where(recurring > 0, max(floor_pct, RECURRING_LOG_SCALE), floor_pct)
     return np.fmax(np.fmax(log_scale, floors), _TINY)
+
+
+def _spike_scale(scale: FloatArray, base: Forecast, limits: Thresholds) -> FloatArray:
+    """The noise a one-step spike is measured against (``z`` of it must be exceeded).
+
+    An intermittent job's forecast is the median of running steps days apart, and the runs of one
+    burst are alike, so successive changes understate how far its next run may land from that
+    median: there the step must also be ``spread_z`` sigmas of its running costs' spread around
+    their median (3 sigmas: about one run in 700 on Gaussian noise). Only for the spike rule: a
+    leak or a sustained excess is measured against the level, where the successive-change sigma
+    is the right one."""
+    intermittent = base.zero_share > limits.intermittent_zero_share
+    return np.where(
+        intermittent, np.fmax(scale, limits.spread_z / limits.z * np.nan_to_num(base.log_spread, nan=0.0)), scale
+    )
 
 
 def _material(expected: FloatArray, limits: Thresholds) -> FloatArray:

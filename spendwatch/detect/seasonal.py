@@ -84,6 +84,7 @@ class Forecast:
     log_expected: FloatArray  # short level + season
     log_expected_long: FloatArray  # long level + season
     log_scale: FloatArray  # robust sigma of the noise (from successive changes)
+    log_spread: FloatArray  # robust sigma of the deseasonalised running costs around their median
     log_usual_high: FloatArray  # the window's USUAL_QUANTILE deseasonalised level + season: a routine high
     zero_share: FloatArray  # share of $0 (or credit) observations in the window
     recent: FloatArray  # (n, m, k) last k deseasonalised values minus the long level
@@ -128,7 +129,7 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
         no_span = np.empty((values.shape[0], 0, spec.sustained_span))
         no_tail = np.empty((values.shape[0], 0, RUN_TAIL * spec.sustained_span))
         no_sustained = Sustained(no_span, no_span, empty, empty, empty, no_tail)
-        return Forecast(empty, empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
+        return Forecast(empty, empty, empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
     return concatenate(parts)
 
 
@@ -177,6 +178,8 @@ def _forecast_chunk(
     fit = _level_fit(log_cost, season, keep, spec, recent, additive=False)
     changes = _successive_changes(log_cost - season_held_out)
     scale = mad_sigma_last(changes - nanmedian_last(changes)[..., None]) / np.sqrt(2.0)
+    around = log_cost - season_held_out
+    spread = mad_sigma_last(around - nanmedian_last(around)[..., None])
     n_running = np.count_nonzero(~np.isnan(log_cost), axis=-1)
     decidable = (n_running >= spec.min_points) & ~np.isnan(fit.log_expected)
     sustained = _sustained(log_cost, observed, season, season_held_out, keep, spec)
@@ -185,6 +188,7 @@ def _forecast_chunk(
         log_expected=fit.log_expected,
         log_expected_long=fit.log_expected_long,
         log_scale=scale,
+        log_spread=spread,
         log_usual_high=fit.usual_high,
         zero_share=np.count_nonzero(zeros, axis=-1) / np.maximum(np.count_nonzero(observed, axis=-1), 1),
         recent=fit.recent,

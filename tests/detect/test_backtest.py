@@ -156,25 +156,36 @@ def reachable_excess(labels: dict[str, Any], panels: dict[str, Panel]) -> float:
     return total
 
 
+# Floors at what the detector measures (deterministic: `python benchmarks/eval_detect.py`), so a
+# change that loses accuracy fails here; raise them as the detector improves. F1 / $ recall of the
+# events' dollars (of the reachable ones on public/, where two events are unreachable) / delay.
+BENCH_FLOORS = {
+    "public": {"f1": 0.905, "reachable": 0.977, "delay": 0.70},
+    "public-v2": {"f1": 0.772, "reachable": 0.884, "delay": 1.19},
+}
+
+
 @pytest.mark.bench
-def test_public_benchmark_meets_the_targets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(BENCH_FLOORS))
+def test_public_benchmark_meets_the_floors(tmp_path: Path, name: str) -> None:
     directory = bench_dir()
-    if not (directory / "public" / "labels.json").exists():
-        pytest.skip(f"benchmark not found at {directory} (set SPENDWATCH_BENCH_DIR)")
+    if not (directory / name / "labels.json").exists():
+        pytest.skip(f"benchmark {name}/ not found at {directory} (set SPENDWATCH_BENCH_DIR)")
     scorer = load_scorer(directory)
-    labels = json.loads((directory / "public" / "labels.json").read_text())
+    labels = json.loads((directory / name / "labels.json").read_text())
     panels: dict[str, Panel] = {}
     flags: dict[str, set[Any]] = {}
-    for name in ("daily", "hourly"):
-        panel = read_long_csv(directory / "public" / f"{name}.csv")
-        panels[name] = panel
-        out = tmp_path / f"{name}.csv"
-        write_flags(run_backtest(panel), out, name)
+    for granularity in ("daily", "hourly"):
+        panel = read_long_csv(directory / name / f"{granularity}.csv")
+        panels[granularity] = panel
+        out = tmp_path / f"{granularity}.csv"
+        write_flags(run_backtest(panel), out, granularity)
         for sid, group in pd.read_csv(out, dtype=str).groupby("series_id"):
             kept = group[group["is_anomaly"] == "true"]["timestamp"]
             flags[str(sid)] = {scorer.parse(t) for t in kept}
     result = scorer.score(labels, flags)["all"]
     detected_share = result["dollar_recall"] * sum(e["excess"] for v in labels.values() for e in v["events"])
-    assert result["f1"] >= 0.85
-    assert result["mean_delay_steps"] <= 1.0
-    assert detected_share / reachable_excess(labels, panels) >= 0.97
+    floors = BENCH_FLOORS[name]
+    assert result["f1"] >= floors["f1"], result
+    assert result["mean_delay_steps"] <= floors["delay"], result
+    assert detected_share / reachable_excess(labels, panels) >= floors["reachable"], result

@@ -143,6 +143,23 @@ def test_recurring_monthly_charge_is_learnt_and_a_bigger_one_still_alerts(
     assert all(result.expected[0, d] > 15000 for d in learnt), name
 
 
+@pytest.mark.parametrize(("period", "extra"), [("yearly", 0.0), ("yearly", 40000.0), ("quarterly", 0.0)])
+def test_a_charge_first_seen_in_the_warm_up_is_learnt_and_a_bigger_one_alerts(period: str, extra: float) -> None:
+    """A renewal on the data's 5th day (before the model can decide anything) is the evidence for
+    the next one: the same size passes, a bigger one alerts; busy weekdays of the warm-up are not
+    charges (the weekly pattern is 1 : 0.6, so a weekday stands out of the median by 1.6)."""
+    stamps = daily_stamps(400)
+    values = weekly_series(400, level=1000)
+    months = 12 if period == "yearly" else 3
+    first = 4  # 2025-01-05
+    again = int(np.flatnonzero(stamps.astype("datetime64[M]") == np.datetime64("2025-01") + months)[0]) + first
+    values[[first, again]] += 20000
+    values[again] += extra
+    flags = flagged_steps(Detector(ModelParams.for_granularity("daily")).fit(values[None, :], stamps))
+    assert (again in flags) == (extra > 0), (period, extra, flags)
+    assert [d for d in flags if d != again] == [], (period, extra, flags)
+
+
 def test_intermittent_batch_job_zeros_are_idle_not_drops_and_a_big_run_alerts() -> None:
     rng = np.random.default_rng(5)
     values = np.where(rng.random(300) < 0.5, 0.0, 5000 * np.exp(0.15 * rng.standard_normal(300)))
@@ -150,6 +167,22 @@ def test_intermittent_batch_job_zeros_are_idle_not_drops_and_a_big_run_alerts() 
     result = detect_daily(values)
     assert flagged_steps(result) == [250]
     assert not result.is_drop[0, values == 0].any()
+
+
+def test_an_intermittent_job_whose_bursts_differ_is_judged_by_the_spread_of_its_runs() -> None:
+    """Runs come in bursts of alike days (a burst's level varies by 30% from burst to burst), so the
+    day-to-day change is small: an ordinary burst at +40% over the median is not a spike; x4 is."""
+    rng = np.random.default_rng(11)
+    n = 300
+    burst_level = np.repeat(np.exp(0.3 * rng.standard_normal(n // 6 + 1)), 6)[:n]
+    running = (np.arange(n) % 6) < 3  # three alike days, then three idle
+    values = np.where(running, 5000 * burst_level * np.exp(0.02 * rng.standard_normal(n)), 0.0)
+    ordinary = [i for i in range(60, 246) if running[i] and values[i] > 1.4 * 5000]
+    values[[252, 253, 254]] = [20000.0, 20500.0, 20300.0]
+    assert ordinary, "the generated series must hold ordinary high bursts"
+    flags = flagged_steps(detect_daily(values))
+    assert 252 in flags
+    assert not set(ordinary) & set(flags), flags
 
 
 def test_cold_start_never_alerts_before_enough_history() -> None:
