@@ -64,8 +64,7 @@ def learnt_log_ratio(
     lookup = np.full(panel.shape[1], -1, dtype=np.int64)
     lookup[columns] = np.arange(len(columns))
     now = np.searchsorted(columns, decided)
-    positive = (np.nan_to_num(panel) > 0).astype(np.int64)
-    warming: BoolArray = (np.cumsum(positive, axis=1) - positive) < warm_up_points
+    warm = WarmUp.of(panel, warm_up_points)
     readings = np.stack(
         [
             reading
@@ -73,7 +72,7 @@ def learnt_log_ratio(
             for reading in _readings(
                 past,
                 np.where(lags >= 0, lookup[np.maximum(lags, 0)], -1),
-                _warm_up(panel, lags, past, now, warming),
+                _warm_up(panel, lags, past, now, warm, decided),
                 log_expected,
             )
         ]
@@ -88,24 +87,53 @@ def learnt_log_ratio(
     return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
 
 
-def _warm_up(panel: FloatArray, lags: IntArray, past: Decision, now: IntArray, warming: BoolArray) -> _WarmUp:
+_ROWS = 20_000
+"""Series per chunk when finding the warm-ups (bounds the running count's memory in a fleet scan)."""
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """Each series' warm-up: its first ``points`` running (positive) steps, which the model cannot decide."""
+
+    end: IntArray  # (n,) the column of the last warm-up step: later columns have ``points`` before them
+    costs: FloatArray  # (n, points) the warm-up's costs, NaN-padded where a series has fewer
+
+    @classmethod
+    def of(cls, panel: FloatArray, points: int) -> WarmUp:
+        n_series, n_steps = panel.shape
+        end = np.full(n_series, n_steps, dtype=np.int64)
+        costs = np.full((n_series, max(points, 0)), np.nan)
+        for first in range(0, n_series if points > 0 else 0, _ROWS):
+            block = panel[first : first + _ROWS]
+            positive = np.nan_to_num(block) > 0
+            rank = np.cumsum(positive, axis=1, dtype=np.int32)
+            rows, columns = np.nonzero(positive & (rank <= points))
+            costs[first + rows, rank[rows, columns] - 1] = block[rows, columns]
+            full = rank[:, -1] >= points
+            end[first : first + len(block)][full] = np.argmax(rank[full] >= points, axis=1)
+        return cls(end, costs)
+
+
+def _warm_up(
+    panel: FloatArray, lags: IntArray, past: Decision, now: IntArray, warm: WarmUp, decided: IntArray
+) -> _WarmUp:
     """Earlier occurrences in the series' warm-up (fewer than ``min_history`` running steps before
     them, so the model could not decide them: a yearly renewal or quarterly true-up on the data's
     first days). With no model then, such an occurrence is a charge if it stands out of the
     warm-up's routine high (its USUAL_QUANTILE cost: every weekday is in it, so a busy weekday is
     not a charge) by the factor that alerts today (``upper / expected`` of the decided column: the
     z and the materiality); its size is read against the warm-up's median cost. Without this the
-    second renewal of a charge first seen in the warm-up alerts. ``warming`` is (n, n_steps): the
-    column is in the warm-up."""
-    with np.errstate(invalid="ignore"):
-        costs = np.where(warming & (panel > 0), panel, np.nan)
+    second renewal of a charge first seen in the warm-up alerts."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a series with no warm-up yet: NaN, no evidence
-        usual = np.nanmedian(costs, axis=1)[:, None, None]
-        routine_high = np.nanquantile(costs, USUAL_QUANTILE, axis=1)[:, None, None]
+        usual = np.nanmedian(warm.costs, axis=1)[:, None, None]
+        routine_high = np.nanquantile(warm.costs, USUAL_QUANTILE, axis=1)[:, None, None]
     index = np.maximum(lags, 0)
+    # Causal: only a warm-up complete before the decided column (its costs all lie before it).
+    complete = warm.end[:, None, None] < decided[None, :, None]
+    in_warm_up = (lags >= 0)[None] & (index[None] <= warm.end[:, None, None]) & complete
     with np.errstate(invalid="ignore"):
-        then = np.where((lags >= 0) & warming[:, index], panel[:, index], np.nan)
+        then = np.where(in_warm_up, panel[:, index], np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         factor = (past.upper[:, now] / past.expected[:, now])[..., None]
         ratio = np.where(then > 0, np.log(then / usual), np.nan)
