@@ -265,7 +265,7 @@ main.add_command(doctor_command)
 from spendwatch.guard.cli import guard_group  # noqa: E402
 
 main.add_command(guard_group)
-from spendwatch.store_cli import store_group  # noqa: E402
+from spendwatch.store.cli import store_group  # noqa: E402
 
 main.add_command(store_group)
 from spendwatch.plugins_cli import plugins_group  # noqa: E402

@@ -41,11 +41,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from spendwatch._locks import LockTimeout, SingletonLock
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.config_types import Duration
 from spendwatch.errors import ConfigError, Interrupted, SpendwatchError, StoreAccessError, UserError
 from spendwatch.plugins import StrictModel
+from spendwatch.store.locks import LockTimeout, SingletonLock
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler

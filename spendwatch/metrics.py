@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from spendwatch.records import SEVERITY_ORDER
 from spendwatch.store import Connection, Store
+from spendwatch.store.records import SEVERITY_ORDER
 
 if TYPE_CHECKING:
     from spendwatch.config import Config

@@ -37,8 +37,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from spendwatch.clock import Clock
-from spendwatch.records import SEVERITY_ORDER
 from spendwatch.store import Connection, Store
+from spendwatch.store.records import SEVERITY_ORDER
 from spendwatch.terminal import clean
 
 if TYPE_CHECKING:
