@@ -225,7 +225,7 @@ def restore(
 
 
 def _daemon_lock(store_path: Path) -> SingletonLock:
-    from spendwatch.daemon import lock_path
+    from spendwatch.daemon.lock import lock_path
 
     lock = SingletonLock(lock_path(store_path))
     try:

@@ -227,7 +227,7 @@ def store_registry(config: Config, store: Store) -> CollectorRegistry:
     """A registry with the store collector, the spend collector (``spend_metrics``) and the process collector."""
     from prometheus_client import ProcessCollector
 
-    from spendwatch.spend_metrics import SpendCollector
+    from spendwatch.daemon.spend_metrics import SpendCollector
 
     registry = CollectorRegistry(auto_describe=False)
     StoreCollector(config, store, registry=registry)

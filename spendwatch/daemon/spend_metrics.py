@@ -43,7 +43,7 @@ from spendwatch.terminal import clean
 
 if TYPE_CHECKING:
     from spendwatch.config import Config
-    from spendwatch.daemon import SpendMetricsConfig
+    from spendwatch.daemon.config import SpendMetricsConfig
 
 log = logging.getLogger("spendwatch.metrics")
 OTHER = "other"
