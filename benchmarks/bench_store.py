@@ -26,8 +26,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spendwatch.schema import COST_LINE_SCHEMA, conform
 from spendwatch.store import Store
+from spendwatch.store.schema import COST_LINE_SCHEMA, conform
 
 PANEL_DUCKDB = (
     "SELECT provider, sub_account_id, service_name, billing_currency, date_trunc('day', charge_period_start) AS ts, "

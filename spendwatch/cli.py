@@ -259,13 +259,13 @@ from spendwatch.notify.cli import digest_command, run_command  # noqa: E402
 
 main.add_command(digest_command)
 main.add_command(run_command)
-from spendwatch.doctor_cli import doctor_command  # noqa: E402
+from spendwatch.doctor.cli import doctor_command  # noqa: E402
 
 main.add_command(doctor_command)
 from spendwatch.guard.cli import guard_group  # noqa: E402
 
 main.add_command(guard_group)
-from spendwatch.store_cli import store_group  # noqa: E402
+from spendwatch.store.cli import store_group  # noqa: E402
 
 main.add_command(store_group)
 from spendwatch.plugins_cli import plugins_group  # noqa: E402

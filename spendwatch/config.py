@@ -30,7 +30,7 @@ import spendwatch.collectors  # noqa: F401  (registers the source types)
 from spendwatch.budgets import BudgetConfig
 from spendwatch.collectors.base import SOURCES, SourceConfig
 from spendwatch.config_types import ConfigPath, Duration
-from spendwatch.daemon import DaemonConfig
+from spendwatch.daemon.config import DaemonConfig
 from spendwatch.detect.monitors import MonitorConfig, default_monitors
 from spendwatch.errors import ConfigError
 from spendwatch.guard.config import GuardConfig

@@ -99,3 +99,21 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 ConfigPattern = Annotated[str, AfterValidator(_resolve_pattern)]
 """A path or glob; relative ones are resolved against the folder of the config file."""
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_days(spec: str) -> frozenset[int]:
+    """``*``, ``mon-fri``, ``mon,wed,fri`` (APScheduler's day_of_week names) → weekday numbers."""
+    spec = spec.strip().lower()
+    if spec in ("*", ""):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.strip().partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"{spec!r} is not a day-of-week list; use '*', 'mon-fri' or 'mon,wed,fri'")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
+    return frozenset(days)

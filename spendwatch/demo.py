@@ -26,8 +26,8 @@ from spendwatch.guard.demo import GuardDemoResult, replay_runaway
 from spendwatch.killswitch.engine import KillSwitchRun, run_killswitch
 from spendwatch.money import format_money
 from spendwatch.notify.cli import render_to_dir
-from spendwatch.records import Incident
 from spendwatch.store import Store
+from spendwatch.store.records import Incident
 
 Say = Callable[[str], None]
 

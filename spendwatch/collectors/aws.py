@@ -41,7 +41,7 @@ from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.connections import AwsConnection
 from spendwatch.errors import MalformedAnswerError, PermissionDeniedError, SourceError, UserError
-from spendwatch.schema import COST_LINE_SCHEMA, TAGS_TYPE, conform
+from spendwatch.store.schema import COST_LINE_SCHEMA, TAGS_TYPE, conform
 
 CE_DIMENSIONS = (
     "AZ",

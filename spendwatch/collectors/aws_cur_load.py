@@ -44,7 +44,7 @@ from spendwatch.collectors.aws_cur_sql import (
     quote,
 )
 from spendwatch.errors import InputError
-from spendwatch.schema import COST_LINE_SCHEMA, conform
+from spendwatch.store.schema import COST_LINE_SCHEMA, conform
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from spendwatch.collectors.aws_cur_columns import (
     snake,
     tag_candidates,
 )
-from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES
+from spendwatch.store.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES
 
 # Re-exported: the column detection used to live here and is still imported from here.
 __all__ = [
@@ -372,7 +372,7 @@ class CurSql:
             "sku_id": f"coalesce({self._col('xusagetype')}, {self._col('skuid')})",
             "region_id": self._col("regionid"),
             "resource_id": self._col("resourceid"),
-            # The FOCUS values the focus source accepts (spendwatch.schema), matched case-insensitively.
+            # The FOCUS values the focus source accepts (spendwatch.store.schema), matched case-insensitively.
             "charge_category": _choice_sql(category, CHARGE_CATEGORIES, "'Adjustment'"),
             "charge_frequency": _choice_sql(self._col("chargefrequency"), CHARGE_FREQUENCIES, "NULL"),
             "charge_description": self._col("chargedescription"),

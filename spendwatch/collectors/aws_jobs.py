@@ -45,8 +45,8 @@ from spendwatch.collectors.cloudtrail import EVENTS, OwnerLookup, TokenBucket
 from spendwatch.config_types import Duration
 from spendwatch.connections import AwsConnection
 from spendwatch.errors import PermissionDeniedError, SourceError
-from spendwatch.schema import JOB_SCHEMA, TAGS_TYPE, conform
 from spendwatch.store import Store
+from spendwatch.store.schema import JOB_SCHEMA, TAGS_TYPE, conform
 
 RUNNING_STATES = frozenset({"QUEUED", "PENDING", "STARTING", "RUNNING"})
 Platform = Literal["athena", "sagemaker", "emr", "glue", "batch"]

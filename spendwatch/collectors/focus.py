@@ -35,7 +35,7 @@ from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch,
 from spendwatch.collectors.tags import derive_column, parse_tags_json, tags_array
 from spendwatch.config_types import ConfigPattern
 from spendwatch.errors import InputError
-from spendwatch.schema import (
+from spendwatch.store.schema import (
     CHARGE_CATEGORIES,
     CHARGE_FREQUENCIES,
     COST_LINE_SCHEMA,

@@ -54,7 +54,7 @@ from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.connections import GcpConnection
 from spendwatch.errors import MalformedAnswerError, SourceError
-from spendwatch.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, COST_LINE_SCHEMA, TAGS_TYPE, conform
+from spendwatch.store.schema import CHARGE_CATEGORIES, CHARGE_FREQUENCIES, COST_LINE_SCHEMA, TAGS_TYPE, conform
 
 GIB = 1 << 30
 DEFAULT_MAX_BYTES_BILLED = 50 * GIB

@@ -33,8 +33,8 @@ from spendwatch.config_types import Duration
 from spendwatch.connections import GcpConnection
 from spendwatch.errors import ConfigError, SourceError
 from spendwatch.plugins import StrictModel
-from spendwatch.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 from spendwatch.store import Store
+from spendwatch.store.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 
 log = logging.getLogger("spendwatch.collect")
 

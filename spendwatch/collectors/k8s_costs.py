@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pydantic import Field, field_validator
 
 from spendwatch.plugins import StrictModel
-from spendwatch.schema import K8S_LABEL_PREFIX
+from spendwatch.store.schema import K8S_LABEL_PREFIX
 
 # A Kubernetes label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")

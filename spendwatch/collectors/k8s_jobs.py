@@ -41,8 +41,8 @@ from spendwatch.collectors.k8s_workloads import (
 from spendwatch.config_types import Duration
 from spendwatch.errors import ActionError, SourceError
 from spendwatch.k8s_client import EXTRA_HINT, KubernetesConnection, api_client, kubernetes_installed
-from spendwatch.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 from spendwatch.store import Store
+from spendwatch.store.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 
 WorkloadKind = Literal["Job", "RayJob", "RayCluster", "PyTorchJob", "TFJob", "Pod", "Deployment", "StatefulSet"]
 DEFAULT_KINDS: tuple[WorkloadKind, ...] = ("Job", "RayJob", "RayCluster", "PyTorchJob", "TFJob", "Pod")

@@ -34,7 +34,7 @@ from spendwatch.collectors.k8s_costs import KubernetesLabels, first_label, label
 from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.errors import SourceError
-from spendwatch.schema import COST_LINE_SCHEMA, TAGS_TYPE, conform
+from spendwatch.store.schema import COST_LINE_SCHEMA, TAGS_TYPE, conform
 
 COMPONENTS = (
     ("cpu", "cpuCost"),

@@ -46,7 +46,7 @@ from spendwatch.collectors.estate import (
     team_of,
 )
 from spendwatch.collectors.focus import split_by_month
-from spendwatch.schema import COST_LINE_SCHEMA, JOB_SCHEMA, TAGS_TYPE, conform
+from spendwatch.store.schema import COST_LINE_SCHEMA, JOB_SCHEMA, TAGS_TYPE, conform
 
 AWS_PAYER = "100000000001"
 GCP_BILLING = "01A2B3-C4D5E6-F7A8B9"

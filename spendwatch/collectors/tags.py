@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from spendwatch.schema import TAGS_TYPE
+from spendwatch.store.schema import TAGS_TYPE
 
 TagList = list[tuple[str, str]]
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from spendwatch.detect.monitors import NONE_VALUE, MonitorConfig, dimension_value_sql, monitor_clauses
-from spendwatch.records import Contributor, JobLink
 from spendwatch.store import Connection
+from spendwatch.store.records import Contributor, JobLink
 
 BASELINE_CYCLES = 4
 MAX_CONTRIBUTORS_PER_DIMENSION = 5

@@ -22,7 +22,7 @@ from spendwatch.cli_util import (
     pass_env,
     progress,
 )
-from spendwatch.records import INCIDENT_STATUSES, Incident
+from spendwatch.store.records import INCIDENT_STATUSES, Incident
 from spendwatch.terminal import clean
 
 _ACTIVE = ("open", "ongoing")

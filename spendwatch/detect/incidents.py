@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from spendwatch.errors import NotFoundError, UserError
-from spendwatch.records import (
+from spendwatch.store import Connection, Store, Where
+from spendwatch.store.records import (
     Contributor,
     Incident,
     JobLink,
@@ -34,7 +35,6 @@ from spendwatch.records import (
     points_from_json,
     to_json,
 )
-from spendwatch.store import Connection, Store, Where
 
 FEEDBACK_STATUSES = frozenset({"acknowledged", "expected"})
 _KIND_NAMES = {1: "spike", 2: "shift", 3: "leak", 4: "burst", 5: "drop"}

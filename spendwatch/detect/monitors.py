@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, model_validator
 from spendwatch.config_types import Name
 from spendwatch.detect.clocks import check_zone
 from spendwatch.plugins import StrictModel
-from spendwatch.schema import DIMENSION_COLUMNS, DIMENSIONS, K8S_LABEL_PREFIX
+from spendwatch.store.schema import DIMENSION_COLUMNS, DIMENSIONS, K8S_LABEL_PREFIX
 
 Granularity = Literal["daily", "hourly"]
 ChargeCategory = Literal["Usage", "Purchase", "Tax", "Credit", "Adjustment"]

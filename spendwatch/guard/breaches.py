@@ -26,9 +26,9 @@ from typing import Any
 
 from spendwatch.guard.config import PER_JOB_LIMITS, GuardConfig, severity_for
 from spendwatch.guard.estimate import Estimate, job_key, labels_of, scope_of
-from spendwatch.records import SEVERITY_ORDER, Contributor, JobLink, SeriesPoint, jobs_from_json, to_json
-from spendwatch.schema import JOB_STATES_RUNNING
 from spendwatch.store import Connection, Store
+from spendwatch.store.records import SEVERITY_ORDER, Contributor, JobLink, SeriesPoint, jobs_from_json, to_json
+from spendwatch.store.schema import JOB_STATES_RUNNING
 
 GRANULARITY = "realtime"
 LIMIT_LABELS = {

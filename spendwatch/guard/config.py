@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from spendwatch.collectors.gcp_prices import PriceOverrides
 from spendwatch.config_types import Duration, Name
 from spendwatch.plugins import StrictModel
-from spendwatch.records import SEVERITY_ORDER
+from spendwatch.store.records import SEVERITY_ORDER
 
 PlatformName = Literal[
     "bigquery", "athena", "sagemaker", "emr", "glue", "batch", "vertex", "dataproc", "kubernetes"

@@ -23,8 +23,8 @@ from spendwatch.guard.config import GuardConfig
 from spendwatch.guard.estimate import Estimate, labels_of, scope_of
 from spendwatch.guard.state import WatchState, state_for
 from spendwatch.guard.watch import JobSource, Poll, forget_ended, poll, watched_sources
-from spendwatch.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 from spendwatch.store import Store
+from spendwatch.store.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 
 log = logging.getLogger("spendwatch.guard")
 SOURCE_PREFIX = "guard:"

@@ -17,9 +17,9 @@ from spendwatch.guard.engine import SOURCE_PREFIX, _day_start, day_rows
 from spendwatch.guard.estimate import Estimate, estimate, labels_of
 from spendwatch.guard.state import WatchState
 from spendwatch.guard.watch import poll, watched_sources
-from spendwatch.records import Incident
-from spendwatch.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 from spendwatch.store import Store
+from spendwatch.store.records import Incident
+from spendwatch.store.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 
 
 def money(value: float | None, currency: str = "USD") -> str:

@@ -23,9 +23,9 @@ from spendwatch.k8s_client import EXTRA_HINT, KubernetesConnection, kubernetes_i
 from spendwatch.killswitch import aws, aws_jobs, gcp, k8s  # noqa: F401  (register the actions)
 from spendwatch.killswitch.base import RESOURCE_TYPES, actions_for, known_verbs, resource_types_for_verb
 from spendwatch.plugins import StrictModel
-from spendwatch.records import SEVERITY_ORDER
-from spendwatch.schema import JOB_STATES_RUNNING
 from spendwatch.secrets import SecretUrl
+from spendwatch.store.records import SEVERITY_ORDER
+from spendwatch.store.schema import JOB_STATES_RUNNING
 
 Mode = Literal["dry-run", "approve", "enforce"]
 SeverityName = Literal["low", "medium", "high", "critical"]

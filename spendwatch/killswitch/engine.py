@@ -41,8 +41,8 @@ from spendwatch.killswitch.rules import JobRecord, Match, load_running_jobs, mat
 from spendwatch.killswitch.runs import KillSwitchRun, SkipNote, idempotency_key, runner_alive, runner_id
 from spendwatch.killswitch.safety import Breaker, is_paused, owner_from_labels, protection_reason, reread_problem
 from spendwatch.killswitch.scope import rule_problem, scope_problem
-from spendwatch.records import Incident
 from spendwatch.store import Store
+from spendwatch.store.records import Incident
 
 __all__ = ["ENGINE_ACTOR", "KillSwitch", "KillSwitchRun", "SkipNote", "idempotency_key", "run_killswitch", "runner_id"]
 

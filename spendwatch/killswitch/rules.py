@@ -19,8 +19,8 @@ from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import DEFAULT_JOB_STATES, IncidentWhen, JobWhen, Rule
 from spendwatch.killswitch.targets import Located, labels_dict, locate, locate_job, rate_and_stake
 from spendwatch.money import format_money
-from spendwatch.records import Incident, JobLink
 from spendwatch.store import Store
+from spendwatch.store.records import Incident, JobLink
 
 
 @dataclass(frozen=True)

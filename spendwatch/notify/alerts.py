@@ -48,8 +48,8 @@ from spendwatch.notify.events import action_event, incident_event
 from spendwatch.notify.lifecycle import follow_ups
 from spendwatch.notify.render import build_email, new_message_id
 from spendwatch.notify.send import dedupe_addresses
-from spendwatch.records import SEVERITY_ORDER, Incident
 from spendwatch.store import Store
+from spendwatch.store.records import SEVERITY_ORDER, Incident
 
 if TYPE_CHECKING:
     from spendwatch.budgets import BudgetStatus

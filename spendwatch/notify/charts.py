@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from spendwatch.money import format_money
 from spendwatch.notify.chat import plain_text
-from spendwatch.records import SeriesPoint
+from spendwatch.store.records import SeriesPoint
 
 WIDTH_PX = 480
 HEIGHT_PX = 220

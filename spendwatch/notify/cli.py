@@ -134,7 +134,7 @@ def run_command(env: Env, config_path: str | None, log_level: str, log_json: boo
     """
     import logging
 
-    from spendwatch.daemon import run_daemon
+    from spendwatch.daemon.scheduler import run_daemon
     from spendwatch.logs import JsonFormatter, configure_logging
 
     _use_config(env, config_path)

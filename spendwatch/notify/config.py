@@ -22,7 +22,7 @@ import spendwatch.notify.plugins  # noqa: F401  (registers the channel types)
 from spendwatch.config_types import ConfigPath, Duration, Name
 from spendwatch.notify.channels import CHANNELS, ChannelConfig
 from spendwatch.plugins import PluginUnion, StrictModel
-from spendwatch.records import SEVERITY_ORDER, Severity
+from spendwatch.store.records import SEVERITY_ORDER, Severity
 
 # A discriminated union, as sources are: each channel validates with its own type's model (plugins'
 # too, once loaded), the JSON Schema lists every type's keys, and spendwatch.config strips the union

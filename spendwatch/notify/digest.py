@@ -46,8 +46,8 @@ from spendwatch.notify.spend import (
     top_jobs,
 )
 from spendwatch.notify.teams import UNTAGGED, TeamMap, team_map, team_sql
-from spendwatch.records import SEVERITY_ORDER, Incident, JobLink
 from spendwatch.store import Store
+from spendwatch.store.records import SEVERITY_ORDER, Incident, JobLink
 
 if TYPE_CHECKING:
     from spendwatch.budgets import BudgetStatus

@@ -33,7 +33,7 @@ from spendwatch.money import format_money
 
 if TYPE_CHECKING:
     from spendwatch.killswitch.journal import ActionRecord
-    from spendwatch.records import Incident
+    from spendwatch.store.records import Incident
 
 EventAction = Literal["trigger", "acknowledge", "resolve"]
 ACTION_TRIGGER_STATES = frozenset({"awaiting-approval", "failed"})

@@ -30,7 +30,7 @@ from spendwatch.store import Store, Where
 if TYPE_CHECKING:
     from spendwatch.clock import Clock
     from spendwatch.config import Config
-    from spendwatch.records import Incident
+    from spendwatch.store.records import Incident
 
 _TRIGGER = re.compile(r"^incident:(\d+):[a-z]+$")
 _FOLLOW_UP = re.compile(r"^(trigger|acknowledge|resolve):incident:(\d+):(\d+)$")

@@ -31,8 +31,8 @@ from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelC
 from spendwatch.notify.chat import RELAYED, escape, plain_text
 from spendwatch.notify.events import AlertEvent
 from spendwatch.notify.http import post_json
-from spendwatch.records import Severity
 from spendwatch.secrets import redact_url, scrub, secret_values
+from spendwatch.store.records import Severity
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 PagerSeverity = Literal["critical", "error", "warning", "info"]

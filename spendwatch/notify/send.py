@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from spendwatch.clock import Clock
+from spendwatch.config_types import parse_days
 from spendwatch.notify.channels import Channel, ChannelError, build_channel
 from spendwatch.notify.config import NotifyConfig, effective_notify
 from spendwatch.notify.digest import Digest, build_digest
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spendwatch.notify.digest")
 MAX_COVERED_DAYS = 7
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,6 @@ class DigestOutcome:
 
 
 # -- the schedule ------------------------------------------------------------------------------------
-
-
-def parse_days(spec: str) -> frozenset[int]:
-    """``*``, ``mon-fri``, ``mon,wed,fri`` (APScheduler's day_of_week names) → weekday numbers."""
-    spec = spec.strip().lower()
-    if spec in ("*", ""):
-        return frozenset(range(7))
-    days: set[int] = set()
-    for part in spec.split(","):
-        first, _, last = part.strip().partition("-")
-        if first not in _DAYS or (last and last not in _DAYS):
-            raise ValueError(f"{spec!r} is not a day-of-week list; use '*', 'mon-fri' or 'mon,wed,fri'")
-        a, b = _DAYS.index(first), _DAYS.index(last or first)
-        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
-    return frozenset(days)
 
 
 def due_day(now: datetime, timezone: str, at: time, days: str = "*") -> date | None:

@@ -24,7 +24,7 @@ from spendwatch.store import Store
 
 if TYPE_CHECKING:
     from spendwatch.notify.config import NotifyConfig, RouteConfig
-    from spendwatch.records import Incident
+    from spendwatch.store.records import Incident
 
 UNTAGGED = "untagged"
 # An account belongs to a team when that team carries at least this share of its spend.

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pytest
 
 from spendwatch.errors import StoreError
-from spendwatch.store import SCHEMA_VERSION, Store, _migrations
+from spendwatch.store import SCHEMA_VERSION, Store
+from spendwatch.store.store import _migrations
 from tests.doubles.clock import FixedClock
 from tests.doubles.lines import cost_lines
 from tests.doubles.waits import PATIENCE
@@ -111,7 +112,7 @@ def test_a_bad_value_inside_the_insert_rolls_the_whole_period_back(tmp_path: Pat
 
 
 def test_jobs_upsert_keeps_first_seen_and_updates_state(tmp_path: Path, clock: FixedClock) -> None:
-    from spendwatch.schema import JOB_SCHEMA, conform
+    from spendwatch.store.schema import JOB_SCHEMA, conform
 
     store = Store(tmp_path / "s.duckdb", clock=clock)
 

@@ -19,8 +19,8 @@ import pytest
 from spendwatch.collect import collect_source
 from spendwatch.collectors.base import SOURCES, CollectWindow, CostBatch, Source, SourceConfig
 from spendwatch.errors import Interrupted
-from spendwatch.schema import COST_LINE_SCHEMA, conform
 from spendwatch.store import Store
+from spendwatch.store.schema import COST_LINE_SCHEMA, conform
 from tests.doubles.clock import FixedClock
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

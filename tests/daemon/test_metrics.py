@@ -9,8 +9,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from spendwatch.daemon import housekeeping
-from spendwatch.health import readiness
-from spendwatch.metrics import StoreCollector
+from spendwatch.daemon.health import readiness
+from spendwatch.daemon.metrics import StoreCollector
 from spendwatch.store import Store
 from tests.doubles.clock import FixedClock
 from tests.notify.estate import NOW, copy_store, load, write_config

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from spendwatch.config import Config
-from spendwatch.schema import COST_LINE_SCHEMA
-from spendwatch.spend_metrics import SpendCollector, local_bounds
+from spendwatch.daemon.spend_metrics import SpendCollector, local_bounds
 from spendwatch.store import Store
+from spendwatch.store.schema import COST_LINE_SCHEMA
 from tests.doubles.clock import FixedClock
 from tests.notify.estate import NOW, copy_store, insert_incident, load, write_config
 

@@ -208,10 +208,10 @@ def test_the_wheel_carries_the_package_data_and_the_console_script(wheel: Path) 
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         scripts = archive.read(entry_points).decode()
-    migrations = sorted(p.name for p in (REPO / "spendwatch" / "migrations").glob("*.sql"))
+    migrations = sorted(p.name for p in (REPO / "spendwatch" / "store" / "migrations").glob("*.sql"))
     assert migrations
     for name in migrations:
-        assert f"spendwatch/migrations/{name}" in names
+        assert f"spendwatch/store/migrations/{name}" in names
     for template in (REPO / "spendwatch" / "notify" / "templates").iterdir():
         assert f"spendwatch/notify/templates/{template.name}" in names
     assert "spendwatch/py.typed" in names

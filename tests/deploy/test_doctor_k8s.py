@@ -12,7 +12,7 @@ pytest.importorskip("kubernetes", reason="pip install -e '.[dev]' brings the kub
 
 from spendwatch.config import Config
 from spendwatch.doctor import run_doctor
-from spendwatch.doctor_k8s import parse_rule
+from spendwatch.doctor.k8s import parse_rule
 from spendwatch.killswitch.k8s import rbac_rules
 from tests.doubles.kubernetes_api import KubernetesApi
 from tests.killswitch.conftest import k8s_rbac_rules

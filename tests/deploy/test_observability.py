@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from spendwatch.config import parse_config
-from spendwatch.metrics import store_registry
+from spendwatch.daemon.metrics import store_registry
 from spendwatch.store import Store
 from tests.doubles.clock import FixedClock
 from tests.notify.estate import insert_incident

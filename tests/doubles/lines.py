@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from spendwatch.schema import COST_LINE_SCHEMA, conform
+from spendwatch.store.schema import COST_LINE_SCHEMA, conform
 
 
 def cost_lines(rows: list[dict[str, Any]]) -> pa.Table:

@@ -9,8 +9,8 @@ from typing import Any
 from spendwatch.connections import AwsConnection, GcpConnection
 from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.killswitch.rules import JobRecord
-from spendwatch.records import Contributor, Incident, JobLink
 from spendwatch.store import Store
+from spendwatch.store.records import Contributor, Incident, JobLink
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"

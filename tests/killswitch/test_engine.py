@@ -177,7 +177,7 @@ def test_notification_contract(aws: Any, store: Store, ks_clock: Any) -> None:
 
 
 def test_job_rule_reads_the_jobs_table(aws: Any, store: Store, ks_clock: Any) -> None:
-    from spendwatch.schema import JOB_SCHEMA
+    from spendwatch.store.schema import JOB_SCHEMA
 
     [vm] = _instances(aws, 1)
     rows = [

@@ -20,7 +20,7 @@ from spendwatch.killswitch.engine import KillSwitch
 from spendwatch.killswitch.journal import list_actions
 from spendwatch.killswitch.k8s import JobSuspend, rbac_rules
 from spendwatch.killswitch.rules import incident_matches
-from spendwatch.records import JobLink
+from spendwatch.store.records import JobLink
 from tests.doubles.clock import FixedClock
 from tests.doubles.kubernetes_api import (
     KubernetesApi,

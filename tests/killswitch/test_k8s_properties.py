@@ -30,7 +30,7 @@ from spendwatch.killswitch.journal import list_actions
 from spendwatch.killswitch.rules import match_rule
 from spendwatch.killswitch.safety import protecting_tag
 from spendwatch.killswitch.scope import scope_problem
-from spendwatch.records import JobLink
+from spendwatch.store.records import JobLink
 from tests.doubles.clock import FixedClock
 from tests.doubles.kubernetes_api import KubernetesApi, deployment, job, ray_cluster
 from tests.killswitch.conftest import k8s_rbac_rules

@@ -27,8 +27,8 @@ import pyarrow as pa
 import yaml
 
 from spendwatch.config import Config, parse_config
-from spendwatch.schema import COST_LINE_SCHEMA
 from spendwatch.store import Store
+from spendwatch.store.schema import COST_LINE_SCHEMA
 
 START = date(2026, 8, 20)
 REPORT_DAY = date(2026, 11, 3)

@@ -163,7 +163,7 @@ def test_a_guard_incident_reads_over_its_cap_and_others_over_expected() -> None:
 
     from spendwatch.notify.alerts import incident_alert
     from spendwatch.notify.config import NotifyConfig
-    from spendwatch.records import Incident
+    from spendwatch.store.records import Incident
 
     base = Incident(
         id=1, monitor="guard:default", granularity="realtime", series_key="k", dimensions={"job": "q1"},

@@ -26,8 +26,8 @@ from spendwatch.notify.charts import CLIP_FACTOR, incident_chart, y_limit
 from spendwatch.notify.digest import Digest, IncidentView
 from spendwatch.notify.render import render_digest
 from spendwatch.notify.send import digest_parts
-from spendwatch.records import SEVERITY_ORDER
 from spendwatch.store import Store
+from spendwatch.store.records import SEVERITY_ORDER
 from tests.doubles.clock import FixedClock
 
 DEMO_NOW = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)  # a Friday: the runaway query ran yesterday, the 3rd

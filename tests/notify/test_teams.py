@@ -15,8 +15,8 @@ import pytest
 from spendwatch.notify.alerts import run_alerts
 from spendwatch.notify.send import digest_parts
 from spendwatch.notify.teams import UNTAGGED, team_map, team_sql
-from spendwatch.schema import JOB_SCHEMA
 from spendwatch.store import Store
+from spendwatch.store.schema import JOB_SCHEMA
 from tests.doubles.clock import FixedClock
 from tests.notify import small_estate
 from tests.notify.estate import insert_incident

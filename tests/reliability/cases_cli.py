@@ -10,8 +10,8 @@ from pathlib import Path
 
 import duckdb
 
-from spendwatch._locks import RWFileLock, SingletonLock
 from spendwatch.store import SCHEMA_VERSION
+from spendwatch.store.locks import RWFileLock, SingletonLock
 from tests.reliability.corpus import BASE_CONFIG, Build, Case, Workspace, case
 
 

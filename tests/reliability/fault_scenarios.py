@@ -27,7 +27,7 @@ import yaml
 from spendwatch.collectors.aws_api import Backoff
 from spendwatch.config import Config, parse_config
 from spendwatch.daemon import DaemonContext, collect_job
-from spendwatch.health import readiness
+from spendwatch.daemon.health import readiness
 from spendwatch.store import Store
 from tests.doubles.aws_ce import ce_page
 from tests.doubles.aws_cur import line, parquet_bytes, put_data_export

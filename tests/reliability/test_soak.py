@@ -28,8 +28,8 @@ import pytest
 from spendwatch.collectors.focus import FocusSource
 from spendwatch.config import load_config
 from spendwatch.daemon import DaemonContext, collect_job, detect_job, digest_job, snapshot_job
+from spendwatch.daemon.health import readiness
 from spendwatch.errors import SourceError
-from spendwatch.health import readiness
 from spendwatch.snapshots import list_snapshots
 from spendwatch.store import Store
 from tests.doubles.clock import FixedClock

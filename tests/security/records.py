@@ -11,9 +11,9 @@ import pyarrow as pa
 from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import KillSwitchConfig
 from spendwatch.killswitch.journal import ActionRecord
-from spendwatch.records import Contributor, Incident, JobLink, SeriesPoint, to_json
-from spendwatch.schema import TAGS_TYPE
 from spendwatch.store import Store
+from spendwatch.store.records import Contributor, Incident, JobLink, SeriesPoint, to_json
+from spendwatch.store.schema import TAGS_TYPE
 from tests.doubles.lines import cost_lines
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

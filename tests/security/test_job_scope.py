@@ -29,9 +29,9 @@ from spendwatch.killswitch.engine import run_killswitch
 from spendwatch.killswitch.journal import list_actions
 from spendwatch.killswitch.rules import match_rule
 from spendwatch.killswitch.scope import scope_problem
-from spendwatch.records import Contributor, Incident, JobLink
-from spendwatch.schema import JOB_SCHEMA
 from spendwatch.store import Store
+from spendwatch.store.records import Contributor, Incident, JobLink
+from spendwatch.store.schema import JOB_SCHEMA
 from tests.doubles.clock import FixedClock
 from tests.doubles.lines import cost_lines
 

@@ -22,8 +22,8 @@ from spendwatch.collectors.aws_cur import DataExportConfig
 from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile, constant_columns, map_keys_of
 from spendwatch.collectors.aws_cur_sql import Grain, SqlParams
 from spendwatch.errors import InputError
-from spendwatch.schema import COST_LINE_SCHEMA
 from spendwatch.store import Store
+from spendwatch.store.schema import COST_LINE_SCHEMA
 from tests.doubles.aws_cur import bulk_cur2_table, csv_gz_bytes, cur2_table, line, put_data_export
 from tests.doubles.clock import FixedClock
 

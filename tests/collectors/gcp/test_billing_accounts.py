@@ -20,8 +20,8 @@ from spendwatch.collectors.gcp_billing import (
     gcp_projects,
 )
 from spendwatch.collectors.gcp_prices import BUNDLED
-from spendwatch.schema import COST_LINE_SCHEMA
 from spendwatch.store import Store
+from spendwatch.store.schema import COST_LINE_SCHEMA
 from tests.doubles.clock import FixedClock
 from tests.doubles.google import ApiRequest, GoogleApiServer, permission_denied
 from tests.doubles.google_billing import FakeCloudBilling, sku

@@ -3,7 +3,7 @@
 Why DuckDB: cost lines are columnar facts scanned by group-bys, and DuckDB reads Arrow and Parquet
 natively, so loading and series queries run at column speed. Its limit is one writing process per
 file; spendwatch works with it instead of around it: no process keeps the file open. Each unit of
-work takes ``flock`` (shared to read, exclusive to write — see ``_locks``), connects, runs in one
+work takes ``flock`` (shared to read, exclusive to write — see ``spendwatch.store.locks``), connects, runs in one
 transaction and closes. Network calls and model fitting happen outside that window, so the CLI can
 list anomalies or approve an action while the daemon runs, waiting at most for one short write.
 
@@ -31,7 +31,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendwatch._locks import LockTimeout, RWFileLock
 from spendwatch.clock import Clock, SystemClock, ensure_utc
 from spendwatch.errors import (
     ConfigError,
@@ -41,14 +40,15 @@ from spendwatch.errors import (
     StoreDamagedError,
     StoreError,
 )
-from spendwatch.schema import COST_LINE_SCHEMA, JOB_SCHEMA, MAX_AMOUNT, conform
+from spendwatch.store.locks import LockTimeout, RWFileLock
+from spendwatch.store.schema import COST_LINE_SCHEMA, JOB_SCHEMA, MAX_AMOUNT, conform
 
 Connection = duckdb.DuckDBPyConnection
 
 
 def _migrations() -> list[tuple[int, str]]:
     found = []
-    for entry in resources.files("spendwatch.migrations").iterdir():
+    for entry in resources.files("spendwatch.store.migrations").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), entry.read_text(encoding="utf-8")))

@@ -39,7 +39,7 @@ def doctor_command(
     configured kill-switch rules need (AWS IAM policy simulation, GCP testIamPermissions).
     Exit 0 when everything is in place, 1 when something is missing, 2 for a bad config.
     """
-    from spendwatch.doctor import format_report, run_doctor
+    from spendwatch.doctor.core import format_report, run_doctor
 
     if config_path is not None:
         env.config_path = config_path

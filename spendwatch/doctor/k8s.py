@@ -19,7 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from spendwatch.doctor import DoctorContext, Finding, PermissionNeed, one_line, permission_findings
+from spendwatch.doctor.base import (
+    DoctorContext,
+    Finding,
+    PermissionNeed,
+    one_line,
+    permission_findings,
+)
 from spendwatch.errors import ActionError, SourceError
 
 CORE = frozenset({"pods", "nodes", "namespaces", "services", "configmaps", "secrets", "events"})

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from spendwatch.records import SEVERITY_ORDER
 from spendwatch.store import Connection, Store
+from spendwatch.store.records import SEVERITY_ORDER
 
 if TYPE_CHECKING:
     from spendwatch.config import Config
@@ -227,7 +227,7 @@ def store_registry(config: Config, store: Store) -> CollectorRegistry:
     """A registry with the store collector, the spend collector (``spend_metrics``) and the process collector."""
     from prometheus_client import ProcessCollector
 
-    from spendwatch.spend_metrics import SpendCollector
+    from spendwatch.daemon.spend_metrics import SpendCollector
 
     registry = CollectorRegistry(auto_describe=False)
     StoreCollector(config, store, registry=registry)

@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from spendwatch.doctor import DoctorContext, Finding, PermissionNeed, one_line, permission_findings
+from spendwatch.doctor.base import (
+    DoctorContext,
+    Finding,
+    PermissionNeed,
+    killswitch_needs,
+    one_line,
+    permission_findings,
+)
 
 if TYPE_CHECKING:
     from spendwatch.connections import GcpConnection
@@ -138,8 +145,6 @@ def check_credentials(ctx: DoctorContext) -> list[Finding]:
 
 
 def _needs(ctx: DoctorContext) -> list[PermissionNeed]:
-    from spendwatch.doctor import killswitch_needs
-
     if "needs" not in ctx.cache:
         ctx.cache["needs"] = killswitch_needs(ctx.config)
     needs: list[PermissionNeed] = ctx.cache["needs"]

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from spendwatch.doctor import DoctorContext, Finding, PermissionNeed, one_line, permission_findings
+from spendwatch.doctor.base import (
+    DoctorContext,
+    Finding,
+    PermissionNeed,
+    killswitch_needs,
+    one_line,
+    permission_findings,
+)
 
 if TYPE_CHECKING:
     from spendwatch.connections import AwsConnection
@@ -158,8 +165,6 @@ def check_credentials(ctx: DoctorContext) -> list[Finding]:
 
 
 def _needs(ctx: DoctorContext) -> list[PermissionNeed]:
-    from spendwatch.doctor import killswitch_needs
-
     key = "needs"
     if key not in ctx.cache:
         ctx.cache[key] = killswitch_needs(ctx.config)

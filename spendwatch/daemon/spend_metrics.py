@@ -37,13 +37,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from spendwatch.clock import Clock
-from spendwatch.records import SEVERITY_ORDER
 from spendwatch.store import Connection, Store
+from spendwatch.store.records import SEVERITY_ORDER
 from spendwatch.terminal import clean
 
 if TYPE_CHECKING:
     from spendwatch.config import Config
-    from spendwatch.daemon import SpendMetricsConfig
+    from spendwatch.daemon.config import SpendMetricsConfig
 
 log = logging.getLogger("spendwatch.metrics")
 OTHER = "other"

@@ -66,7 +66,7 @@ class HealthServer:
     def __init__(
         self, config: Config, store: Store, clock: Clock, *, bind: str = "127.0.0.1", port: int = 9464
     ) -> None:
-        from spendwatch.metrics import store_registry
+        from spendwatch.daemon.metrics import store_registry
 
         self.config = config
         self.clock = clock
