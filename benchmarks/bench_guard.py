@@ -51,8 +51,8 @@ os.environ.update(
 )
 
 from spendwatch.clock import SystemClock
-from spendwatch.collectors.aws_jobs import AwsJobsConfig
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig
+from spendwatch.collectors.aws.jobs import AwsJobsConfig
+from spendwatch.collectors.gcp.jobs import GcpJobsConfig
 from spendwatch.guard.config import GuardConfig
 from spendwatch.guard.engine import run_guard_pass
 from spendwatch.guard.ratelimit import DEFAULT_LIMITS, RateLimiter
@@ -299,9 +299,9 @@ def polling_cost(polls: int) -> dict[str, Counter[str]]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from spendwatch.collectors.aws_jobs import list_running as aws_list_running
+    from spendwatch.collectors.aws.jobs import list_running as aws_list_running
     from spendwatch.collectors.base import SourceContext
-    from spendwatch.collectors.gcp_jobs import list_running as gcp_list_running
+    from spendwatch.collectors.gcp.jobs import list_running as gcp_list_running
 
     now = datetime.now(UTC)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

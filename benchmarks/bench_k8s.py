@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
-from spendwatch.collectors.k8s_jobs import KubernetesJobsConfig
+from spendwatch.collectors.k8s.jobs import KubernetesJobsConfig
 from spendwatch.guard.config import GuardConfig
 from spendwatch.guard.k8s_watch import watch_kubernetes
 from spendwatch.guard.state import WatchState

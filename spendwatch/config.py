@@ -29,7 +29,7 @@ from pydantic_core import ErrorDetails
 import spendwatch.collectors  # noqa: F401  (registers the source types)
 from spendwatch.budgets import BudgetConfig
 from spendwatch.collectors.base import SOURCES, SourceConfig
-from spendwatch.config_types import ConfigPath, Duration
+from spendwatch.config_types import ConfigPath, Duration, encoding_problem
 from spendwatch.daemon.config import DaemonConfig
 from spendwatch.detect.monitors import MonitorConfig, default_monitors
 from spendwatch.errors import ConfigError
@@ -234,17 +234,6 @@ def decode_text(data: bytes, path: Path, *, what: str) -> str:
         raise ConfigError(
             f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the {what} as UTF-8"
         ) from None
-
-
-def encoding_problem(head: bytes) -> str | None:
-    """Why the start of a file is not UTF-8 text (UTF-16/32, binary), or ``None``."""
-    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
-        return "is UTF-32 text, not UTF-8"
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "is UTF-16 text, not UTF-8"
-    if b"\x00" in head[:65536]:
-        return "is not a text file (it holds NUL bytes)"
-    return None
 
 
 def parse_config(text: str, path: Path, *, environ: dict[str, str]) -> Config:

@@ -117,3 +117,14 @@ def parse_days(spec: str) -> frozenset[int]:
         a, b = _DAYS.index(first), _DAYS.index(last or first)
         days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
     return frozenset(days)
+
+
+def encoding_problem(head: bytes) -> str | None:
+    """Why the start of a file is not UTF-8 text (UTF-16/32, binary), or ``None``."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "is UTF-32 text, not UTF-8"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "is UTF-16 text, not UTF-8"
+    if b"\x00" in head[:65536]:
+        return "is not a text file (it holds NUL bytes)"
+    return None

@@ -317,7 +317,7 @@ def _blocks(path: Path) -> Iterator[tuple[pa.Table, int]]:
 
 def _check_text(path: Path) -> None:
     """A CSV in UTF-16 (Excel's "Unicode text") or a binary file gets its own message, not a column count."""
-    from spendwatch.config import encoding_problem
+    from spendwatch.config_types import encoding_problem
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as handle:

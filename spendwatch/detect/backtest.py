@@ -92,7 +92,7 @@ def _read_rows(path: Path) -> pd.DataFrame:
 
 def _check_text(path: Path) -> None:
     """UTF-16 (Excel's "Unicode text") or a binary file: say so, instead of a confusing column error."""
-    from spendwatch.config import encoding_problem
+    from spendwatch.config_types import encoding_problem
 
     try:
         with path.open("rb") as handle:

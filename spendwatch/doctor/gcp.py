@@ -305,7 +305,7 @@ def _billing(connection: GcpConnection, ctx: DoctorContext) -> Any:
 
 
 def probe_jobs(source: Any, ctx: DoctorContext) -> Iterator[Finding]:
-    from spendwatch.collectors.gcp_common import PERMISSIONS
+    from spendwatch.collectors.gcp.common import PERMISSIONS
 
     subject = f"{source.name} ({source.type})"
     projects = list(source.projects) or list(ctx.store_projects)

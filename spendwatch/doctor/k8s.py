@@ -6,7 +6,7 @@ identity may create one): the answer is the cluster's RBAC for the identity spen
 no object read or changed.
 
 * ``kubernetes-jobs`` sources — per cluster, ``list`` across all namespaces of nodes, pods and each
-  tracked owner kind (what ``collectors.k8s_inventory`` lists). A missing one fails, naming the
+  tracked owner kind (what ``collectors.k8s.inventory`` lists). A missing one fails, naming the
   ClusterRole that grants it (``deploy/kubernetes/rbac-collector.yaml``).
 * the kill switch — per cluster under ``killswitch.kubernetes.clusters`` it can reach, every
   ``<group>/<resource>[/<subresource>]:<verb>`` the rules' Kubernetes actions declare; a missing
@@ -77,8 +77,8 @@ def _missing(api: Any, rules: list[str]) -> list[str]:
 
 
 def probe_kubernetes_jobs(source: Any, ctx: DoctorContext) -> Iterator[Finding]:
-    from spendwatch.collectors.k8s_inventory import owner_kinds
-    from spendwatch.collectors.k8s_jobs import cluster_client
+    from spendwatch.collectors.k8s.inventory import owner_kinds
+    from spendwatch.collectors.k8s.jobs import cluster_client
     from spendwatch.killswitch.k8s_ids import BY_KIND
 
     subject = f"{source.name} ({source.type})"

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from spendwatch.collectors.aws_api import AwsApi
-from spendwatch.collectors.aws_jobs import AwsJobsConfig
+from spendwatch.collectors.aws.api import AwsApi
+from spendwatch.collectors.aws.jobs import AwsJobsConfig
 from spendwatch.collectors.base import SourceContext
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig, projects_for
-from spendwatch.collectors.k8s_jobs import KubernetesJobsConfig, cluster_client, list_running
+from spendwatch.collectors.gcp.jobs import GcpJobsConfig, projects_for
+from spendwatch.collectors.k8s.jobs import KubernetesJobsConfig, cluster_client, list_running
 from spendwatch.connections import gcp_credentials
 from spendwatch.errors import ConfigError, InputError, SourceError
 from spendwatch.guard.watch import watched_sources

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from spendwatch.collectors.aws_api import AwsApi
-from spendwatch.collectors.aws_jobs import AwsJobsConfig, list_running
-from spendwatch.collectors.aws_prices import PriceTable
+from spendwatch.collectors.aws.api import AwsApi
+from spendwatch.collectors.aws.jobs import AwsJobsConfig, list_running
+from spendwatch.collectors.aws.prices import PriceTable
 from spendwatch.collectors.base import SourceContext
 from spendwatch.errors import SourceError
 from spendwatch.guard.clients import AwsClientProxy

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from spendwatch.collectors.gcp_prices import PriceOverrides
+from spendwatch.collectors.gcp.prices import PriceOverrides
 from spendwatch.config_types import Duration, Name
 from spendwatch.plugins import StrictModel
 from spendwatch.store.records import SEVERITY_ORDER

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from spendwatch.collectors.estate import ACCOUNTS
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig
-from spendwatch.collectors.gcp_prices import TIB
+from spendwatch.collectors.gcp.jobs import GcpJobsConfig
+from spendwatch.collectors.gcp.prices import TIB
 from spendwatch.collectors.simulated import SimulatedEstate
 from spendwatch.guard.config import GuardConfig, GuardMatch, GuardRule, Limits
 from spendwatch.guard.engine import run_guard_pass

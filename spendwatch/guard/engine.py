@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from spendwatch.clock import Clock
-from spendwatch.collectors.gcp_jobs import jobs_table
+from spendwatch.collectors.job_records import jobs_table
 from spendwatch.guard.breaches import Breach, IncidentChanges, evaluate, record_breaches
 from spendwatch.guard.config import GuardConfig
 from spendwatch.guard.estimate import Estimate, labels_of, scope_of

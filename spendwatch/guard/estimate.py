@@ -1,6 +1,6 @@
 """Cost so far, projected cost and burn rate of running jobs — and how each figure was estimated.
 
-The listers (``collectors.aws_jobs.list_running``, ``collectors.gcp_jobs.list_running``) price what
+The listers (``collectors.aws.jobs.list_running``, ``collectors.gcp.jobs.list_running``) price what
 their list calls show. The guard refines what they cannot see from a row alone:
 
 * **BigQuery, on demand** — a query bills its bytes when it finishes, so the listers report the
@@ -16,7 +16,7 @@ their list calls show. The guard refines what they cannot see from a row alone:
 * **Compute jobs** (SageMaker, EMR, Glue, Batch, Vertex, Dataproc) — instance type × count ×
   elapsed, as the listers compute it; projected to the job's own limit when it has one.
 * **Kubernetes workloads** — each live pod's share of its node's price × the time since it started
-  (``collectors.k8s_workloads``); the lister knows the rate now (the same shares per hour), and says so.
+  (``collectors.k8s.workloads``); the lister knows the rate now (the same shares per hour), and says so.
 
 Burn rate ($/hour now): what the lister measured now when it can (``burn_rate`` in its record:
 Kubernetes), else the change in cost since the previous poll over the time between them, else the
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from spendwatch.collectors.gcp_prices import HOUR_MS, TIB, PriceTable
+from spendwatch.collectors.gcp.prices import HOUR_MS, TIB, PriceTable
 
 QUERY_TIME_LIMIT = timedelta(hours=6)
 # Previous observations older than this are too far apart to give a rate "now".

@@ -13,9 +13,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from spendwatch.collectors.gcp_common import bigquery_client
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig, list_running, price_table, projects_for
-from spendwatch.collectors.gcp_prices import PriceOverrides, PriceTable
+from spendwatch.collectors.gcp.common import bigquery_client
+from spendwatch.collectors.gcp.jobs import GcpJobsConfig, list_running, price_table, projects_for
+from spendwatch.collectors.gcp.prices import PriceOverrides, PriceTable
 from spendwatch.connections import gcp_credentials
 from spendwatch.errors import ConfigError, SourceError
 from spendwatch.gcp_rest import session_for

@@ -2,7 +2,7 @@
 
 One poll of a cluster is a handful of cluster-wide lists (nodes, live pods, and the owners of the
 tracked kinds — Jobs, RayJobs, RayClusters, PyTorchJobs, TFJobs …), each paged and each taking a
-token from the ``kubernetes:list`` bucket of that cluster, priced by ``collectors.k8s_workloads``.
+token from the ``kubernetes:list`` bucket of that cluster, priced by ``collectors.k8s.workloads``.
 What the guard keeps between polls: one ``ApiClient`` per cluster (its connection pool), the kinds
 whose CRD a cluster does not have (asked again after ``describe_ttl``) and the price table (the
 GKE Catalog prices cached in the store, read once per ``describe_ttl``). A cluster that cannot be
@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from spendwatch.collectors.k8s_jobs import KubernetesJobsConfig, cluster_client, gcp_prices, list_running, pricer
+from spendwatch.collectors.k8s.jobs import KubernetesJobsConfig, cluster_client, gcp_prices, list_running, pricer
 from spendwatch.errors import SourceError
 from spendwatch.guard.config import GuardConfig
 from spendwatch.guard.estimate import k8s_scope, labels_of

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from spendwatch.collectors.aws_jobs import AwsJobsConfig
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig
-from spendwatch.collectors.k8s_jobs import KubernetesJobsConfig
+from spendwatch.collectors.aws.jobs import AwsJobsConfig
+from spendwatch.collectors.gcp.jobs import GcpJobsConfig
+from spendwatch.collectors.k8s.jobs import KubernetesJobsConfig
 from spendwatch.errors import ConfigError
 from spendwatch.guard.config import AWS_PLATFORMS, GuardConfig
 from spendwatch.guard.estimate import Estimate, Observation, estimate, shifted

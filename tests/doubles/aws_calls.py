@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spendwatch.collectors.aws_api import iam_action
+from spendwatch.collectors.aws.api import iam_action
 
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "aws" / "collector-policy.json"
 

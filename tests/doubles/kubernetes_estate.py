@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from spendwatch.collectors.aws_prices import EC2_HOURLY
-from spendwatch.collectors.gcp_prices import BUNDLED
+from spendwatch.collectors.aws.prices import EC2_HOURLY
+from spendwatch.collectors.gcp.prices import BUNDLED
 from tests.doubles.kubernetes_api import KubernetesApi, deployment, job, node, pod, pytorch_job, ray_cluster, ray_job
 
 EKS = "eks-ml-train"

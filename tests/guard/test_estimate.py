@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from spendwatch.collectors.gcp_prices import BUNDLED, TIB
+from spendwatch.collectors.gcp.prices import BUNDLED, TIB
 from spendwatch.guard.clients import DescribeCache
 from spendwatch.guard.estimate import Observation, athena_costs, bigquery_stats, burn_rate, refine_bigquery
 from spendwatch.guard.ratelimit import DEFAULT_LIMITS, RateLimiter, TokenBucket, budget_per_hour

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from spendwatch.collectors.aws_api import Backoff
+from spendwatch.collectors.aws.api import Backoff
 from spendwatch.config import Config, parse_config
 from spendwatch.daemon import DaemonContext, collect_job
 from spendwatch.daemon.health import readiness

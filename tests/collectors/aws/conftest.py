@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from spendwatch.collectors.aws_api import Backoff
+from spendwatch.collectors.aws.api import Backoff
 from spendwatch.store import Store
 from tests.doubles.aws_calls import CallLog, denied, recording_session
 from tests.doubles.clock import FixedClock

@@ -24,7 +24,7 @@ from botocore.stub import ANY, Stubber
 from sqlglot import exp
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.aws_cur import DataExportConfig
+from spendwatch.collectors.aws.cur import DataExportConfig
 from spendwatch.config import parse_config
 from spendwatch.errors import ConfigError
 from spendwatch.store import Store

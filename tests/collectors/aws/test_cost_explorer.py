@@ -11,7 +11,7 @@ import pytest
 from botocore.stub import Stubber
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.aws import CostExplorerConfig, plan_chunks, requests_today
+from spendwatch.collectors.aws.cost_explorer import CostExplorerConfig, plan_chunks, requests_today
 from spendwatch.config import parse_config
 from spendwatch.errors import ConfigError
 from spendwatch.store import Store

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors import aws_cur_load
-from spendwatch.collectors.aws_cur import DataExportConfig
-from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile, constant_columns, map_keys_of
-from spendwatch.collectors.aws_cur_sql import Grain, SqlParams
+from spendwatch.collectors.aws import cur_load as aws_cur_load
+from spendwatch.collectors.aws.cur import DataExportConfig
+from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile, constant_columns, map_keys_of
+from spendwatch.collectors.aws.cur_sql import Grain, SqlParams
 from spendwatch.errors import InputError
 from spendwatch.store import Store
 from spendwatch.store.schema import COST_LINE_SCHEMA

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.aws_cur import data_keys
+from spendwatch.collectors.aws.cur import data_keys
 from spendwatch.errors import InputError
 from spendwatch.store import Store
 from tests.collectors.aws.test_data_export import BUCKET, PREFIX, by_account_category, config, november_rows

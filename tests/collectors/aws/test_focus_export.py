@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.aws_cur import DataExportConfig
+from spendwatch.collectors.aws.cur import DataExportConfig
 from spendwatch.collectors.base import DEFAULT_JOB_TAGS, DEFAULT_OWNER_TAGS
 from spendwatch.collectors.focus import FocusReader
 from spendwatch.store import Store

@@ -11,9 +11,9 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.aws_jobs import AwsJobsConfig, list_running
+from spendwatch.collectors.aws.cloudtrail import TokenBucket
+from spendwatch.collectors.aws.jobs import AwsJobsConfig, list_running
 from spendwatch.collectors.base import SourceContext
-from spendwatch.collectors.cloudtrail import TokenBucket
 from spendwatch.store import Store
 from tests.doubles.aws_calls import CallLog
 from tests.doubles.clock import FixedClock

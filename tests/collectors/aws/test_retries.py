@@ -16,9 +16,9 @@ from urllib.parse import unquote
 import pytest
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.aws import CostExplorerConfig
-from spendwatch.collectors.aws_api import Backoff
-from spendwatch.collectors.aws_cur import DataExportConfig
+from spendwatch.collectors.aws.api import Backoff
+from spendwatch.collectors.aws.cost_explorer import CostExplorerConfig
+from spendwatch.collectors.aws.cur import DataExportConfig
 from spendwatch.store import Store
 from tests.doubles.aws_ce import ce_page
 from tests.doubles.aws_cur import line, parquet_bytes, put_data_export

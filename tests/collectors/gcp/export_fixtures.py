@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from spendwatch.collectors.gcp import GcpBillingExportConfig
+from spendwatch.collectors.gcp.export import GcpBillingExportConfig
 from spendwatch.connections import GcpConnection
 from tests.doubles.google_bigquery import field_schema as f
 

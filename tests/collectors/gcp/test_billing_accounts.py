@@ -12,14 +12,14 @@ import pytest
 from pydantic import ValidationError
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.gcp_billing import (
+from spendwatch.collectors.gcp.billing import (
     CATALOG_STATE,
     GcpBillingAccountsConfig,
     billing_enabled_projects,
     cached_catalog_prices,
     gcp_projects,
 )
-from spendwatch.collectors.gcp_prices import BUNDLED
+from spendwatch.collectors.gcp.prices import BUNDLED
 from spendwatch.store import Store
 from spendwatch.store.schema import COST_LINE_SCHEMA
 from tests.doubles.clock import FixedClock

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.gcp import GcpBillingExportConfig, month_chunks
+from spendwatch.collectors.gcp.export import GcpBillingExportConfig, month_chunks
 from spendwatch.store import Store
 from tests.collectors.gcp.export_fixtures import (
     AGGREGATE_SCHEMA,

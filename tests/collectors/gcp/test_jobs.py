@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.gcp_bigquery_jobs import information_schema_query
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig, list_running
-from spendwatch.collectors.gcp_prices import BUNDLED, TIB
+from spendwatch.collectors.gcp.bigquery_jobs import information_schema_query
+from spendwatch.collectors.gcp.jobs import GcpJobsConfig, list_running
+from spendwatch.collectors.gcp.prices import BUNDLED, TIB
 from spendwatch.errors import ConfigError
 from spendwatch.store import Store
 from tests.doubles.clock import FixedClock

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.gcp_common import PERMISSIONS
-from spendwatch.collectors.gcp_jobs import list_running
+from spendwatch.collectors.gcp.common import PERMISSIONS
+from spendwatch.collectors.gcp.jobs import list_running
 from spendwatch.store import Store
 from tests.collectors.gcp.export_fixtures import AGGREGATE_SCHEMA, STANDARD_SCHEMA, TABLE, export_config
 from tests.collectors.gcp.test_billing_accounts import _config as accounts_config

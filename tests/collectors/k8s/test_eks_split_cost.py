@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from spendwatch.collectors.aws_cur import DataExportConfig
-from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile
-from spendwatch.collectors.aws_cur_sql import Grain
+from spendwatch.collectors.aws.cur import DataExportConfig
+from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
+from spendwatch.collectors.aws.cur_sql import Grain
 from tests.doubles.aws_cur import cur2_table
 from tests.doubles.aws_cur_eks import NODE, PODS, split_table
 from tests.doubles.aws_cur_eks import eks_rows as eks_cluster_rows

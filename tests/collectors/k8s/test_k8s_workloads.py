@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="pip install -e '.[dev]' brings the kubernetes extra")
 
-from spendwatch.collectors.aws_prices import EC2_HOURLY
-from spendwatch.collectors.aws_prices import PriceTable as AwsPrices
-from spendwatch.collectors.gcp_prices import BUNDLED
-from spendwatch.collectors.k8s_inventory import Inventory
-from spendwatch.collectors.k8s_workloads import (
+from spendwatch.collectors.aws.prices import EC2_HOURLY
+from spendwatch.collectors.aws.prices import PriceTable as AwsPrices
+from spendwatch.collectors.gcp.prices import BUNDLED
+from spendwatch.collectors.k8s.inventory import Inventory
+from spendwatch.collectors.k8s.workloads import (
     ClusterPlace,
     NodePricer,
     Requests,

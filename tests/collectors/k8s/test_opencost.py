@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from spendwatch.collect import collect_source
-from spendwatch.collectors.opencost import OpenCostConfig
+from spendwatch.collectors.k8s.opencost import OpenCostConfig
 from spendwatch.store import Store
 from tests.doubles.clock import FixedClock
 from tests.doubles.opencost import OpenCostServer, Workload

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from spendwatch.collectors.aws_api import AwsApi
+from spendwatch.collectors.aws.api import AwsApi
 
 # On-demand $/hour, Linux, us-east-1 (public list prices; an estimate, not a bill).
 EC2_HOURLY: Final = {

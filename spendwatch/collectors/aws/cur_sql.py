@@ -32,8 +32,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from spendwatch.collectors.aws_charges import category_sql, charge_of, frequency_sql, service_category_sql, squash
-from spendwatch.collectors.aws_cur_columns import (
+from spendwatch.collectors.aws.charges import category_sql, charge_of, frequency_sql, service_category_sql, squash
+from spendwatch.collectors.aws.cur_columns import (
     CUR_COLUMNS,
     CUR_REQUIRED,
     FOCUS_COLUMNS,

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from spendwatch.collectors.aws_api import AwsApi
-from spendwatch.collectors.aws_prices import PriceTable
+from spendwatch.collectors.aws.api import AwsApi
+from spendwatch.collectors.aws.prices import PriceTable
 from spendwatch.collectors.tags import first_tag
 
 MB = 1_000_000

@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendwatch.collectors.aws_cur_sql import (
+from spendwatch.collectors.aws.cur_sql import (
     CUR_COLUMNS,
     FOCUS_COLUMNS,
     GROUP_KEYS,

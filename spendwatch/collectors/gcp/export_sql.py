@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from spendwatch.collectors.gcp_common import quote_table
+from spendwatch.collectors.gcp.common import quote_table
 
 ExportKind = Literal["standard", "detailed", "focus"]
 Granularity = Literal["hour", "day"]

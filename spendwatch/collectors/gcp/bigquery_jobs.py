@@ -18,20 +18,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from spendwatch.collectors.base import Problem, SourceContext
-from spendwatch.collectors.gcp import run_query
-from spendwatch.collectors.gcp_common import bigquery_client, call_google, make_retry
-from spendwatch.collectors.gcp_export_sql import ExportQuery
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig, jobs_table, owner_of
-from spendwatch.collectors.gcp_prices import HOUR_MS, TIB, PriceTable
+from spendwatch.collectors.gcp.common import bigquery_client, call_google, make_retry
+from spendwatch.collectors.gcp.export import run_query
+from spendwatch.collectors.gcp.export_sql import ExportQuery
+from spendwatch.collectors.gcp.prices import HOUR_MS, TIB, PriceTable
+from spendwatch.collectors.job_records import jobs_table, owner_of
 
 # BigQuery's own limit on a query's run time: the worst case a running slot-priced query can reach.
 QUERY_TIME_LIMIT = timedelta(hours=6)
 
+
+if TYPE_CHECKING:
+    from spendwatch.collectors.gcp.jobs import GcpJobsConfig
 
 def information_schema_query(config: GcpJobsConfig, project: str | None) -> ExportQuery:
     """The recent-jobs query for one project (or the organization when ``project`` is None)."""

@@ -33,11 +33,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from spendwatch.collectors.aws_api import AwsApi
-from spendwatch.collectors.aws_cur_load import CurLoader, ExportFile
-from spendwatch.collectors.aws_cur_sql import Grain, kept_tag_keys
+from spendwatch.collectors.aws.api import AwsApi
+from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
+from spendwatch.collectors.aws.cur_sql import Grain, kept_tag_keys
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, Problem, Source, SourceConfig
-from spendwatch.collectors.k8s_costs import KubernetesLabels, label_tag
+from spendwatch.collectors.k8s.costs import KubernetesLabels, label_tag
 from spendwatch.config_types import ConfigPath, Duration
 from spendwatch.connections import AwsConnection
 from spendwatch.errors import InputError, PermissionDeniedError, SourceError
@@ -340,7 +340,7 @@ class DataExportSource(Source):
                 k8s=self.config.k8s_columns(),
             ) as loader:
                 if self.config.athena is not None:
-                    from spendwatch.collectors.aws_athena import AthenaPushdown
+                    from spendwatch.collectors.aws.athena import AthenaPushdown
 
                     pushdown = AthenaPushdown(self.name, self.config.athena, api, self.context)
                     loader.add_partials(pushdown.grouped_rows(manifest.period_start, tags, self.config.grain.grain()))

@@ -30,8 +30,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, Source, SourceConfig
-from spendwatch.collectors.gcp_common import RetrySettings, call_google, check_region, make_retry
-from spendwatch.collectors.gcp_prices import PriceOverrides
+from spendwatch.collectors.gcp.common import RetrySettings, call_google, check_region, make_retry
+from spendwatch.collectors.gcp.prices import PriceOverrides
 from spendwatch.config_types import Duration
 from spendwatch.connections import GcpConnection, gcp_client_options, gcp_credentials
 from spendwatch.plugins import StrictModel

@@ -27,8 +27,8 @@ from pydantic import Field, field_validator
 
 from spendwatch.clock import Clock, SystemClock
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, JobBatch, Problem, Source, SourceConfig
-from spendwatch.collectors.gcp_common import RetrySettings, check_project_id, check_region
-from spendwatch.collectors.gcp_prices import BUNDLED, PriceOverrides, PriceTable
+from spendwatch.collectors.gcp.common import RetrySettings, check_project_id, check_region
+from spendwatch.collectors.gcp.prices import BUNDLED, PriceOverrides, PriceTable
 from spendwatch.config_types import Duration
 from spendwatch.connections import GcpConnection
 from spendwatch.errors import ConfigError, SourceError
@@ -113,38 +113,11 @@ class GcpJobsConfig(SourceConfig):
         return [check_region(v) for v in values]
 
 
-# -- shared record helpers ---------------------------------------------------------------------
-
-
-def owner_of(
-    labels: dict[str, str] | None, owner_tags: list[str], fallback: tuple[str | None, str] | None = None
-) -> tuple[str | None, str | None]:
-    """The owner from the first owner label present, else ``fallback`` (value, how we know)."""
-    for key in owner_tags:
-        value = (labels or {}).get(key)
-        if value:
-            return value, f"label:{key}"
-    if fallback is not None and fallback[0]:
-        return fallback[0], fallback[1]
-    return None, None
-
-
-def jobs_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Job records (dicts keyed by JOB_SCHEMA names; missing keys are null) as a JOB_SCHEMA table."""
-    rows = []
-    for record in records:
-        row = {name: record.get(name) for name in JOB_SCHEMA.names}
-        labels = row.get("labels")
-        row["labels"] = list(labels.items()) if isinstance(labels, dict) and labels else None
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=JOB_SCHEMA)
-
-
 def price_table(config: GcpJobsConfig, store: Store | None) -> PriceTable:
     """Bundled prices, then Catalog prices cached by gcp-billing-accounts, then the config's."""
     table = BUNDLED
     if store is not None:
-        from spendwatch.collectors.gcp_billing import cached_catalog_prices
+        from spendwatch.collectors.gcp.billing import cached_catalog_prices
 
         cached = cached_catalog_prices(store, config.regions[0])
         if cached is not None:
@@ -156,7 +129,7 @@ def projects_for(config: GcpJobsConfig, store: Store | None) -> list[str]:
     if config.projects:
         return list(config.projects)
     if store is not None:
-        from spendwatch.collectors.gcp_billing import billing_enabled_projects
+        from spendwatch.collectors.gcp.billing import billing_enabled_projects
 
         found = billing_enabled_projects(store)
         if found:
@@ -178,7 +151,8 @@ class GcpJobsSource(Source):
     config: GcpJobsConfig
 
     def collect(self, window: CollectWindow) -> Iterator[Batch]:
-        from spendwatch.collectors import gcp_bigquery_jobs, gcp_workloads
+        from spendwatch.collectors.gcp import bigquery_jobs as gcp_bigquery_jobs
+        from spendwatch.collectors.gcp import workloads as gcp_workloads
 
         config = self.config
         projects = projects_for(config, self.context.store)
@@ -223,8 +197,9 @@ def list_running(
     timeout/TTL where it has one. List calls only — nothing is billed. Raises ``SourceError`` (one
     line naming permission and resource) when a platform cannot be listed.
     """
-    from spendwatch.collectors import gcp_bigquery_jobs, gcp_workloads
     from spendwatch.collectors.base import SourceContext
+    from spendwatch.collectors.gcp import bigquery_jobs as gcp_bigquery_jobs
+    from spendwatch.collectors.gcp import workloads as gcp_workloads
 
     clock = clock or SystemClock()
     context = SourceContext(

@@ -24,8 +24,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from spendwatch.collectors.aws_api import AwsApi
-from spendwatch.collectors.aws_cur_sql import (
+from spendwatch.collectors.aws.api import AwsApi
+from spendwatch.collectors.aws.cur_sql import (
     Columns,
     CurSql,
     Grain,

@@ -38,9 +38,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from spendwatch.collectors.aws_prices import PriceTable as AwsPrices
-from spendwatch.collectors.gcp_prices import PriceTable as GcpPrices
-from spendwatch.collectors.k8s_inventory import Inventory
+from spendwatch.collectors.aws.prices import PriceTable as AwsPrices
+from spendwatch.collectors.gcp.prices import PriceTable as GcpPrices
+from spendwatch.collectors.k8s.inventory import Inventory
 from spendwatch.killswitch.k8s_ids import workload_uri
 
 INSTANCE_TYPE_LABELS: Final = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from spendwatch.collectors.aws_charges import squash
+from spendwatch.collectors.aws.charges import squash
 
 Layout = Literal["cur", "cur1-csv", "focus"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from spendwatch.collectors.aws_api import AwsApi
+from spendwatch.collectors.aws.api import AwsApi
 
 EVENTS = {
     "athena": ("StartQueryExecution", "queryExecutionId"),

@@ -24,16 +24,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from spendwatch.collectors.base import Problem, SourceContext
-from spendwatch.collectors.gcp_common import call_google, make_retry
-from spendwatch.collectors.gcp_jobs import GcpJobsConfig, jobs_table, owner_of
-from spendwatch.collectors.gcp_prices import PriceTable, machine_shape
+from spendwatch.collectors.gcp.common import call_google, make_retry
+from spendwatch.collectors.gcp.prices import PriceTable, machine_shape
+from spendwatch.collectors.job_records import jobs_table, owner_of
 from spendwatch.connections import gcp_credentials
 from spendwatch.gcp_rest import GoogleRest, base_url, field, number, session_for
+
+if TYPE_CHECKING:
+    from spendwatch.collectors.gcp.jobs import GcpJobsConfig
 
 SPOT_FACTOR = 0.3
 VERTEX_RUNNING = ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING")

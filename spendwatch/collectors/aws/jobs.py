@@ -21,8 +21,9 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from spendwatch.collectors.aws_api import AwsApi, Backoff
-from spendwatch.collectors.aws_jobs_platforms import (
+from spendwatch.collectors.aws.api import AwsApi, Backoff
+from spendwatch.collectors.aws.cloudtrail import EVENTS, OwnerLookup, TokenBucket
+from spendwatch.collectors.aws.jobs_platforms import (
     Scan,
     athena_queries,
     batch_jobs,
@@ -30,7 +31,7 @@ from spendwatch.collectors.aws_jobs_platforms import (
     glue_runs,
     sagemaker_jobs,
 )
-from spendwatch.collectors.aws_prices import PriceTable
+from spendwatch.collectors.aws.prices import PriceTable
 from spendwatch.collectors.base import (
     SOURCES,
     Batch,
@@ -41,7 +42,6 @@ from spendwatch.collectors.base import (
     SourceConfig,
     SourceContext,
 )
-from spendwatch.collectors.cloudtrail import EVENTS, OwnerLookup, TokenBucket
 from spendwatch.config_types import Duration
 from spendwatch.connections import AwsConnection
 from spendwatch.errors import PermissionDeniedError, SourceError

@@ -30,7 +30,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, Problem, Source, SourceConfig
-from spendwatch.collectors.k8s_costs import KubernetesLabels, first_label, label_tag
+from spendwatch.collectors.k8s.costs import KubernetesLabels, first_label, label_tag
 from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.errors import SourceError

@@ -32,7 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, Source, SourceConfig
 from spendwatch.collectors.focus import normalise_provider
-from spendwatch.collectors.gcp_common import (
+from spendwatch.collectors.gcp.common import (
     RetrySettings,
     bigquery_client,
     call_google,
@@ -40,7 +40,7 @@ from spendwatch.collectors.gcp_common import (
     check_table_path,
     make_retry,
 )
-from spendwatch.collectors.gcp_export_sql import (
+from spendwatch.collectors.gcp.export_sql import (
     ExportKind,
     ExportQuery,
     ExportQuerySpec,
@@ -49,7 +49,7 @@ from spendwatch.collectors.gcp_export_sql import (
     build_query,
     required_columns,
 )
-from spendwatch.collectors.k8s_costs import KubernetesLabels, label_tag
+from spendwatch.collectors.k8s.costs import KubernetesLabels, label_tag
 from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration
 from spendwatch.connections import GcpConnection

@@ -34,8 +34,8 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from spendwatch.collectors.aws_api import AwsApi
-from spendwatch.collectors.aws_charges import CE_USAGE_RECORD_TYPES, charge_of, service_category
+from spendwatch.collectors.aws.api import AwsApi
+from spendwatch.collectors.aws.charges import CE_USAGE_RECORD_TYPES, charge_of, service_category
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, Problem, Source, SourceConfig
 from spendwatch.collectors.tags import first_tag
 from spendwatch.config_types import Duration

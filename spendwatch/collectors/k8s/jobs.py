@@ -1,6 +1,6 @@
 """``kubernetes-jobs``: the training jobs, Ray clusters and GPU pods running in your clusters, with cost.
 
-Each run reads every configured cluster (``k8s_inventory``: nodes, live pods, the owners of the
+Each run reads every configured cluster (``inventory``: nodes, live pods, the owners of the
 tracked kinds) and records each tracked workload with a live pod as a job of platform
 ``kubernetes`` (``k8s_workloads``): ``k8s://<cluster>/<namespace>/<Kind>/<name>``, its owner from
 its labels, its GPUs and nodes, its cost so far and burn rate from node prices shared by requests.
@@ -25,14 +25,14 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from spendwatch.collectors.aws_prices import PriceTable as AwsPrices
+from spendwatch.collectors.aws.prices import PriceTable as AwsPrices
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, JobBatch, Problem, Source, SourceConfig
-from spendwatch.collectors.gcp_jobs import jobs_table
-from spendwatch.collectors.gcp_prices import BUNDLED, PriceOverrides
-from spendwatch.collectors.gcp_prices import PriceTable as GcpPrices
-from spendwatch.collectors.k8s_costs import DEFAULT_OWNER_LABELS, KubernetesLabels
-from spendwatch.collectors.k8s_inventory import Take, read_cluster
-from spendwatch.collectors.k8s_workloads import (
+from spendwatch.collectors.gcp.prices import BUNDLED, PriceOverrides
+from spendwatch.collectors.gcp.prices import PriceTable as GcpPrices
+from spendwatch.collectors.job_records import jobs_table
+from spendwatch.collectors.k8s.costs import DEFAULT_OWNER_LABELS, KubernetesLabels
+from spendwatch.collectors.k8s.inventory import Take, read_cluster
+from spendwatch.collectors.k8s.workloads import (
     DEFAULT_GPU_RESOURCES,
     ClusterPlace,
     NodePricer,
@@ -148,7 +148,7 @@ def gcp_prices(config: KubernetesJobsConfig, overrides: PriceOverrides | None, s
     table = BUNDLED
     regions = [c.region for c in config.clusters.values() if c.provider == "gcp" and c.region]
     if store is not None and regions:
-        from spendwatch.collectors.gcp_billing import cached_catalog_prices
+        from spendwatch.collectors.gcp.billing import cached_catalog_prices
 
         cached = cached_catalog_prices(store, regions[0])
         if cached is not None:
