@@ -241,7 +241,6 @@ class SpendCollector(Collector):
         yield burn
         yield running
 
-
     # -- budgets ------------------------------------------------------------------------------------------
 
     def _budgets(self, now: datetime) -> Iterator[Metric]:
