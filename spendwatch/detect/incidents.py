@@ -227,6 +227,8 @@ def reconcile(
         matched.add(match.id)
         status = _next_status(match, segment.kind, active, grew=numbers.last_seen > match.last_seen)
         first = min(match.first_seen, numbers.first_seen)
+        if any(other.id != match.id and other.first_seen == first for other in stored):
+            first = match.first_seen  # that start is another incident's key (one already matched this pass)
         _update(con, match.id, series, segment, numbers, points, status, first, active, severity, now)
         counts.updated += 1
         counts.resolved += status == "resolved" and match.status != "resolved"
@@ -251,6 +253,8 @@ def _next_status(match: _Stored, kind: str, active: bool, *, grew: bool) -> str:
         return "reported"
     if not active:
         return "resolved"
+    if match.status == "withdrawn":  # brought back: as new as an insert would be
+        return "open"
     # A re-run over the same data (after a crash, or twice in a day) must leave what the first run left:
     # an incident becomes ongoing only when a newer step still shows it.
     return "open" if match.status == "open" and not grew else "ongoing"
@@ -268,6 +272,11 @@ def _stored_near(con: Connection, series: SeriesDecisions, since: datetime) -> l
 def _match(
     stored: list[_Stored], numbers: IncidentFigures, step: timedelta, gap: int, kind: str, taken: set[int]
 ) -> _Stored | None:
+    # The incident that started at this step is this one, even withdrawn (a restatement took it away and
+    # another brought it back): its (series, first_seen) key is taken, so no other incident may move onto it.
+    for incident in stored:
+        if incident.id not in taken and incident.first_seen == numbers.first_seen:
+            return incident
     for incident in stored:
         if incident.id in taken or incident.status == "withdrawn" or (incident.kind == "drop") != (kind == "drop"):
             continue

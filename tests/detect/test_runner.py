@@ -96,6 +96,38 @@ def test_a_restatement_that_removes_the_spike_withdraws_the_incident(tmp_path: P
     assert [(i.id, i.status) for i in after] == [(incident.id, "withdrawn")]
 
 
+def test_a_restated_incident_growing_back_onto_a_withdrawn_start_revives_it(tmp_path: Path, clock: FixedClock) -> None:
+    """Found in a 30-day soak: an incident whose start moved back onto the start of a withdrawn one broke
+    the (series, first_seen) key and failed the detect job. The withdrawn incident is that incident."""
+    cfg = config(tmp_path)
+    store = Store(cfg.store.path, clock=clock)
+
+    def spikes(*days: int) -> list[float]:
+        costs = series()
+        for day in days:
+            costs[day] += 3000.0
+        return costs
+
+    load(store, spikes(DAYS - 3))
+    run_detection(cfg, store, clock)
+    (first,) = load_incidents(store, statuses=["open", "resolved", "ongoing"])
+    load(store, spikes())  # restated away: withdrawn
+    run_detection(cfg, store, clock)
+    load(store, spikes(DAYS - 2))  # a later one
+    run_detection(cfg, store, clock)
+    (second,) = load_incidents(store, statuses=["open", "resolved", "ongoing"])
+    assert second.id != first.id and second.first_seen > first.first_seen
+
+    load(store, spikes(DAYS - 3, DAYS - 2))  # both days: one incident from the first day on
+    run_detection(cfg, store, clock)
+
+    live = load_incidents(store, statuses=["open", "resolved", "ongoing"])
+    assert [(i.id, i.first_seen) for i in live] == [(first.id, START + timedelta(days=DAYS - 3))]
+    assert live[0].last_seen >= START + timedelta(days=DAYS - 2)
+    statuses = {i.id: i.status for i in load_incidents(store, statuses=None)}
+    assert statuses[second.id] == "withdrawn"
+
+
 def test_unsettled_steps_are_not_scored(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     last_day_end = START + timedelta(days=DAYS)
