@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,7 +143,7 @@ def run_spendwatch(folder: Path, resources: Literal["top", "all"] = "top") -> di
     from spendwatch.collectors.base import DEFAULT_JOB_TAGS, DEFAULT_OWNER_TAGS
     from spendwatch.store import Store
 
-    files = [ExportFile(p, p.name) for p in sorted(folder.glob("*.parquet"))]
+    files = [ExportFile(p, p.name) for p in sorted(folder.glob("cur2-*.parquet"))]
     path = folder / "bench.duckdb"
     path.unlink(missing_ok=True)
     Path(f"{path}.wal").unlink(missing_ok=True)
@@ -151,9 +152,10 @@ def run_spendwatch(folder: Path, resources: Literal["top", "all"] = "top") -> di
     end = datetime(2026, 11, 1, tzinfo=UTC)
     began, cpu = time.perf_counter(), cpu_seconds()
     tags = kept_tag_keys(DEFAULT_OWNER_TAGS, DEFAULT_JOB_TAGS, ["team"])
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=folder))  # spills and the finished lines
     with CurLoader(
         tag_keys=tags, owner_tags=DEFAULT_OWNER_TAGS, job_tags=DEFAULT_JOB_TAGS, grain=Grain(resources=resources),
-        work_dir=folder,
+        work_dir=work,
         memory_limit="1GB",
     ) as loader:  # fmt: skip
         loader.load(files)
@@ -165,6 +167,7 @@ def run_spendwatch(folder: Path, resources: Literal["top", "all"] = "top") -> di
         line_items = loader.line_items
     seconds = time.perf_counter() - began
     cpu_used = cpu_seconds() - cpu
+    shutil.rmtree(work, ignore_errors=True)
     assert stored == lines
     return {
         "seconds": seconds,
@@ -201,7 +204,7 @@ def run_pandas(folder: Path) -> dict[str, float]:
     import pandas as pd
 
     began, cpu = time.perf_counter(), cpu_seconds()
-    frame = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], ignore_index=True)
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("cur2-*.parquet"))], ignore_index=True)
     frame["hour"] = frame["line_item_usage_start_date"].dt.floor("h")
     keys = [
         "hour",
@@ -248,7 +251,7 @@ def run_duckdb(folder: Path, resources: Literal["top", "all"] = "top") -> dict[s
     """
     import duckdb
 
-    files = ", ".join(f"'{p}'" for p in sorted(folder.glob("*.parquet")))
+    files = ", ".join(f"'{p}'" for p in sorted(folder.glob("cur2-*.parquet")))
     keys = ["date_trunc('hour', line_item_usage_start_date)", *CEILING_KEYS]
     if resources == "all":
         keys.append("line_item_resource_id")

@@ -276,6 +276,10 @@ class CurLoader:
 
     def close(self) -> None:
         self.con.close()
+        if self._lines is not None:
+            # Made by this loader, read by the store before the caller moves on: never left behind
+            # in a work_dir that outlives the loader.
+            self._lines.unlink(missing_ok=True)
 
     def _create_tables(self) -> None:
         types = {
@@ -450,7 +454,7 @@ class CurLoader:
     def lines_file(self) -> CostLinesFile:
         """The finished lines as one Parquet file, for ``Store.replace_cost_lines`` (after ``finish``).
 
-        The file lives in ``work_dir`` and stays until the loader's caller removes that folder.
+        The file lives in ``work_dir`` until the loader is closed.
         """
         if self._lines is None:
             raise RuntimeError("lines_file() before finish()")
