@@ -157,8 +157,8 @@ SCOPES = {
 
 
 def simulated_backtest(days: int) -> dict[int, Tally]:
-    from spendwatch.budgets import scope_forecasts
     from spendwatch.forecast import daily_series
+    from spendwatch.notify.budgets import scope_forecasts
 
     end = datetime(2026, 11, 30, 12, tzinfo=UTC)
     tallies = {day: Tally() for day in DAYS_OF_MONTH}

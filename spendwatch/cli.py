@@ -271,7 +271,7 @@ main.add_command(store_group)
 from spendwatch.plugins_cli import plugins_group  # noqa: E402
 
 main.add_command(plugins_group)
-from spendwatch.budgets_cli import budgets_group  # noqa: E402
+from spendwatch.notify.budgets_cli import budgets_group  # noqa: E402
 
 main.add_command(budgets_group)
 # Last: every subcommand takes -c/--config after its name too.

@@ -27,7 +27,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 import spendwatch.collectors  # noqa: F401  (registers the source types)
-from spendwatch.budgets import BudgetConfig
 from spendwatch.collectors.base import SOURCES, SourceConfig
 from spendwatch.config_types import ConfigPath, Duration, encoding_problem
 from spendwatch.daemon.config import DaemonConfig
@@ -35,6 +34,7 @@ from spendwatch.detect.monitors import MonitorConfig, default_monitors
 from spendwatch.errors import ConfigError
 from spendwatch.guard.config import GuardConfig
 from spendwatch.killswitch.config import KillSwitchConfig
+from spendwatch.notify.budgets import BudgetConfig
 from spendwatch.notify.channels import CHANNELS
 from spendwatch.notify.config import NotifyConfig
 from spendwatch.plugins import PluginUnion, Registry, StrictModel, config_models

@@ -223,7 +223,7 @@ def housekeeping_job(ctx: DaemonContext) -> None:
 
 def snapshot_job(ctx: DaemonContext) -> None:
     """A checked copy of the store once a day (``spendwatch store restore`` brings it back)."""
-    from spendwatch.snapshots import snapshot_due, snapshot_folder, take_snapshot
+    from spendwatch.store.snapshots import snapshot_due, snapshot_folder, take_snapshot
 
     store = ctx.config.store
     folder = snapshot_folder(store.path, store.snapshots.folder)

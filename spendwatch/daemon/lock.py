@@ -1,6 +1,6 @@
 """One daemon per store: the ``SingletonLock`` file beside the store, and the error when it is held.
 
-A leaf, so ``spendwatch.snapshots`` can take the same lock without importing the scheduler.
+The lock file's name lives in ``store.locks`` (snapshot restores take the same lock).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spendwatch.errors import StoreAccessError, UserError
-from spendwatch.store.locks import LockTimeout, SingletonLock
+from spendwatch.store.locks import LockTimeout, SingletonLock, daemon_lock_path
 
 
 class AlreadyRunning(UserError):
@@ -16,7 +16,7 @@ class AlreadyRunning(UserError):
 
 
 def lock_path(store_path: Path) -> Path:
-    return store_path.with_name(store_path.name + ".daemon.lock")
+    return daemon_lock_path(store_path)
 
 
 def acquire_singleton(store_path: Path) -> SingletonLock:

@@ -12,7 +12,7 @@ Jobs (plain functions in ``spendwatch.daemon.jobs``, each with
   ``daemon.digest_check_every`` (a late start, a retry after a failed delivery); the ledger makes
   both safe to run at once (see ``notify.ledger``);
 * ``housekeeping`` — daily at ``daemon.housekeeping_at``: retention and a checkpoint;
-* ``snapshot`` — a checked copy of the store once a day (``store.snapshots``; see ``spendwatch.snapshots``).
+* ``snapshot`` — a checked copy of the store once a day (``store.snapshots``; see ``spendwatch.store.snapshots``).
 
 A job that fails is logged with its context, recorded in ``runs`` (metrics show consecutive
 failures) and simply runs again at its next time; nothing a job raises stops the daemon.

@@ -77,9 +77,9 @@ def _missing(api: Any, rules: list[str]) -> list[str]:
 
 
 def probe_kubernetes_jobs(source: Any, ctx: DoctorContext) -> Iterator[Finding]:
+    from spendwatch.collectors.k8s.ids import BY_KIND
     from spendwatch.collectors.k8s.inventory import owner_kinds
     from spendwatch.collectors.k8s.jobs import cluster_client
-    from spendwatch.killswitch.k8s_ids import BY_KIND
 
     subject = f"{source.name} ({source.type})"
     wanted = ["nodes:list", "pods:list"]

@@ -51,7 +51,7 @@ RESOURCE_TYPES: dict[str, str] = {
     "vertex-custom-job": "gcp",
     "gke-node-pool": "gcp",
     "gcp-project": "gcp",
-    # Kubernetes (EKS, GKE or any cluster): see killswitch/k8s_ids.py
+    # Kubernetes (EKS, GKE or any cluster): see collectors/k8s/ids.py
     "k8s-deployment": "kubernetes",
     "k8s-statefulset": "kubernetes",
     "k8s-job": "kubernetes",

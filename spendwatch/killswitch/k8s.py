@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from spendwatch.collectors.k8s.ids import BY_TYPE, Kind, split_resource_id
 from spendwatch.errors import ActionError
 from spendwatch.k8s_client import api_error_line
 from spendwatch.killswitch.base import Action, Observed, Outcome, Target, register
-from spendwatch.killswitch.k8s_ids import BY_TYPE, Kind, split_resource_id
 from spendwatch.plugins import StrictModel
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from spendwatch.killswitch.base import Target
 from spendwatch.killswitch.config import DEFAULT_JOB_STATES, IncidentWhen, JobWhen, Rule
-from spendwatch.killswitch.targets import Located, labels_dict, locate, locate_job, rate_and_stake
+from spendwatch.killswitch.targets import Located, locate, locate_job, rate_and_stake
 from spendwatch.money import format_money
 from spendwatch.store import Store
-from spendwatch.store.records import Incident, JobLink
+from spendwatch.store.records import Incident, JobLink, labels_dict
 
 
 @dataclass(frozen=True)

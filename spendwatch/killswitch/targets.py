@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):(?P<account>\d*):(?P<resource>.+)$")
 _GCP_PATHS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -127,7 +126,7 @@ def locate(
     if value.startswith("arn:"):
         return _from_arn(value)
     if value.startswith("k8s://"):
-        from spendwatch.killswitch.k8s_ids import parse_workload
+        from spendwatch.collectors.k8s.ids import parse_workload
 
         ref = parse_workload(value)
         if ref is None:
@@ -222,14 +221,3 @@ def rate_and_stake(
     if projected is not None and estimated is None:
         return rate, projected
     return rate, (rate * 24.0 if rate is not None else None)
-
-
-def labels_dict(value: Any) -> dict[str, str]:
-    """A DuckDB MAP as Python sees it (a dict, or {'key': [...], 'value': [...]}) → dict."""
-    if value is None:
-        return {}
-    if isinstance(value, dict) and set(value) == {"key", "value"} and isinstance(value.get("key"), list):
-        return {str(k): str(v) for k, v in zip(value["key"], value["value"], strict=False)}
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    return {str(k): str(v) for k, v in value}

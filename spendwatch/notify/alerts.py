@@ -43,18 +43,17 @@ from spendwatch.money import format_money, format_share
 from spendwatch.notify.channels import CHANNELS, AlertMessage, Channel, ChannelConfig, ChannelError, build_channel
 from spendwatch.notify.chat import ChatLink, ChatMessage, render_chat
 from spendwatch.notify.config import NotifyConfig, RouteConfig
-from spendwatch.notify.digest import incident_parties
 from spendwatch.notify.events import action_event, incident_event
 from spendwatch.notify.lifecycle import follow_ups
-from spendwatch.notify.render import build_email, new_message_id
-from spendwatch.notify.send import dedupe_addresses
+from spendwatch.notify.render import build_email, dedupe_addresses, new_message_id
+from spendwatch.notify.teams import incident_parties
 from spendwatch.store import Store
 from spendwatch.store.records import SEVERITY_ORDER, Incident
 
 if TYPE_CHECKING:
-    from spendwatch.budgets import BudgetStatus
     from spendwatch.config import Config
     from spendwatch.killswitch.journal import ActionRecord
+    from spendwatch.notify.budgets import BudgetStatus
     from spendwatch.notify.events import AlertEvent
     from spendwatch.notify.links import AlertLinks
     from spendwatch.notify.teams import TeamMap
@@ -311,7 +310,7 @@ def pending_alerts(
     pending.extend(_action_alerts(notify, store, horizon, links, teams))
     pending.extend(_budget_alerts(config, store, clock, sent if sent is not None else _sent_keys(store)))
     # Channels that track alerts (PagerDuty) also hear when an incident is acknowledged, over or back.
-    pending.extend(_Pending(f.alert, f.channels, f.at) for f in follow_ups(config, store, clock))
+    pending.extend(_Pending(f.alert, f.channels, f.at) for f in follow_ups(config, store, clock, incident_alert))
     return pending
 
 
@@ -356,7 +355,7 @@ def _budget_alerts(config: Config, store: Store, clock: Clock, sent: set[tuple[s
     """Budgets whose forecast for the month crossed them with its interval, as of yesterday (UTC).
 
     A budget already announced this month on every channel it goes to is not forecast again."""
-    from spendwatch.budgets import budget_statuses
+    from spendwatch.notify.budgets import budget_statuses
 
     notify: NotifyConfig = config.notify
     as_of = clock.now().astimezone(UTC).date() - timedelta(days=1)

@@ -45,13 +45,13 @@ from spendwatch.notify.spend import (
     team_spend,
     top_jobs,
 )
-from spendwatch.notify.teams import UNTAGGED, TeamMap, team_map, team_sql
+from spendwatch.notify.teams import UNTAGGED, TeamMap, incident_parties, team_map, team_sql
 from spendwatch.store import Store
 from spendwatch.store.records import SEVERITY_ORDER, Incident, JobLink
 
 if TYPE_CHECKING:
-    from spendwatch.budgets import BudgetStatus
     from spendwatch.config import Config
+    from spendwatch.notify.budgets import BudgetStatus
 
 __all__ = [
     "ActionView", "ChargeRow", "Culprit", "Digest", "IncidentView", "JobRow", "SourceFreshness", "SpendRow",
@@ -258,21 +258,6 @@ def untagged_title(incident: Incident) -> str:
     return " / ".join(values) if values else incident.monitor
 
 
-def incident_parties(incident: Incident) -> tuple[list[str | None], list[str | None]]:
-    """The owners and accounts an incident concerns: its own dimensions, top contributors and jobs."""
-    owners: list[str | None] = [incident.dimensions.get("owner")]
-    accounts: list[str | None] = [incident.dimensions.get("sub_account_id")]
-    for contributor in incident.contributors[:5]:
-        if contributor.dimension == "owner":
-            owners.append(contributor.value)
-        elif contributor.dimension == "sub_account_id":
-            accounts.append(contributor.value)
-    for job in incident.jobs[:5]:
-        owners.append(job.user)
-        accounts.append(job.sub_account_id)
-    return owners, accounts
-
-
 # -- building ---------------------------------------------------------------------------------------
 
 
@@ -298,7 +283,7 @@ def build_digest(
 
     ``since`` is the first report day it covers (default: the day before).
     """
-    from spendwatch.budgets import budget_statuses
+    from spendwatch.notify.budgets import budget_statuses
 
     notify = config.notify
     report_day = day - timedelta(days=1)

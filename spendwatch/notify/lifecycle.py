@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -30,11 +31,16 @@ from spendwatch.store import Store, Where
 if TYPE_CHECKING:
     from spendwatch.clock import Clock
     from spendwatch.config import Config
+    from spendwatch.notify.config import NotifyConfig
     from spendwatch.store.records import Incident
 
 _TRIGGER = re.compile(r"^incident:(\d+):[a-z]+$")
 _FOLLOW_UP = re.compile(r"^(trigger|acknowledge|resolve):incident:(\d+):(\d+)$")
 _WORDS = {"acknowledge": "acknowledged", "resolve": "over", "trigger": "alerting again"}
+
+
+FullAlert = Callable[["Incident", "NotifyConfig", tuple[str, ...]], AlertMessage]
+"""How an incident's whole alert is built (``alerts.incident_alert``; passed in, as alerts imports this module)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,9 @@ class FollowUp:
     at: datetime
 
 
-def follow_ups(config: Config, store: Store, clock: Clock) -> list[FollowUp]:
-    """The acknowledge / resolve / re-trigger events due on every channel that follows incidents."""
+def follow_ups(config: Config, store: Store, clock: Clock, full_alert: FullAlert) -> list[FollowUp]:
+    """The acknowledge / resolve / re-trigger events due on every channel that follows incidents.
+    ``full_alert`` builds an incident's whole alert (``alerts.incident_alert``), sent again when it re-triggers."""
     notify = config.notify
     following = [c.name for c in notify.channels if CHANNELS.get(c.type).follows_incidents]
     if not following:
@@ -67,7 +74,11 @@ def follow_ups(config: Config, store: Store, clock: Clock) -> list[FollowUp]:
     for (incident_id, action, number), channels in sorted(due.items()):
         incident = get_incident(store, incident_id)
         key = f"{action}:incident:{incident_id}:{number}"
-        out.append(FollowUp(_alert(config, incident, action, key), tuple(channels), incident.updated_at or clock.now()))
+        out.append(
+            FollowUp(
+                _alert(config, incident, action, key, full_alert), tuple(channels), incident.updated_at or clock.now()
+            )
+        )
     return out
 
 
@@ -101,11 +112,9 @@ def _states(store: Store, incident_ids: list[int]) -> dict[int, EventAction | No
     return {int(r[0]): alert_state(r[1], r[2], r[3]) for r in rows}
 
 
-def _alert(config: Config, incident: Incident, action: EventAction, key: str) -> AlertMessage:
-    from spendwatch.notify.alerts import incident_alert
-
+def _alert(config: Config, incident: Incident, action: EventAction, key: str, full_alert: FullAlert) -> AlertMessage:
     if action == "trigger":  # it came back: the full alert again, under the follow-up's key
-        alert = incident_alert(incident, config.notify, ())
+        alert = full_alert(incident, config.notify, ())
         return replace(alert, key=key, email=None, event=incident_event(incident, "trigger", alert.title))
     title = f"{incident.severity.upper()} {incident.kind}: {incident.title} is {_WORDS[action]}"
     if action == "acknowledge" and incident.feedback_by:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -209,3 +210,15 @@ def digest_filename(day: date, audience: str | None = None) -> str:
         return f"spendwatch-digest-{day.isoformat()}"
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", audience).strip("-.") or "team"
     return f"spendwatch-digest-{day.isoformat()}-team-{safe}"
+
+
+def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """Each mailbox once (compared by its address, case-insensitively), in first-seen order."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for address in addresses:
+        key = parseaddr(address)[1].lower()
+        if key and key not in seen:
+            seen.add(key)
+            out.append(address)
+    return tuple(out)

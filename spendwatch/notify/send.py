@@ -23,7 +23,7 @@ from spendwatch.notify.channels import Channel, ChannelError, build_channel
 from spendwatch.notify.config import NotifyConfig, effective_notify
 from spendwatch.notify.digest import Digest, build_digest
 from spendwatch.notify.ledger import Claim, ClaimRefused, DigestLedger, DigestRow
-from spendwatch.notify.render import digest_email, new_message_id
+from spendwatch.notify.render import dedupe_addresses, digest_email, new_message_id
 from spendwatch.store import Store
 
 if TYPE_CHECKING:
@@ -62,17 +62,6 @@ def due_day(now: datetime, timezone: str, at: time, days: str = "*") -> date | N
 
 
 # -- recipients --------------------------------------------------------------------------------------
-
-
-def dedupe_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
-    seen: set[str] = set()
-    out: list[str] = []
-    for address in addresses:
-        key = parseaddr(address)[1].lower()
-        if key and key not in seen:
-            seen.add(key)
-            out.append(address)
-    return tuple(out)
 
 
 def digest_recipients(notify: NotifyConfig, digest: Digest) -> tuple[str, ...]:

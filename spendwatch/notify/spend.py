@@ -153,7 +153,7 @@ def report_day_spend(
 
 def month_forecasts(store: Store, report_day: date, column: str, scope: Scope = EVERYTHING) -> list[MonthForecast]:
     """One month-end forecast per currency billed this month in the scope."""
-    from spendwatch.budgets import scope_forecasts
+    from spendwatch.notify.budgets import scope_forecasts
 
     where, params = scope
     return list(scope_forecasts(store, where, params, report_day, column=column).values())
@@ -163,7 +163,7 @@ def team_forecasts(
     store: Store, report_day: date, column: str, team_expression: Scope
 ) -> dict[tuple[str, str], MonthForecast]:
     """(team, currency) → month-end forecast, every team from one query."""
-    from spendwatch.budgets import scope_forecasts
+    from spendwatch.notify.budgets import scope_forecasts
 
     found = scope_forecasts(store, "TRUE", [], report_day, column=column, group=team_expression)
     return {(str(team), currency): forecast for (team, currency), forecast in found.items()}

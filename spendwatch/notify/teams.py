@@ -104,9 +104,22 @@ class TeamMap:
         return tuple(dict.fromkeys(teams)) or (UNTAGGED,)
 
     def of_incident(self, incident: Incident) -> tuple[str, ...]:
-        from spendwatch.notify.digest import incident_parties
-
         return self.of_parties(*incident_parties(incident))
+
+
+def incident_parties(incident: Incident) -> tuple[list[str | None], list[str | None]]:
+    """The owners and accounts an incident concerns: its own dimensions, top contributors and jobs."""
+    owners: list[str | None] = [incident.dimensions.get("owner")]
+    accounts: list[str | None] = [incident.dimensions.get("sub_account_id")]
+    for contributor in incident.contributors[:5]:
+        if contributor.dimension == "owner":
+            owners.append(contributor.value)
+        elif contributor.dimension == "sub_account_id":
+            accounts.append(contributor.value)
+    for job in incident.jobs[:5]:
+        owners.append(job.user)
+        accounts.append(job.sub_account_id)
+    return owners, accounts
 
 
 def team_map(notify: NotifyConfig, store: Store, *, since: Any, column: str = "effective_cost") -> TeamMap:

@@ -15,7 +15,7 @@ def store_group() -> None:
 
 
 def _where(env: Env) -> tuple[Path, Path, float]:
-    from spendwatch.snapshots import snapshot_folder
+    from spendwatch.store.snapshots import snapshot_folder
 
     store = env.config.store
     return store.path, snapshot_folder(store.path, store.snapshots.folder), store.lock_timeout.total_seconds()
@@ -29,7 +29,7 @@ def _where(env: Env) -> tuple[Path, Path, float]:
 def store_check(env: Env, check_snapshots: bool, as_json: bool) -> None:
     """Read every column of every table (each block's checksum is verified); exit 2 if the store is damaged."""
     from spendwatch.errors import StoreAccessError, StoreDamagedError
-    from spendwatch.snapshots import check_file, check_store, damage_message
+    from spendwatch.store.snapshots import check_file, check_store, damage_message
 
     path, folder, timeout = _where(env)
     if not path.exists():
@@ -66,7 +66,7 @@ def store_check(env: Env, check_snapshots: bool, as_json: bool) -> None:
 @handle_errors
 def store_snapshot(env: Env, as_json: bool) -> None:
     """Take a snapshot now (the daemon takes one a day); keeps the store.snapshots.keep newest."""
-    from spendwatch.snapshots import take_snapshot
+    from spendwatch.store.snapshots import take_snapshot
 
     path, folder, timeout = _where(env)
     keep = max(env.config.store.snapshots.keep, 1)
@@ -88,7 +88,7 @@ def store_restore(env: Env, name: str | None, force: bool, as_json: bool) -> Non
 
     The damaged file is moved aside, never deleted. Refuses while a daemon runs on the store.
     """
-    from spendwatch.snapshots import restore
+    from spendwatch.store.snapshots import restore
 
     path, folder, timeout = _where(env)
     result = restore(

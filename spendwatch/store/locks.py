@@ -113,3 +113,8 @@ class SingletonLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def daemon_lock_path(store_path: Path) -> Path:
+    """The daemon's one-per-store lock file beside the store (snapshot restores take it too)."""
+    return store_path.with_name(store_path.name + ".daemon.lock")

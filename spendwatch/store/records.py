@@ -212,3 +212,14 @@ def points_from_json(text: str) -> tuple[SeriesPoint, ...]:
         item["at"] = _parse_time(item["at"])
         points.append(SeriesPoint(**item))
     return tuple(points)
+
+
+def labels_dict(value: Any) -> dict[str, str]:
+    """A DuckDB MAP as Python sees it (a dict, or {'key': [...], 'value': [...]}) → dict."""
+    if value is None:
+        return {}
+    if isinstance(value, dict) and set(value) == {"key", "value"} and isinstance(value.get("key"), list):
+        return {str(k): str(v) for k, v in zip(value["key"], value["value"], strict=False)}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    return {str(k): str(v) for k, v in value}

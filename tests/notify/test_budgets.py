@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from spendwatch.budgets import BudgetConfig, budget_statuses
 from spendwatch.config import parse_config
 from spendwatch.errors import ConfigError
 from spendwatch.notify.alerts import run_alerts
+from spendwatch.notify.budgets import BudgetConfig, budget_statuses
 from tests.doubles.clock import FixedClock
 from tests.notify import small_estate
 from tests.notify.small_estate import NOW, REPORT_DAY, month_total

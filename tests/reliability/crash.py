@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spendwatch.snapshots import check_file
 from spendwatch.store import Store
+from spendwatch.store.snapshots import check_file
 from tests.reliability import crash_ops as ops
 
 KILLS = 20

@@ -21,8 +21,8 @@ import pytest
 
 from spendwatch.collect import collect_source
 from spendwatch.config import load_config
-from spendwatch.snapshots import check_file
 from spendwatch.store import Store
+from spendwatch.store.snapshots import check_file
 from tests.doubles.clock import FixedClock
 from tests.doubles.focus_files import month_rows, write_csv
 

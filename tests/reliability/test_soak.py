@@ -30,8 +30,8 @@ from spendwatch.config import load_config
 from spendwatch.daemon import DaemonContext, collect_job, detect_job, digest_job, snapshot_job
 from spendwatch.daemon.health import readiness
 from spendwatch.errors import SourceError
-from spendwatch.snapshots import list_snapshots
 from spendwatch.store import Store
+from spendwatch.store.snapshots import list_snapshots
 from tests.doubles.clock import FixedClock
 from tests.doubles.focus_files import month_rows, write_csv
 from tests.doubles.smtp import SmtpServer

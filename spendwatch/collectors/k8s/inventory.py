@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from spendwatch.collectors.k8s.ids import BY_KIND, Kind
 from spendwatch.errors import SourceError
 from spendwatch.k8s_client import api_error_line
-from spendwatch.killswitch.k8s_ids import BY_KIND, Kind
 
 LIVE_PODS: Final = "status.phase!=Succeeded,status.phase!=Failed"
 NODES: Final = Kind("Node", "", "", "v1", "nodes")

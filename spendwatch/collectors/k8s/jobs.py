@@ -42,6 +42,7 @@ from spendwatch.config_types import Duration
 from spendwatch.errors import ActionError, SourceError
 from spendwatch.k8s_client import EXTRA_HINT, KubernetesConnection, api_client, kubernetes_installed
 from spendwatch.store import Store
+from spendwatch.store.records import labels_dict
 from spendwatch.store.schema import JOB_SCHEMA, JOB_STATES_RUNNING
 
 WorkloadKind = Literal["Job", "RayJob", "RayCluster", "PyTorchJob", "TFJob", "Pod", "Deployment", "StatefulSet"]
@@ -269,8 +270,6 @@ def ended_rows(
 
 
 def _labels(value: Any) -> dict[str, str]:
-    from spendwatch.killswitch.targets import labels_dict
-
     return labels_dict(value)
 
 

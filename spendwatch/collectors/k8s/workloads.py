@@ -40,8 +40,8 @@ from typing import Any, Final
 
 from spendwatch.collectors.aws.prices import PriceTable as AwsPrices
 from spendwatch.collectors.gcp.prices import PriceTable as GcpPrices
+from spendwatch.collectors.k8s.ids import workload_uri
 from spendwatch.collectors.k8s.inventory import Inventory
-from spendwatch.killswitch.k8s_ids import workload_uri
 
 INSTANCE_TYPE_LABELS: Final = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 NODEGROUP_LABELS: Final = (

@@ -29,7 +29,7 @@ import duckdb
 
 from spendwatch.errors import StoreAccessError, StoreBusyError, StoreDamagedError, UserError
 from spendwatch.store import SCHEMA_VERSION, describe_os_error
-from spendwatch.store.locks import LockTimeout, RWFileLock, SingletonLock
+from spendwatch.store.locks import LockTimeout, RWFileLock, SingletonLock, daemon_lock_path
 
 # Tables that describe each other and must come from the same file: cost lines with the loads and
 # source fingerprints that say they are current (else a source would skip a period it lost), and the
@@ -225,9 +225,7 @@ def restore(
 
 
 def _daemon_lock(store_path: Path) -> SingletonLock:
-    from spendwatch.daemon.lock import lock_path
-
-    lock = SingletonLock(lock_path(store_path))
+    lock = SingletonLock(daemon_lock_path(store_path))
     try:
         lock.acquire()
     except LockTimeout as exc:

@@ -1,4 +1,5 @@
-"""Kubernetes workloads as kill-switch targets: kinds, resource types and canonical ids.
+"""Kubernetes workloads as the collectors record them and the kill switch targets them: kinds, resource types
+and canonical ids (a leaf both packages share; the kill switch imports collectors, never the other way).
 
 A workload is named ``k8s://<cluster>/<namespace>/<kind>/<name>`` in job records and cost lines
 (``cluster`` is the name the ``killswitch.kubernetes.clusters`` / ``kubernetes-jobs`` config gives it).

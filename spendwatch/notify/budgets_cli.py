@@ -32,8 +32,8 @@ def budgets_list(env: Env, day: datetime | None, as_json: bool) -> None:
     States: ok; at-risk (the forecast is over); will-exceed (the whole interval is over: this is when
     the one alert per budget and month fires); over (already spent).
     """
-    from spendwatch.budgets import budget_statuses
     from spendwatch.money import format_money
+    from spendwatch.notify.budgets import budget_statuses
 
     config = env.config
     as_of = day.date() if day else env.clock.now().astimezone(UTC).date() - timedelta(days=1)
