@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spendwatch.collectors.aws.cur_group import grouped_per_value_sql
 from spendwatch.collectors.aws.cur_sql import (
     CUR_COLUMNS,
     FOCUS_COLUMNS,
@@ -391,6 +392,9 @@ class CurLoader:
 
     def _grouped_sql(self, scan: Scan) -> str:
         cur, relation = self._sql(scan)
+        if self.grain.resources != "all":
+            # Many lines per row: the keys are computed once per group of raw values (cur_group).
+            return grouped_per_value_sql(cur, relation, self.grain, top="top_resources", absent=cur.absent())
         return grouped_sql(
             cur.normalised(relation),
             self.grain,
