@@ -9,7 +9,9 @@ in ``resource_tags``) as Parquet files (in a temporary folder, or ``--data`` to 
 each in a fresh process so peak memory is its own, alternating for ``--repeat`` rounds:
 
 1. **spendwatch**: ``CurLoader`` (the aws-data-export reduction, grain hourly, ``--resources``) +
-   ``Store.replace_cost_lines`` for every batch — the path ``aws-data-export`` takes after downloading;
+   ``Store.replace_cost_lines`` of the month from the loader's Parquet file — the path
+   ``aws-data-export`` takes after downloading; prints what was stored (rows, totals, an order-free
+   digest of every row) so runs of different code can be compared;
 2. **ceiling**: a bare DuckDB ``GROUP BY`` of the same files on the grain's keys into a table, same
    engine, same memory limit, none of the reduction's work (``run_duckdb``);
 3. with ``--pandas``: a plain ``pandas.read_parquet`` + ``groupby`` (~9 GB peak at 20M lines).
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +35,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -133,13 +137,13 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_spendwatch(folder: Path, resources: str = "top") -> dict[str, float]:
+def run_spendwatch(folder: Path, resources: Literal["top", "all"] = "top") -> dict[str, float]:
     from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
     from spendwatch.collectors.aws.cur_sql import Grain, kept_tag_keys
     from spendwatch.collectors.base import DEFAULT_JOB_TAGS, DEFAULT_OWNER_TAGS
     from spendwatch.store import Store
 
-    files = [ExportFile(p, p.name) for p in sorted(folder.glob("*.parquet"))]
+    files = [ExportFile(p, p.name) for p in sorted(folder.glob("cur2-*.parquet"))]
     path = folder / "bench.duckdb"
     path.unlink(missing_ok=True)
     Path(f"{path}.wal").unlink(missing_ok=True)
@@ -148,35 +152,59 @@ def run_spendwatch(folder: Path, resources: str = "top") -> dict[str, float]:
     end = datetime(2026, 11, 1, tzinfo=UTC)
     began, cpu = time.perf_counter(), cpu_seconds()
     tags = kept_tag_keys(DEFAULT_OWNER_TAGS, DEFAULT_JOB_TAGS, ["team"])
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=folder))  # spills and the finished lines
     with CurLoader(
         tag_keys=tags, owner_tags=DEFAULT_OWNER_TAGS, job_tags=DEFAULT_JOB_TAGS, grain=Grain(resources=resources),
-        work_dir=folder,
+        work_dir=work,
         memory_limit="1GB",
     ) as loader:  # fmt: skip
         loader.load(files)
         reduced = time.perf_counter()
         lines = loader.finish(MONTH, end)
-        stored = 0
-        for start, stop, table in loader.batches(MONTH, end):
-            stored += store.replace_cost_lines("bench", start, stop, table).rows
+        finished = time.perf_counter()
+        # What aws-data-export does: the whole month in one replace, read from the loader's Parquet file.
+        stored = store.replace_cost_lines("bench", MONTH, end, loader.lines_file()).rows
         line_items = loader.line_items
     seconds = time.perf_counter() - began
+    cpu_used = cpu_seconds() - cpu
+    shutil.rmtree(work, ignore_errors=True)
     assert stored == lines
     return {
         "seconds": seconds,
-        "cpu_seconds": cpu_seconds() - cpu,
+        "cpu_seconds": cpu_used,
         "reduce_seconds": reduced - began,
+        "finish_seconds": finished - reduced,
+        "store_seconds": began + seconds - finished,
         "line_items": line_items,
         "stored": stored,
         "peak_mb": peak_mb(),
+        **stored_summary(store),
     }
+
+
+def stored_summary(store: Any) -> dict[str, float]:
+    """What was stored, to compare runs of different code: totals and an order-free digest of every row.
+
+    Each row's digest covers its keys, tags, owner, job and its amounts rounded to 1e-6 (the grouping
+    may add a group's lines in another order, which moves the last bits, never the sixth decimal).
+    """
+    digest = (
+        "hash(charge_period_start, charge_period_end, billing_account_id, sub_account_id, service_name, "
+        "service_category, sku_id, region_id, resource_id, charge_category, charge_frequency, billing_currency, "
+        "CAST(tags AS VARCHAR), owner, job_id, is_estimated, round(billed_cost, 6), round(effective_cost, 6), "
+        "round(list_cost, 6))"
+    )
+    row = store.query(
+        f"SELECT count(*), sum(billed_cost), sum(effective_cost), sum(list_cost), bit_xor({digest}) FROM cost_lines"
+    )[0]
+    return {"rows": row[0], "billed": row[1], "effective": row[2], "list": row[3], "digest": int(row[4] or 0)}
 
 
 def run_pandas(folder: Path) -> dict[str, float]:
     import pandas as pd
 
     began, cpu = time.perf_counter(), cpu_seconds()
-    frame = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], ignore_index=True)
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("cur2-*.parquet"))], ignore_index=True)
     frame["hour"] = frame["line_item_usage_start_date"].dt.floor("h")
     keys = [
         "hour",
@@ -213,7 +241,7 @@ CEILING_KEYS = (
 )
 
 
-def run_duckdb(folder: Path, resources: str = "top") -> dict[str, float]:
+def run_duckdb(folder: Path, resources: Literal["top", "all"] = "top") -> dict[str, float]:
     """The ceiling: a bare DuckDB GROUP BY of the same files on the storage grain's keys, into a table.
 
     Same engine, same memory limit, same threads as the reduction, none of its work: no renaming or
@@ -223,7 +251,7 @@ def run_duckdb(folder: Path, resources: str = "top") -> dict[str, float]:
     """
     import duckdb
 
-    files = ", ".join(f"'{p}'" for p in sorted(folder.glob("*.parquet")))
+    files = ", ".join(f"'{p}'" for p in sorted(folder.glob("cur2-*.parquet")))
     keys = ["date_trunc('hour', line_item_usage_start_date)", *CEILING_KEYS]
     if resources == "all":
         keys.append("line_item_resource_id")
@@ -268,8 +296,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        runs = {"spendwatch": run_spendwatch, "duckdb": run_duckdb}
-        result = runs[args.child](args.folder, args.resources) if args.child in runs else run_pandas(args.folder)
+        runners = {"spendwatch": run_spendwatch, "duckdb": run_duckdb}
+        result = runners[args.child](args.folder, args.resources) if args.child in runners else run_pandas(args.folder)
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory(prefix="spendwatch-bench-cur-") as tmp:
@@ -317,12 +345,22 @@ def rate(run: dict[str, float]) -> float:
 
 def report(label: str, run: dict[str, float], mode: str) -> None:
     what = f"-> {run['stored']:,.0f} stored rows" if mode == "spendwatch" else f"-> {run['groups']:,.0f} groups"
-    extra = f" (reduce {run['reduce_seconds']:.2f}s)" if "reduce_seconds" in run else ""
+    extra = ""
+    if "reduce_seconds" in run:
+        extra = (
+            f" (reduce {run['reduce_seconds']:.2f}s, finish {run['finish_seconds']:.2f}s, "
+            f"store {run['store_seconds']:.2f}s)"
+        )
     print(
         f"{label}: {run['line_items']:,.0f} lines {what} in {run['seconds']:.2f}s{extra} "
         f"= {rate(run) / 1e6:.2f}M lines/s, {run['line_items'] / run['cpu_seconds'] / 1e6:.2f}M lines per CPU-s, "
         f"peak RSS {run['peak_mb']:,.0f} MB (load average {os.getloadavg()[0]:.1f})"
     )
+    if "digest" in run:
+        print(
+            f"    stored: {run['rows']:,} rows, billed {run['billed']:,.6f}, effective {run['effective']:,.6f}, "
+            f"list {run['list']:,.6f}, digest {run['digest']:016x}"
+        )
 
 
 def summarise(runs: dict[str, list[dict[str, float]]]) -> None:

@@ -20,7 +20,7 @@ from spendwatch.clock import Clock
 from spendwatch.config_types import Duration, Name
 from spendwatch.errors import Interrupted
 from spendwatch.plugins import Plugin, Registry, StrictModel
-from spendwatch.store import Store
+from spendwatch.store import CostLinesFile, Store
 
 DEFAULT_OWNER_TAGS = [
     "owner",
@@ -81,7 +81,7 @@ class CostBatch:
 
     period_start: datetime
     period_end: datetime
-    lines: pa.Table
+    lines: pa.Table | CostLinesFile  # a file: a reduction's finished lines, read by the store directly
     label: str
     fingerprint: str | None = None
 

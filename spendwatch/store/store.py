@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import re
 import uuid
 from collections.abc import Iterable, Iterator
@@ -34,12 +33,12 @@ import pyarrow.compute as pc
 from spendwatch.clock import Clock, SystemClock, ensure_utc
 from spendwatch.errors import (
     ConfigError,
-    InputError,
     StoreAccessError,
     StoreBusyError,
     StoreDamagedError,
     StoreError,
 )
+from spendwatch.store.lines_file import MONEY, CostLinesFile, bad_amount_error, columns_sql, summarise
 from spendwatch.store.locks import LockTimeout, RWFileLock
 from spendwatch.store.schema import COST_LINE_SCHEMA, JOB_SCHEMA, MAX_AMOUNT, conform
 
@@ -122,6 +121,20 @@ class LoadResult:
     rows: int
     replaced_rows: int
     billed_total: float
+
+
+@dataclass(frozen=True)
+class _Load:
+    """One replacement of a source's period, as the ``loads`` table records it."""
+
+    source: str
+    start: datetime
+    end: datetime
+    batch_id: str
+    rows: int
+    billed_total: float
+    data_end: datetime | None
+    fingerprint: str | None
 
 
 class Store:
@@ -291,44 +304,83 @@ class Store:
         source: str,
         period_start: datetime,
         period_end: datetime,
-        lines: pa.Table,
+        lines: pa.Table | CostLinesFile,
         *,
         fingerprint: str | None = None,
     ) -> LoadResult:
         """Replace every cost line of ``source`` whose charge period starts in [start, end).
 
-        ``lines`` must lie inside the period (a line outside it would escape the next replace and be
+        ``lines`` is an Arrow table, or a Parquet file the store's DuckDB reads straight in (a large
+        reduction's whole month without passing through Arrow; see ``spendwatch.store.lines_file``).
+        They must lie inside the period (a line outside it would escape the next replace and be
         counted twice); that is checked before anything is written.
         """
         start, end = ensure_utc(period_start), ensure_utc(period_end)
+        if isinstance(lines, CostLinesFile):
+            return self._replace_from_file(source, start, end, lines, fingerprint)
         table = conform(lines, COST_LINE_SCHEMA)
         _check_inside_period(table, start, end, source)
         _check_finite(table, source)
-        batch_id = uuid.uuid4().hex[:16]
         billed_total = float(pc.sum(table.column("billed_cost")).as_py() or 0.0)
         data_end = pc.max(table.column("charge_period_end")).as_py() if table.num_rows else None
+        load = _Load(source, start, end, uuid.uuid4().hex[:16], table.num_rows, billed_total, data_end, fingerprint)
         with self.transaction() as con:
-            replaced = _count(
-                con,
-                "SELECT count(*) FROM cost_lines WHERE source = ? AND charge_period_start >= ? "
-                "AND charge_period_start < ?",
-                [source, start, end],
-            )
-            con.execute(
-                "DELETE FROM cost_lines WHERE source = ? AND charge_period_start >= ? AND charge_period_start < ?",
-                [source, start, end],
-            )
+            replaced = self._delete_period(con, load)
             con.register("incoming_lines", table)
             con.execute(
                 "INSERT INTO cost_lines SELECT ? AS source, ? AS batch_id, * FROM incoming_lines",
-                [source, batch_id],
+                [source, load.batch_id],
             )
             con.unregister("incoming_lines")
+            self._record_load(con, load)
+        return LoadResult(source, start, end, load.batch_id, table.num_rows, replaced, billed_total)
+
+    def _replace_from_file(
+        self, source: str, start: datetime, end: datetime, file: CostLinesFile, fingerprint: str | None
+    ) -> LoadResult:
+        """``replace_cost_lines`` for a Parquet file: checked first, then one INSERT ... SELECT in the transaction."""
+        summary = summarise(file, source)
+        if summary.first_start is not None and summary.last_start is not None:
+            _refuse_outside(summary.first_start, summary.last_start, start, end, source)
+        load = _Load(
+            source, start, end, uuid.uuid4().hex[:16], summary.rows, summary.billed_total, summary.data_end, fingerprint
+        )
+        with self.transaction() as con:
+            replaced = self._delete_period(con, load)
+            exprs = columns_sql(con, file)
+            names = ", ".join(f'"{field.name}"' for field in COST_LINE_SCHEMA)
             con.execute(
-                "INSERT OR REPLACE INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [source, start, end, batch_id, self.clock.now(), table.num_rows, billed_total, data_end, fingerprint],
+                f"INSERT INTO cost_lines (source, batch_id, {names}) "
+                f"SELECT $source, $batch, {', '.join(exprs)} FROM read_parquet($path)",
+                {"source": source, "batch": load.batch_id, "path": str(file.path)},
             )
-        return LoadResult(source, start, end, batch_id, table.num_rows, replaced, billed_total)
+            self._record_load(con, load)
+        return LoadResult(source, start, end, load.batch_id, summary.rows, replaced, summary.billed_total)
+
+    @staticmethod
+    def _delete_period(con: Connection, load: _Load) -> int:
+        """Delete ``load``'s source and period; returns how many lines it held."""
+        where = "source = ? AND charge_period_start >= ? AND charge_period_start < ?"
+        params = [load.source, load.start, load.end]
+        replaced = _count(con, f"SELECT count(*) FROM cost_lines WHERE {where}", params)
+        con.execute(f"DELETE FROM cost_lines WHERE {where}", params)
+        return replaced
+
+    def _record_load(self, con: Connection, load: _Load) -> None:
+        con.execute(
+            "INSERT OR REPLACE INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                load.source,
+                load.start,
+                load.end,
+                load.batch_id,
+                self.clock.now(),
+                load.rows,
+                load.billed_total,
+                load.data_end,
+                load.fingerprint,
+            ],
+        )
 
     def upsert_jobs(self, source: str, jobs: pa.Table) -> int:
         """Insert or update job records by (platform, job_id), keeping when each was first seen."""
@@ -477,26 +529,24 @@ def _count(con: Connection, sql: str, params: list[Any]) -> int:
 
 def _check_finite(table: pa.Table, source: str) -> None:
     """Infinite or NaN money would poison every sum (a digest once said "month to date -$inf")."""
-    for name in ("billed_cost", "effective_cost", "list_cost"):
+    for name in MONEY:
         column = table.column(name).combine_chunks()
         good = pc.and_(pc.is_finite(column), pc.less(pc.abs(column), MAX_AMOUNT))
         bad = pc.invert(pc.fill_null(good, True)).to_numpy(zero_copy_only=False)
         if bad.any():
             index = int(bad.nonzero()[0][0])
-            value = column[index].as_py()
             when = table.column("charge_period_start")[index].as_py()
-            shown = "NaN" if isinstance(value, float) and math.isnan(value) else f"{value}"
-            raise InputError(
-                f"source {source}: {name} is {shown} on a line of {when:%Y-%m-%d %H:%M} UTC; money must be a "
-                "finite amount below 1e15, so nothing of this period was stored"
-            )
+            raise bad_amount_error(source, name, column[index].as_py(), when)
 
 
 def _check_inside_period(table: pa.Table, start: datetime, end: datetime, source: str) -> None:
     if table.num_rows == 0:
         return
     starts = table.column("charge_period_start")
-    first, last = pc.min(starts).as_py(), pc.max(starts).as_py()
+    _refuse_outside(pc.min(starts).as_py(), pc.max(starts).as_py(), start, end, source)
+
+
+def _refuse_outside(first: datetime, last: datetime, start: datetime, end: datetime, source: str) -> None:
     if first < start or last >= end:
         raise StoreError(
             f"source {source}: lines from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} fall outside "

@@ -10,8 +10,10 @@ each CSV on its own — and each scan is read twice at most:
 
 Which tag keys a Parquet tag map holds is read from the map's key column alone (its dictionary pages,
 through pyarrow), so only those spellings are looked up per line. The finish stage merges the
-partials into the period's cost lines (tags map, owner, job, clamped periods), which are handed out in
-runs of whole days, so the Arrow side never holds a whole 20M-line month either.
+partials into the period's cost lines (tags map, owner, job, clamped periods), written straight
+to one Parquet file (``lines_file``) that the store's DuckDB inserts in one statement: no side holds
+a whole 20M-line month in memory and nothing passes through Arrow (``batches`` still hands the lines
+out as Arrow runs of whole days, for callers that want tables).
 
 An error names the S3 object it came from. Nothing is handed out before every file of the period has
 been read: a bad file means the period yields nothing and keeps its previous data.
@@ -30,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spendwatch.collectors.aws.cur_group import grouped_per_value_sql
 from spendwatch.collectors.aws.cur_sql import (
     CUR_COLUMNS,
     FOCUS_COLUMNS,
@@ -41,9 +44,11 @@ from spendwatch.collectors.aws.cur_sql import (
     detect_columns,
     finish_sql,
     grouped_sql,
+    literal,
     quote,
 )
 from spendwatch.errors import InputError
+from spendwatch.store.lines_file import CostLinesFile
 from spendwatch.store.schema import COST_LINE_SCHEMA, conform
 
 
@@ -258,6 +263,7 @@ class CurLoader:
         self._sources = 0  # how many separately grouped inputs went into partials
         self._map_keys: dict[tuple[Path, ...], set[str] | None] = {}
         self._constant_cache: dict[tuple[Path, ...], dict[str, str | None]] = {}
+        self._lines: Path | None = None  # the finished lines' Parquet file
 
     def _exec(self, sql: str, params: Any = None) -> list[Any]:
         """Run one statement to completion (DuckDB wants every result consumed before the next)."""
@@ -271,6 +277,10 @@ class CurLoader:
 
     def close(self) -> None:
         self.con.close()
+        if self._lines is not None:
+            # Made by this loader, read by the store before the caller moves on: never left behind
+            # in a work_dir that outlives the loader.
+            self._lines.unlink(missing_ok=True)
 
     def _create_tables(self) -> None:
         types = {
@@ -382,6 +392,9 @@ class CurLoader:
 
     def _grouped_sql(self, scan: Scan) -> str:
         cur, relation = self._sql(scan)
+        if self.grain.resources != "all":
+            # Many lines per row: the keys are computed once per group of raw values (cur_group).
+            return grouped_per_value_sql(cur, relation, self.grain, top="top_resources", absent=cur.absent())
         return grouped_sql(
             cur.normalised(relation),
             self.grain,
@@ -429,12 +442,27 @@ class CurLoader:
         sql = finish_sql(
             "partials", self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
         )
-        self._exec(f"CREATE OR REPLACE TABLE lines AS {sql}", {"start": start, "end": end})
-        # The grouped rows are spent: freeing them now keeps them out of the peak while the lines
-        # are handed to the store (~200 MB for a 20M-line month).
-        for table in ("partials", "resource_totals", "top_resources"):
+        # The grouped rows are spent once the lines are made: freeing them keeps them out of the peak
+        # while the store reads the lines (~200 MB for a 20M-line month).
+        for table in ("resource_totals", "top_resources"):
             self._exec(f"DROP TABLE {table}")
+        # Straight to a Parquet file, which the store's DuckDB reads in one INSERT ... SELECT: a
+        # 20M-line month is written once, never held in memory nor handed over through Arrow.
+        path = self.work_dir / f"lines-{uuid.uuid4().hex[:8]}.parquet"
+        self._exec(f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet)", {"start": start, "end": end})
+        self._exec("DROP TABLE partials")
+        self._exec(f"CREATE OR REPLACE VIEW lines AS SELECT * FROM read_parquet({literal(str(path))})")
+        self._lines = path
         return int(self._exec("SELECT count(*) FROM lines")[0][0])
+
+    def lines_file(self) -> CostLinesFile:
+        """The finished lines as one Parquet file, for ``Store.replace_cost_lines`` (after ``finish``).
+
+        The file lives in ``work_dir`` until the loader is closed.
+        """
+        if self._lines is None:
+            raise RuntimeError("lines_file() before finish()")
+        return CostLinesFile(self._lines)
 
     def batches(
         self, period_start: datetime, period_end: datetime, max_rows: int = 250_000

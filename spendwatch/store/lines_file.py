@@ -1,0 +1,147 @@
+"""Cost lines handed to the store as a Parquet file, read by the store's own DuckDB.
+
+A collector that already reduced its lines in DuckDB (``aws-data-export``) writes them to one Parquet
+file and hands over a ``CostLinesFile``: the store inserts the whole period with one ``INSERT ...
+SELECT`` from ``read_parquet``, so a 20M-line month never passes through Arrow, and the checks an
+Arrow table gets from ``conform`` and ``Store.replace_cost_lines`` — required columns present and
+filled, every line inside the period, money finite — run as one aggregate over the file before the
+store is even opened. The file's strings are data read by DuckDB, never SQL text; its path is a
+parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from spendwatch.errors import InputError
+from spendwatch.store.schema import COST_LINE_SCHEMA, MAX_AMOUNT
+
+MONEY = ("billed_cost", "effective_cost", "list_cost")
+
+
+@dataclass(frozen=True)
+class CostLinesFile:
+    """A Parquet file of cost lines: ``COST_LINE_SCHEMA``'s columns by name (missing nullable ones are NULL).
+
+    The file must stay unchanged until ``Store.replace_cost_lines`` returns (a collector's own scratch
+    folder); the store only reads it.
+    """
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """What the checks learn about a file: enough for the load record and the error messages."""
+
+    rows: int
+    first_start: datetime | None
+    last_start: datetime | None
+    data_end: datetime | None
+    billed_total: float
+
+
+def _duck_type(kind: pa.DataType) -> str:
+    if pa.types.is_map(kind):
+        return "MAP(VARCHAR, VARCHAR)"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMPTZ"
+    if pa.types.is_floating(kind):
+        return "DOUBLE"
+    if pa.types.is_boolean(kind):
+        return "BOOLEAN"
+    if pa.types.is_string(kind):
+        return "VARCHAR"
+    raise TypeError(f"no DuckDB type for {kind}")  # a new schema column needs its mapping here
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def columns_sql(con: duckdb.DuckDBPyConnection, file: CostLinesFile) -> list[str]:
+    """One expression per ``COST_LINE_SCHEMA`` column, in its order, over ``read_parquet($path)``.
+
+    Like ``conform``: present columns are cast to the schema's type, missing nullable ones are NULL,
+    a missing required one is a ``ValueError`` naming it.
+    """
+    described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(file.path)}).fetchall()
+    present = {str(row[0]) for row in described}
+    exprs = []
+    for field in COST_LINE_SCHEMA:
+        kind = _duck_type(field.type)
+        if field.name in present:
+            exprs.append(f"CAST({_quote(field.name)} AS {kind})")
+        elif field.nullable:
+            exprs.append(f"CAST(NULL AS {kind})")
+        else:
+            raise ValueError(f"required column {field.name!r} is missing")
+    return exprs
+
+
+def summarise(file: CostLinesFile, source: str) -> FileSummary:
+    """Check ``file`` the way an Arrow table is checked, in one pass; raises before anything is written.
+
+    ``ValueError`` for a required column holding NULLs (as ``conform``), ``InputError`` for money that
+    is not a finite amount (as ``Store.replace_cost_lines``). Runs in its own in-memory DuckDB, so the
+    store's exclusive lock is not held while the file is read.
+    """
+    with duckdb.connect(":memory:") as con:
+        con.execute("SET TimeZone = 'UTC'")
+        exprs = columns_sql(con, file)
+        names = [field.name for field in COST_LINE_SCHEMA]
+        typed = ", ".join(f"{expr} AS {_quote(name)}" for expr, name in zip(exprs, names, strict=True))
+        required = [field.name for field in COST_LINE_SCHEMA if not field.nullable]
+        checks = [
+            "count(*)",
+            "min(charge_period_start)",
+            "max(charge_period_start)",
+            "max(charge_period_end)",
+            "coalesce(sum(billed_cost), 0)",
+            *(f"count(*) FILTER (WHERE {_quote(name)} IS NULL)" for name in required),
+            *(f"count(*) FILTER (WHERE NOT {_finite(name)})" for name in MONEY),
+        ]
+        source_sql = f"(SELECT {typed} FROM read_parquet($path)) AS lines"
+        params = {"path": str(file.path)}
+        row = con.execute(f"SELECT {', '.join(checks)} FROM {source_sql}", params).fetchone()
+        assert row is not None  # an aggregate always has a row
+        nulls = dict(zip(required, row[5 : 5 + len(required)], strict=True))
+        for name, count in nulls.items():
+            if count:
+                raise ValueError(f"column {name!r} has {count} empty value(s)")
+        for name, count in zip(MONEY, row[5 + len(required) :], strict=True):
+            if count:
+                value, when = _first_bad(con, source_sql, params, name)
+                raise bad_amount_error(source, name, value, when)
+    return FileSummary(int(row[0]), row[1], row[2], row[3], float(row[4]))
+
+
+def bad_amount_error(source: str, name: str, value: Any, when: datetime) -> InputError:
+    """Infinite or NaN money would poison every sum (a digest once said "month to date -$inf")."""
+    shown = "NaN" if isinstance(value, float) and math.isnan(value) else f"{value}"
+    return InputError(
+        f"source {source}: {name} is {shown} on a line of {when:%Y-%m-%d %H:%M} UTC; money must be a "
+        "finite amount below 1e15, so nothing of this period was stored"
+    )
+
+
+def _finite(name: str) -> str:
+    # NULL is fine here (list_cost may be absent); NaN and ±inf are not finite.
+    return f"coalesce(isfinite({_quote(name)}) AND abs({_quote(name)}) < {MAX_AMOUNT:.0f}, true)"
+
+
+def _first_bad(con: duckdb.DuckDBPyConnection, source_sql: str, params: dict[str, Any], name: str) -> tuple[Any, Any]:
+    found = con.execute(
+        f"SELECT {_quote(name)}, charge_period_start FROM {source_sql} WHERE NOT {_finite(name)} "
+        "ORDER BY charge_period_start LIMIT 1",
+        params,
+    ).fetchone()
+    assert found is not None  # the count said there is one
+    return found[0], found[1]
