@@ -17,8 +17,11 @@ whose tail is thin (fewer than ``tail_count`` big bumps) keeps the window rule u
 
 Causal: the bump of day ``s`` reads columns ``<= s + 1`` and the decided column ``t`` reads the
 bumps of ``s <= t - 2`` only, so deciding the newest column alone gives the walk-forward value.
-Cost: one (series, lags) median per column and one partial sort of ``tail_days`` bumps per
-decided cell (chunked, so memory stays bounded in a fleet scan).
+Only days that stood above both their baseline and their neighbours are bumps (a minority of
+days), so the calendar look-up touches few cells. Cost: a few element-wise passes over the panel
+(the baseline is a sorting network, not a sort), a calendar look-up per bump, and one partial
+sort of ``tail_days`` values per decided cell of the series that have ``tail_count`` bumps at
+all; rows are processed in chunks, so memory stays bounded in a fleet scan.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
-from spendwatch.detect.robust import FloatArray, nanmedian_last
+from spendwatch.detect.robust import FloatArray
 
 IntArray = np.ndarray[tuple[int, ...], np.dtype[np.int64]]
 
-_CHUNK_ELEMENTS = 3_000_000
-"""History elements partially sorted at once: bounds peak memory at a few tens of MB."""
+_CHUNK_ELEMENTS = 2_000_000
+"""Panel (and history) elements processed at once: bounds peak memory at a few tens of MB."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class TailSpec:
     cycle: int = 7  # steps between the same phase (a weekday)
     lags: int = 4  # earlier cycles a step's baseline is the median of
     days: int = 365  # steps of history the bumps are counted over
-    count: int = 2  # bumps at least this big in that history make a step routine
+    count: int = 3  # bumps at least this big in that history make a step routine
+    min_log: float = 0.0  # smallest log bump that counts (above 0: a day below its baseline is no bump)
 
 
 def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
@@ -55,21 +59,35 @@ def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
     pause would read as a heavy tail).
     """
     n, steps = log_values.shape
-    lagged = np.full((n, steps, spec.lags), np.nan)
+    lagged = []
     for k in range(1, spec.lags + 1):
+        shifted = np.full((n, steps), np.inf)
         shift = k * spec.cycle
         if shift < steps:
-            lagged[:, shift:, k - 1] = log_values[:, : steps - shift]
-    complete = np.count_nonzero(~np.isnan(lagged), axis=-1) >= spec.lags - 1
-    return np.where(complete, nanmedian_last(lagged), np.nan)
+            shifted[:, shift:] = np.nan_to_num(log_values[:, : steps - shift], nan=np.inf)
+        lagged.append(shifted)
+    valid = sum((np.isfinite(lag) for lag in lagged), start=np.zeros((n, steps), dtype=np.int64))
+    # Sorting network, element-wise: missing values (inf) sort last, so the valid ones lead.
+    for i in range(len(lagged)):
+        for j in range(len(lagged) - 1 - i):
+            low, high = np.minimum(lagged[j], lagged[j + 1]), np.maximum(lagged[j], lagged[j + 1])
+            lagged[j], lagged[j + 1] = low, high
+    ordered = np.stack(lagged)  # (lags, n, steps)
+    low_rank = np.clip((valid - 1) // 2, 0, spec.lags - 1)
+    high_rank = np.clip(valid // 2, 0, spec.lags - 1)
+    median = 0.5 * (
+        np.take_along_axis(ordered, low_rank[None], 0)[0] + np.take_along_axis(ordered, high_rank[None], 0)[0]
+    )
+    return np.asarray(np.where(valid >= spec.lags - 1, median, np.nan), dtype=np.float64)
 
 
-def one_day_bumps(log_values: FloatArray, baseline: FloatArray) -> FloatArray:
+def one_day_bumps(log_values: FloatArray, baseline: FloatArray, min_log: float = 0.0) -> FloatArray:
     """(n, steps) how far each day stood above its baseline *and* above both neighbours' excess.
 
-    NaN where the day did not run or has no baseline; an idle or unknown neighbour does not lower
-    it. The last column has no right neighbour yet, so its value is not a bump's: no decision reads
-    it (a decision at ``t`` reads the bumps of days ``<= t - 2``, see the module docstring).
+    NaN where the day did not run, has no baseline or stood no more than ``min_log`` above; an idle or
+    unknown neighbour does not lower it. The last column has no right neighbour yet, so its value
+    is not a bump's: no decision reads it (a decision at ``t`` reads the bumps of days ``<= t - 2``,
+    see the module docstring).
     """
     excess = log_values - baseline
     left = np.full_like(excess, np.nan)
@@ -79,27 +97,40 @@ def one_day_bumps(log_values: FloatArray, baseline: FloatArray) -> FloatArray:
     with np.errstate(invalid="ignore"):
         neighbours = np.fmax(np.fmax(left, right), 0.0)
         bumps = np.minimum(excess, excess - neighbours)
+        bumps[~(bumps > min_log)] = np.nan
     return np.asarray(bumps, dtype=np.float64)
 
 
-def not_recurring(bumps: FloatArray, timestamps: np.ndarray) -> FloatArray:
+def charge_slots(timestamps: np.ndarray) -> IntArray:
+    """(steps, slots) the same calendar slot 1-24 months earlier (day and month end); -1 = none."""
+    lags = sorted({lag for period in CHARGE_PERIODS for lag in period})
+    slots = np.concatenate(
+        [same_day_months_earlier(timestamps, lags), month_ends_months_earlier(timestamps, lags)], axis=1
+    )
+    return np.asarray(slots, dtype=np.int64)
+
+
+def not_recurring(bumps: FloatArray, slots: IntArray) -> FloatArray:
     """``bumps`` with calendar charges removed (set to NaN).
 
     A bump on a day whose same calendar slot one billing period or more earlier (the same day or
-    the same month end, 1-24 months back: :data:`~spendwatch.detect.calendar.CHARGE_PERIODS`) also
-    held a bump at least half as big (in log) is a recurring charge, which the charge rule judges
-    against its own earlier size; counted here, a monthly charge would make twelve "routine"
-    bumps a year and hide every spike below its size. Its first occurrence still counts.
+    the same month end, 1-24 months back: :data:`~spendwatch.detect.calendar.CHARGE_PERIODS`,
+    ``slots`` from :func:`charge_slots`) also held a bump at least half as big (in log) is a
+    recurring charge, which the charge rule judges against its own earlier size; counted here, a
+    monthly charge would make twelve "routine" bumps a year and hide every spike below its size.
+    Its first occurrence still counts. Only the (sparse) bumps are looked up.
     """
-    lags = sorted({lag for period in CHARGE_PERIODS for lag in period})
-    earlier = np.concatenate(
-        [same_day_months_earlier(timestamps, lags), month_ends_months_earlier(timestamps, lags)], axis=1
-    )
+    rows, columns = np.nonzero(~np.isnan(bumps))
+    if len(rows) == 0:
+        return bumps
     padded = np.concatenate([bumps, np.full((bumps.shape[0], 1), np.nan)], axis=1)
-    before = padded[:, np.where(earlier >= 0, earlier, bumps.shape[1])]  # (n, steps, slots)
+    earlier = slots[columns]
+    before = padded[rows[:, None], np.where(earlier >= 0, earlier, bumps.shape[1])]
     with np.errstate(invalid="ignore"):
-        recurring = (bumps > 0) & np.any(before >= 0.5 * bumps[..., None], axis=-1)
-    return np.where(recurring, np.nan, bumps)
+        recurring = np.any(before >= 0.5 * bumps[rows, columns][:, None], axis=-1)
+    kept = bumps.copy()
+    kept[rows[recurring], columns[recurring]] = np.nan
+    return kept
 
 
 def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, spec: TailSpec) -> FloatArray:
@@ -109,22 +140,38 @@ def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, 
     ``t - days - 1 .. t - 2``); NaN (no bound) where the history holds fewer than ``count`` bumps or
     the baseline is unknown. A spike must exceed it to alert.
     """
-    n = values.shape[0]
+    n, steps = values.shape
+    bound = np.full((n, len(decided)), np.nan)
     if spec.count <= 0 or len(decided) == 0 or n == 0:
-        return np.full((n, len(decided)), np.nan)
+        return bound
+    slots = charge_slots(np.asarray(timestamps))
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, steps))
+    for first in range(0, n, rows_per_chunk):
+        chunk = slice(first, min(n, first + rows_per_chunk))
+        bound[chunk] = _routine_high_rows(values[chunk], slots, decided, spec)
+    return bound
+
+
+def _routine_high_rows(values: FloatArray, slots: IntArray, decided: IntArray, spec: TailSpec) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
         logs = np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
     baseline = same_phase_baseline(logs, spec)
-    bumps = not_recurring(one_day_bumps(logs, baseline), timestamps)
-    bumps[np.isnan(bumps)] = -np.inf
+    bumps = not_recurring(one_day_bumps(logs, baseline, spec.min_log), slots)
+    bound = np.full((values.shape[0], len(decided)), np.nan)
+    tailed = np.flatnonzero(np.count_nonzero(~np.isnan(bumps), axis=1) >= spec.count)
+    if len(tailed) == 0:
+        return bound
+    history = np.nan_to_num(bumps[tailed], nan=-np.inf)
     # Column j of ``padded`` is the bump of day j - days - 1, so the window starting at padded
     # column t holds the bumps of t - days - 1 .. t - 2: ``days`` days, none reading column t.
-    padded = np.concatenate([np.full((n, spec.days + 1), -np.inf), bumps], axis=1)
+    padded = np.concatenate([np.full((len(tailed), spec.days + 1), -np.inf), history], axis=1)
     windows = sliding_window_view(padded, spec.days, axis=1)
-    step = max(1, _CHUNK_ELEMENTS // max(1, n * spec.days))
-    kth = np.empty((n, len(decided)))
+    step = max(1, _CHUNK_ELEMENTS // max(1, len(tailed) * spec.days))
+    kth = np.empty((len(tailed), len(decided)))
     for i in range(0, len(decided), step):
-        chunk = decided[i : i + step]
-        kth[:, i : i + step] = np.partition(windows[:, chunk], -spec.count, axis=-1)[..., -spec.count]
-    bound = baseline[:, decided] + kth
-    return np.asarray(np.where(np.isfinite(bound), np.exp(bound), np.nan), dtype=np.float64)
+        columns = decided[i : i + step]
+        kth[:, i : i + step] = np.partition(windows[:, columns], -spec.count, axis=-1)[..., -spec.count]
+    with np.errstate(invalid="ignore"):
+        high = baseline[tailed][:, decided] + kth
+    bound[tailed] = np.where(np.isfinite(high), np.exp(high), np.nan)
+    return bound

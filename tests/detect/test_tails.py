@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from spendwatch.detect.model import Detector, ModelParams
-from spendwatch.detect.tails import TailSpec, not_recurring, one_day_bumps, routine_high, same_phase_baseline
+from spendwatch.detect.tails import (
+    TailSpec,
+    charge_slots,
+    not_recurring,
+    one_day_bumps,
+    routine_high,
+    same_phase_baseline,
+)
 
 DAY = np.timedelta64(1, "D")
 N_STEPS = 420
@@ -62,7 +69,7 @@ def test_a_monthly_charge_does_not_count_as_a_routine_bump() -> None:
     values[fifteenth[fifteenth < TODAY - 5]] *= 2.5  # a charge on the 15th, a dozen times a year
     logs = np.log(values)[None, :]
     raw = one_day_bumps(logs, same_phase_baseline(logs, TailSpec()))
-    kept = not_recurring(raw, stamps())
+    kept = not_recurring(raw, charge_slots(stamps()))
     charge_days = fifteenth[(fifteenth < TODAY - 5) & ~np.isnan(raw[0, fifteenth])]
     assert (raw[0, charge_days] > 0.5).sum() >= 10
     assert (kept[0, charge_days] > 0.5).sum() == 1, "only the first occurrence is a bump"
@@ -111,3 +118,18 @@ def test_the_rule_is_off_for_hourly_data_and_knobs_are_checked() -> None:
     assert ModelParams.for_granularity("daily").tail_spec().count == 3
     with pytest.raises(ValueError, match="tail_days"):
         ModelParams.for_granularity("daily", tail_days=0)
+
+
+def test_the_sorting_network_baseline_is_the_median_of_the_running_lags() -> None:
+    rng = np.random.default_rng(3)
+    logs = rng.standard_normal((4, 120))
+    logs[rng.random(logs.shape) < 0.2] = np.nan
+    spec = TailSpec()
+    got = same_phase_baseline(logs, spec)
+    for t in range(120):
+        lagged = [logs[:, t - k * 7] if t - k * 7 >= 0 else np.full(4, np.nan) for k in range(1, 5)]
+        stacked = np.stack(lagged, axis=1)
+        enough = np.count_nonzero(~np.isnan(stacked), axis=1) >= 3
+        want = np.full(4, np.nan)
+        want[enough] = np.nanmedian(stacked[enough], axis=1)
+        np.testing.assert_allclose(got[:, t], want)
