@@ -138,7 +138,13 @@ class ModelParams:
         )
 
     def tail_spec(self) -> TailSpec:
-        return TailSpec(days=self.tail_days, count=int(self.resolved().tail_count or 0))
+        full = self.resolved()
+        # Only a bump the materiality gate would have flagged can be a charge the charge rule learnt.
+        return TailSpec(
+            days=self.tail_days,
+            count=int(full.tail_count or 0),
+            charge_log=float(np.log1p(full.min_impact_pct or 0.0)),
+        )
 
     def thresholds(self) -> Thresholds:
         full = self.resolved()

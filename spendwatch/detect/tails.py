@@ -49,6 +49,7 @@ class TailSpec:
     days: int = 365  # steps of history the bumps are counted over
     count: int = 3  # bumps at least this big in that history make a step routine
     min_log: float = 0.0  # smallest log bump that counts (above 0: a day below its baseline is no bump)
+    charge_log: float = 0.0  # smallest log bump that may be a recurring charge (looked up in the calendar)
 
 
 def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
@@ -59,26 +60,26 @@ def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
     pause would read as a heavy tail).
     """
     n, steps = log_values.shape
+    missing = np.isnan(log_values)
     lagged = []
     for k in range(1, spec.lags + 1):
         shifted = np.full((n, steps), np.inf)
         shift = k * spec.cycle
         if shift < steps:
-            shifted[:, shift:] = np.nan_to_num(log_values[:, : steps - shift], nan=np.inf)
+            shifted[:, shift:] = np.where(missing[:, : steps - shift], np.inf, log_values[:, : steps - shift])
         lagged.append(shifted)
-    valid = sum((np.isfinite(lag) for lag in lagged), start=np.zeros((n, steps), dtype=np.int64))
+    valid = sum((lag < np.inf for lag in lagged), start=np.zeros((n, steps), dtype=np.int64))
     # Sorting network, element-wise: missing values (inf) sort last, so the valid ones lead.
     for i in range(len(lagged)):
         for j in range(len(lagged) - 1 - i):
             low, high = np.minimum(lagged[j], lagged[j + 1]), np.maximum(lagged[j], lagged[j + 1])
             lagged[j], lagged[j + 1] = low, high
-    ordered = np.stack(lagged)  # (lags, n, steps)
-    low_rank = np.clip((valid - 1) // 2, 0, spec.lags - 1)
-    high_rank = np.clip(valid // 2, 0, spec.lags - 1)
-    median = 0.5 * (
-        np.take_along_axis(ordered, low_rank[None], 0)[0] + np.take_along_axis(ordered, high_rank[None], 0)[0]
-    )
-    return np.asarray(np.where(valid >= spec.lags - 1, median, np.nan), dtype=np.float64)
+    full, one_short = spec.lags, spec.lags - 1
+    with np.errstate(invalid="ignore"):
+        median_full = 0.5 * (lagged[(full - 1) // 2] + lagged[full // 2])
+        median_short = 0.5 * (lagged[max(one_short - 1, 0) // 2] + lagged[one_short // 2])
+    median = np.where(valid == full, median_full, np.where(valid == one_short, median_short, np.nan))
+    return np.asarray(median, dtype=np.float64)
 
 
 def one_day_bumps(log_values: FloatArray, baseline: FloatArray, min_log: float = 0.0) -> FloatArray:
@@ -110,7 +111,7 @@ def charge_slots(timestamps: np.ndarray) -> IntArray:
     return np.asarray(slots, dtype=np.int64)
 
 
-def not_recurring(bumps: FloatArray, slots: IntArray) -> FloatArray:
+def not_recurring(bumps: FloatArray, slots: IntArray, charge_log: float = 0.0) -> FloatArray:
     """``bumps`` with calendar charges removed (set to NaN).
 
     A bump on a day whose same calendar slot one billing period or more earlier (the same day or
@@ -118,9 +119,12 @@ def not_recurring(bumps: FloatArray, slots: IntArray) -> FloatArray:
     ``slots`` from :func:`charge_slots`) also held a bump at least half as big (in log) is a
     recurring charge, which the charge rule judges against its own earlier size; counted here, a
     monthly charge would make twelve "routine" bumps a year and hide every spike below its size.
-    Its first occurrence still counts. Only the (sparse) bumps are looked up.
+    Its first occurrence still counts. Only bumps above ``charge_log`` are looked up: the charge
+    rule learns only occurrences that alerted, which are at least the materiality gate's
+    ``log(1 + min_impact_pct)`` above their expectation; a smaller bump is no charge it knows.
     """
-    rows, columns = np.nonzero(~np.isnan(bumps))
+    with np.errstate(invalid="ignore"):
+        rows, columns = np.nonzero(bumps > charge_log)
     if len(rows) == 0:
         return bumps
     padded = np.concatenate([bumps, np.full((bumps.shape[0], 1), np.nan)], axis=1)
@@ -156,12 +160,13 @@ def _routine_high_rows(values: FloatArray, slots: IntArray, decided: IntArray, s
     with np.errstate(invalid="ignore", divide="ignore"):
         logs = np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
     baseline = same_phase_baseline(logs, spec)
-    bumps = not_recurring(one_day_bumps(logs, baseline, spec.min_log), slots)
+    bumps = not_recurring(one_day_bumps(logs, baseline, spec.min_log), slots, spec.charge_log)
     bound = np.full((values.shape[0], len(decided)), np.nan)
     tailed = np.flatnonzero(np.count_nonzero(~np.isnan(bumps), axis=1) >= spec.count)
     if len(tailed) == 0:
         return bound
-    history = np.nan_to_num(bumps[tailed], nan=-np.inf)
+    history = bumps[tailed]
+    history[np.isnan(history)] = -np.inf
     # Column j of ``padded`` is the bump of day j - days - 1, so the window starting at padded
     # column t holds the bumps of t - days - 1 .. t - 2: ``days`` days, none reading column t.
     padded = np.concatenate([np.full((len(tailed), spec.days + 1), -np.inf), history], axis=1)
