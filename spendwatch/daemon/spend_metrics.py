@@ -12,6 +12,9 @@ Metrics (gauges; money in the ``currency`` label's unit — different currencies
 * ``spendwatch_incidents_open_excess{severity,currency}`` — the summed excess of open incidents;
 * ``spendwatch_guard_burn_rate_per_hour{platform,currency}``, ``spendwatch_guard_running_jobs{platform}``
   — what the guard's running jobs burn now (its last poll);
+* ``spendwatch_budget_amount|spent|forecast|forecast_lower|forecast_upper{budget,currency}`` and
+  ``spendwatch_budget_state{budget,state}`` — each configured budget against its month-end forecast (as
+  of the last complete day in ``daemon.timezone``, as the digest shows it);
 * ``spendwatch_spend_refreshed_timestamp_seconds`` — when these figures were computed;
 * ``spendwatch_spend_folded_values{label}`` — how many values went into ``other`` (or, for
   ``currency``, were left out): raise the ``top_*`` settings when it matters.
@@ -113,6 +116,7 @@ class SpendCollector(Collector):
         with self.store.read() as con:
             families = [*self._spend(con, now, folded), *self._incidents(con, folded)]
         families += self._guard(now, folded)  # the guard reads the store itself: after this read closed
+        families += self._budgets(now)  # so does the forecast
         return families + list(self._bookkeeping(now, folded))
 
     def _bookkeeping(self, now: datetime, folded: dict[str, int]) -> Iterator[Metric]:
@@ -236,6 +240,49 @@ class SpendCollector(Collector):
                 running.add_metric([label(platform)], float(count))
         yield burn
         yield running
+
+    # -- budgets ------------------------------------------------------------------------------------------
+
+    def _budgets(self, now: datetime) -> Iterator[Metric]:
+        """Each configured budget against its month-end forecast, as of the last complete local day (what
+        the digest shows). Budgets come from the config, so their number is the operator's, not the data's."""
+        families = {
+            name: GaugeMetricFamily(f"spendwatch_budget_{name}", help_text, labels=["budget", "currency"])
+            for name, help_text in (
+                ("amount", "the monthly budget"),
+                ("spent", "spent this month in the budget's scope, up to the last complete day"),
+                ("forecast", "where the month ends in the budget's scope (the forecast's central value)"),
+                ("forecast_lower", "the 80% interval's lower end of the month-end forecast"),
+                ("forecast_upper", "the 80% interval's upper end of the month-end forecast"),
+            )
+        }
+        state = GaugeMetricFamily(
+            "spendwatch_budget_state",
+            "1 for the budget's state (ok, at-risk, will-exceed, over), 0 for the others",
+            labels=["budget", "state"],
+        )
+        if self.config.budgets:
+            from spendwatch.notify.budgets import BUDGET_STATES, budget_statuses
+
+            as_of = now.astimezone(ZoneInfo(self.config.daemon.timezone)).date() - timedelta(days=1)
+            statuses = budget_statuses(
+                self.config.budgets, self.config.notify, self.store, as_of, column=self.config.detection.cost_column
+            )
+            for status in statuses:
+                labels = [label(status.budget.name), label(status.budget.currency)]
+                forecast = status.forecast
+                for name, value in (
+                    ("amount", status.budget.amount),
+                    ("spent", forecast.to_date),
+                    ("forecast", forecast.forecast),
+                    ("forecast_lower", forecast.lower),
+                    ("forecast_upper", forecast.upper),
+                ):
+                    families[name].add_metric(labels, float(value))
+                for each in BUDGET_STATES:
+                    state.add_metric([labels[0], each], 1.0 if status.state == each else 0.0)
+        yield from families.values()
+        yield state
 
 
 _SPEND_LABELS = ["provider", "account", "currency"]

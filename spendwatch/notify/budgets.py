@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 HISTORY_DAYS = 120
 BudgetState = Literal["ok", "at-risk", "will-exceed", "over"]
+BUDGET_STATES: tuple[BudgetState, ...] = ("ok", "at-risk", "will-exceed", "over")
 
 
 class BudgetConfig(StrictModel):

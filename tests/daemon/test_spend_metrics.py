@@ -213,3 +213,41 @@ def test_spend_metrics_can_be_turned_off(tmp_path: Path, estate_store: Path) -> 
     config, store, clock = setup(tmp_path, estate_store, enabled=False)
     text, _ = scrape(config, store, clock)
     assert "spendwatch_spend" not in text
+
+
+def test_budgets_are_exposed_against_their_month_end_forecast(tmp_path: Path, estate_store: Path) -> None:
+    from spendwatch.notify.budgets import budget_statuses
+
+    budgets = [
+        {"name": "estate", "amount": 1.0},  # far below what the estate spends: over
+        {"name": "roomy", "amount": 1e12},  # far above: ok
+        {"name": "aws-prod", "amount": 50_000.0, "accounts": ["1*"]},
+    ]
+    config = load(write_config(tmp_path, budgets=budgets))
+    copy_store(estate_store, tmp_path)
+    clock = FixedClock(NOW)
+    store = Store(config.store.path, clock=clock)
+    _, metrics = scrape(config, store, clock)
+
+    as_of = NOW.date() - timedelta(days=1)  # the daemon's zone is UTC here: the last complete day
+    expected = budget_statuses(config.budgets, config.notify, store, as_of)
+    for status in expected:
+        key = (("budget", status.budget.name), ("currency", "USD"))
+        assert metrics["spendwatch_budget_amount"][key] == status.budget.amount
+        assert metrics["spendwatch_budget_spent"][key] == pytest.approx(status.forecast.to_date)
+        assert metrics["spendwatch_budget_forecast"][key] == pytest.approx(status.forecast.forecast)
+        assert metrics["spendwatch_budget_forecast_lower"][key] <= metrics["spendwatch_budget_forecast"][key]
+        assert metrics["spendwatch_budget_forecast_upper"][key] >= metrics["spendwatch_budget_forecast"][key]
+        states = {dict(k)["state"]: v for k, v in metrics["spendwatch_budget_state"].items()
+                  if dict(k)["budget"] == status.budget.name}  # fmt: skip
+        assert states == {s: 1.0 if s == status.state else 0.0 for s in ("ok", "at-risk", "will-exceed", "over")}
+    assert metrics["spendwatch_budget_spent"][(("budget", "estate"), ("currency", "USD"))] > 0
+    assert dict(metrics["spendwatch_budget_state"])[(("budget", "estate"), ("state", "over"))] == 1.0
+    assert dict(metrics["spendwatch_budget_state"])[(("budget", "roomy"), ("state", "ok"))] == 1.0
+
+
+def test_no_budgets_no_budget_samples(tmp_path: Path, estate_store: Path) -> None:
+    config, store, clock = setup(tmp_path, estate_store)
+    text, metrics = scrape(config, store, clock)
+    assert "# TYPE spendwatch_budget_forecast gauge" in text  # the family is known to Grafana even when empty
+    assert not metrics.get("spendwatch_budget_forecast")

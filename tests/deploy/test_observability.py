@@ -106,7 +106,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     config = parse_config(
         "store: {path: store.duckdb}\nsources:\n"
         "  - {name: bills, type: focus, path: bills.csv}\n"
-        "  - {name: gcp-jobs, type: gcp-jobs, gcp: {project: p, anonymous: true}}\n",
+        "  - {name: gcp-jobs, type: gcp-jobs, gcp: {project: p, anonymous: true}}\n"
+        "budgets:\n  - {name: estate, amount: 1000}\n",
         folder / "spendwatch.yaml",
         environ={},
     )
