@@ -30,6 +30,7 @@ from spendwatch.detect.robust import BoolArray, FloatArray
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
 from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast, select
 from spendwatch.detect.sustained import SustainedLimits
+from spendwatch.detect.tails import TailSpec, routine_high
 
 Granularity = Literal["daily", "hourly"]
 
@@ -44,6 +45,7 @@ _DEFAULTS: dict[str, dict[str, float | int]] = {
         "level_points": 7,
         "min_history": 14,
         "sustained_span": 9,
+        "tail_count": 3,
     },
     "hourly": {
         "min_impact_abs": 2.0,
@@ -52,6 +54,7 @@ _DEFAULTS: dict[str, dict[str, float | int]] = {
         "level_points": 24,
         "min_history": 72,
         "sustained_span": 11,
+        "tail_count": 0,
     },
 }
 
@@ -82,6 +85,8 @@ class ModelParams:
     sustained_span: int | None = None  # steps the CUSUM reads before the decided one; None -> default
     time_zones: tuple[str, ...] = COMMON_ZONES  # local clocks an hourly series is tried against (and UTC)
     clock_gate: float = 0.5  # sigmas a local clock must out-explain UTC by (hourly)
+    tail_days: int = 365  # steps of history a series' routine one-day bumps are learnt from
+    tail_count: int | None = None  # that many bumps as big make a spike routine (0 = off); None -> default
 
     def __post_init__(self) -> None:
         if self.granularity not in _DEFAULTS:
@@ -93,6 +98,8 @@ class ModelParams:
             raise ValueError(f"{negative[0]} must be >= 0, got {getattr(self, negative[0])}")
         if not self.additive_gate >= 0:
             raise ValueError(f"additive_gate must be >= 0 (inf = never additive), got {self.additive_gate}")
+        if self.tail_days < 1 or (self.tail_count or 0) < 0:
+            raise ValueError(f"tail_days must be >= 1 and tail_count >= 0, got {self.tail_days}, {self.tail_count}")
         if not self.clock_gate >= 0:
             raise ValueError(f"clock_gate must be >= 0, got {self.clock_gate}")
         for zone in self.time_zones:
@@ -128,6 +135,15 @@ class ModelParams:
             scale_floor=self.scale_floor_pct,
             sustained_span=int(full.sustained_span or 0),
             sustained_reference=SUSTAINED_REFERENCE[self.granularity],
+        )
+
+    def tail_spec(self) -> TailSpec:
+        full = self.resolved()
+        # Only a bump the materiality gate would have flagged can be a charge the charge rule learnt.
+        return TailSpec(
+            days=self.tail_days,
+            count=int(full.tail_count or 0),
+            charge_log=float(np.log1p(full.min_impact_pct or 0.0)),
         )
 
     def thresholds(self) -> Thresholds:
@@ -190,6 +206,7 @@ class Detector:
         self._spec = self.params.window_spec()
         self._thresholds = self.params.thresholds()
         self._recent = LEAK_BLOCKS * self.params.leak_block
+        self._tails = self.params.tail_spec()
 
     def fit(
         self,
@@ -233,7 +250,8 @@ class Detector:
         )
         if charges is not None:
             recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
-        decision = decide(panel[:, decide_from:], base, recurring, self._thresholds)
+        routine = routine_high(usage, np.asarray(timestamps), decided, self._tails) if self._tails.count else None
+        decision = decide(panel[:, decide_from:], base, recurring, self._thresholds, routine)
         if self.params.granularity == "hourly":
             decision = self._on_local_clocks(panel, np.asarray(timestamps), decided, base, decision, rebase)
         return _result(decide_from, decision)

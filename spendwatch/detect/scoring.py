@@ -53,11 +53,19 @@ class Decision:
     decided: BoolArray  # the model could decide the step (enough history, value observed)
 
 
-def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: Thresholds) -> Decision:
+def decide(
+    observed: FloatArray,
+    base: Forecast,
+    recurring: FloatArray,
+    limits: Thresholds,
+    routine_high: FloatArray | None = None,
+) -> Decision:
     """Alert where a step is both statistically surprising and material in dollars.
 
     ``observed`` holds the decided columns' values, aligned with ``base``; ``recurring`` is the
-    log ratio a learnt day-of-month charge adds on top of the seasonal expectation (0 if none).
+    log ratio a learnt day-of-month charge adds on top of the seasonal expectation (0 if none);
+    ``routine_high`` (optional, NaN = none) the highest cost the series' own one-day bumps of the
+    last year make routine (:mod:`spendwatch.detect.tails`): a spike must also exceed it.
     """
     expected = np.exp(base.log_expected + recurring)
     expected_long = np.exp(base.log_expected_long + recurring)
@@ -70,6 +78,8 @@ def decide(observed: FloatArray, base: Forecast, recurring: FloatArray, limits: 
             _upper_bound(expected, expected_long, _spike_scale(scale, base, limits), limits),
             np.exp(base.log_usual_high + recurring),
         )
+        if routine_high is not None:
+            upper = np.fmax(upper, routine_high)
         spike = positive & (observed > upper)
         leak = positive & _rising_level(observed, expected_long, base, scale, limits)
         running = base.zero_share <= limits.intermittent_zero_share

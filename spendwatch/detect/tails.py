@@ -1,0 +1,182 @@
+"""A series' own upper tail: how big its routine one-day bumps are, learnt from a long history.
+
+The spike rule measures a step against the noise of an 8-week window (``z`` robust sigmas of
+successive changes). Some low-noise series also have a heavy upper tail: a few unexplained
++40-130% days a year that are simply how that account behaves. Eight weeks hold at most one or
+two of them, too few for any window statistic to learn their rate, so each one alerts.
+
+Here every day of the last ``tail_days`` (a year) is measured as a *one-day bump*: its log
+cost over the median of the same weekday in the ``lags`` weeks before it, less how far its
+neighbours on either side stood above theirs (so a level shift, where the neighbours are as
+high, is no bump; a lone high day is). If the series had at least ``tail_count`` bumps as big
+as today's step in that year, a step that size is routine for it: alerting on it would cost at
+least ``tail_count`` false alarms per series-year (an empirical exceedance rate, the
+peaks-over-threshold reading of extreme-value calibration with no fitted shape). Only the spike
+rule is held back: a sustained excess, a leak or a filled-up job alerts as before, and a series
+whose tail is thin (fewer than ``tail_count`` big bumps) keeps the window rule unchanged.
+
+Causal: the bump of day ``s`` reads columns ``<= s + 1`` and the decided column ``t`` reads the
+bumps of ``s <= t - 2`` only, so deciding the newest column alone gives the walk-forward value.
+Only days that stood above both their baseline and their neighbours are bumps (a minority of
+days), so the calendar look-up touches few cells. Cost: a few element-wise passes over the panel
+(the baseline is a sorting network, not a sort), a calendar look-up per bump, and one partial
+sort of ``tail_days`` values per decided cell of the series that have ``tail_count`` bumps at
+all; rows are processed in chunks, so memory stays bounded in a fleet scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
+from spendwatch.detect.robust import FloatArray
+
+IntArray = np.ndarray[tuple[int, ...], np.dtype[np.int64]]
+
+_CHUNK_ELEMENTS = 2_000_000
+"""Panel (and history) elements processed at once: bounds peak memory at a few tens of MB."""
+
+
+@dataclass(frozen=True)
+class TailSpec:
+    """How the routine upper tail is learnt (daily data; ``count == 0`` turns the rule off)."""
+
+    cycle: int = 7  # steps between the same phase (a weekday)
+    lags: int = 4  # earlier cycles a step's baseline is the median of
+    days: int = 365  # steps of history the bumps are counted over
+    count: int = 3  # bumps at least this big in that history make a step routine
+    min_log: float = 0.0  # smallest log bump that counts (above 0: a day below its baseline is no bump)
+    charge_log: float = 0.0  # smallest log bump that may be a recurring charge (looked up in the calendar)
+
+
+def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
+    """(n, steps) median log cost of the same phase in the ``lags`` cycles before each column.
+
+    NaN unless at least ``lags - 1`` of them ran (a positive cost): a job that was idle on most of
+    those days has no baseline a bump could be measured against (its first runs after a long
+    pause would read as a heavy tail).
+    """
+    n, steps = log_values.shape
+    missing = np.isnan(log_values)
+    lagged = []
+    for k in range(1, spec.lags + 1):
+        shifted = np.full((n, steps), np.inf)
+        shift = k * spec.cycle
+        if shift < steps:
+            shifted[:, shift:] = np.where(missing[:, : steps - shift], np.inf, log_values[:, : steps - shift])
+        lagged.append(shifted)
+    valid = sum((lag < np.inf for lag in lagged), start=np.zeros((n, steps), dtype=np.int64))
+    # Sorting network, element-wise: missing values (inf) sort last, so the valid ones lead.
+    for i in range(len(lagged)):
+        for j in range(len(lagged) - 1 - i):
+            low, high = np.minimum(lagged[j], lagged[j + 1]), np.maximum(lagged[j], lagged[j + 1])
+            lagged[j], lagged[j + 1] = low, high
+    full, one_short = spec.lags, spec.lags - 1
+    with np.errstate(invalid="ignore"):
+        median_full = 0.5 * (lagged[(full - 1) // 2] + lagged[full // 2])
+        median_short = 0.5 * (lagged[max(one_short - 1, 0) // 2] + lagged[one_short // 2])
+    median = np.where(valid == full, median_full, np.where(valid == one_short, median_short, np.nan))
+    return np.asarray(median, dtype=np.float64)
+
+
+def one_day_bumps(log_values: FloatArray, baseline: FloatArray, min_log: float = 0.0) -> FloatArray:
+    """(n, steps) how far each day stood above its baseline *and* above both neighbours' excess.
+
+    NaN where the day did not run, has no baseline or stood no more than ``min_log`` above; an idle or
+    unknown neighbour does not lower it. The last column has no right neighbour yet, so its value
+    is not a bump's: no decision reads it (a decision at ``t`` reads the bumps of days ``<= t - 2``,
+    see the module docstring).
+    """
+    excess = log_values - baseline
+    left = np.full_like(excess, np.nan)
+    left[:, 1:] = excess[:, :-1]
+    right = np.full_like(excess, np.nan)
+    right[:, :-1] = excess[:, 1:]
+    with np.errstate(invalid="ignore"):
+        neighbours = np.fmax(np.fmax(left, right), 0.0)
+        bumps = np.minimum(excess, excess - neighbours)
+        bumps[~(bumps > min_log)] = np.nan
+    return np.asarray(bumps, dtype=np.float64)
+
+
+def charge_slots(timestamps: np.ndarray) -> IntArray:
+    """(steps, slots) the same calendar slot 1-24 months earlier (day and month end); -1 = none."""
+    lags = sorted({lag for period in CHARGE_PERIODS for lag in period})
+    slots = np.concatenate(
+        [same_day_months_earlier(timestamps, lags), month_ends_months_earlier(timestamps, lags)], axis=1
+    )
+    return np.asarray(slots, dtype=np.int64)
+
+
+def not_recurring(bumps: FloatArray, slots: IntArray, charge_log: float = 0.0) -> FloatArray:
+    """``bumps`` with calendar charges removed (set to NaN).
+
+    A bump on a day whose same calendar slot one billing period or more earlier (the same day or
+    the same month end, 1-24 months back: :data:`~spendwatch.detect.calendar.CHARGE_PERIODS`,
+    ``slots`` from :func:`charge_slots`) also held a bump at least half as big (in log) is a
+    recurring charge, which the charge rule judges against its own earlier size; counted here, a
+    monthly charge would make twelve "routine" bumps a year and hide every spike below its size.
+    Its first occurrence still counts. Only bumps above ``charge_log`` are looked up: the charge
+    rule learns only occurrences that alerted, which are at least the materiality gate's
+    ``log(1 + min_impact_pct)`` above their expectation; a smaller bump is no charge it knows.
+    """
+    with np.errstate(invalid="ignore"):
+        rows, columns = np.nonzero(bumps > charge_log)
+    if len(rows) == 0:
+        return bumps
+    padded = np.concatenate([bumps, np.full((bumps.shape[0], 1), np.nan)], axis=1)
+    earlier = slots[columns]
+    before = padded[rows[:, None], np.where(earlier >= 0, earlier, bumps.shape[1])]
+    with np.errstate(invalid="ignore"):
+        recurring = np.any(before >= 0.5 * bumps[rows, columns][:, None], axis=-1)
+    kept = bumps.copy()
+    kept[rows[recurring], columns[recurring]] = np.nan
+    return kept
+
+
+def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, spec: TailSpec) -> FloatArray:
+    """(n, m) the highest cost of each decided column that is no bigger than a routine bump.
+
+    It is the baseline at ``t`` times exp(the ``count``-th largest one-day bump of the days
+    ``t - days - 1 .. t - 2``); NaN (no bound) where the history holds fewer than ``count`` bumps or
+    the baseline is unknown. A spike must exceed it to alert.
+    """
+    n, steps = values.shape
+    bound = np.full((n, len(decided)), np.nan)
+    if spec.count <= 0 or len(decided) == 0 or n == 0:
+        return bound
+    slots = charge_slots(np.asarray(timestamps))
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, steps))
+    for first in range(0, n, rows_per_chunk):
+        chunk = slice(first, min(n, first + rows_per_chunk))
+        bound[chunk] = _routine_high_rows(values[chunk], slots, decided, spec)
+    return bound
+
+
+def _routine_high_rows(values: FloatArray, slots: IntArray, decided: IntArray, spec: TailSpec) -> FloatArray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
+    baseline = same_phase_baseline(logs, spec)
+    bumps = not_recurring(one_day_bumps(logs, baseline, spec.min_log), slots, spec.charge_log)
+    bound = np.full((values.shape[0], len(decided)), np.nan)
+    tailed = np.flatnonzero(np.count_nonzero(~np.isnan(bumps), axis=1) >= spec.count)
+    if len(tailed) == 0:
+        return bound
+    history = bumps[tailed]
+    history[np.isnan(history)] = -np.inf
+    # Column j of ``padded`` is the bump of day j - days - 1, so the window starting at padded
+    # column t holds the bumps of t - days - 1 .. t - 2: ``days`` days, none reading column t.
+    padded = np.concatenate([np.full((len(tailed), spec.days + 1), -np.inf), history], axis=1)
+    windows = sliding_window_view(padded, spec.days, axis=1)
+    step = max(1, _CHUNK_ELEMENTS // max(1, len(tailed) * spec.days))
+    kth = np.empty((len(tailed), len(decided)))
+    for i in range(0, len(decided), step):
+        columns = decided[i : i + step]
+        kth[:, i : i + step] = np.partition(windows[:, columns], -spec.count, axis=-1)[..., -spec.count]
+    with np.errstate(invalid="ignore"):
+        high = baseline[tailed][:, decided] + kth
+    bound[tailed] = np.where(np.isfinite(high), np.exp(high), np.nan)
+    return bound
