@@ -46,14 +46,42 @@ def clean(value: object) -> str:
     text = str(value)
     if text.isprintable():
         return text
-    return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
+    return text.translate(_table(""))
 
 
 def clean_text(text: str, *, keep: str = "\n\t") -> str:
     """Output text, safe to print: like ``clean`` but the layout's own ``keep`` characters pass."""
     if text.isprintable():
         return text
-    return "".join(_escape(ch) if _unsafe(ch) and ch not in keep else ch for ch in text)
+    return text.translate(_table(keep))
+
+
+class CharMap(dict[int, str]):
+    """A ``str.translate`` table filled from a per-character ``rule`` on first sight of each code point,
+    so a long string of few distinct characters is rewritten at C speed; capped so a string of every
+    code point cannot grow it without bound."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self, rule: Callable[[str], str]) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __missing__(self, code: int) -> str:
+        value = self.rule(chr(code))
+        if len(self) < self.LIMIT:
+            self[code] = value
+        return value
+
+
+_TABLES: dict[str, CharMap] = {}
+
+
+def _table(keep: str) -> CharMap:
+    table = _TABLES.get(keep)
+    if table is None:
+        table = _TABLES[keep] = CharMap(lambda ch: _escape(ch) if _unsafe(ch) and ch not in keep else ch)
+    return table
 
 
 class SafeStream(io.TextIOBase):

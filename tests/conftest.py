@@ -96,3 +96,10 @@ def pinned_demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Any
             result = run_demo(folder / "demo", FixedClock(DEMO_DAY), say=lambda _: None)
             done.write_bytes(pickle.dumps(result))
     return pickle.loads(done.read_bytes())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a ``slow`` or ``bench`` test run first: xdist hands out whole files in collection order, so
+    the longest start early and the run does not end on one worker finishing a long file alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("bench")}
+    items.sort(key=lambda item: item.path not in slow_files)

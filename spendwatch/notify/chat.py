@@ -36,6 +36,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from spendwatch.terminal import CharMap
+
 ChatFormat = Literal["slack", "mattermost", "rocketchat", "teams"]
 CHAT_FORMATS: tuple[str, ...] = get_args(ChatFormat)
 RELAYED = "relayed"  # not a chat: text another service relays to chats (``escape`` only)
@@ -63,7 +65,7 @@ class ChatLink:
     button: bool = False
 
     def __post_init__(self) -> None:
-        if not _SAFE_URL.match(self.url) or any(c in self.url for c in "<>|\"\\ `"):
+        if not _SAFE_URL.match(self.url) or any(c in self.url for c in '<>|"\\ `'):
             raise ValueError(f"not a link spendwatch writes: {self.url[:80]!r}")
 
 
@@ -80,6 +82,9 @@ class ChatMessage:
     links: tuple[ChatLink, ...] = ()  # signed action links (see the module docstring)
 
 
+_PRINTABLE_OR_SPACE = CharMap(lambda ch: ch if ch.isprintable() else " ")
+
+
 def plain_text(text: object, limit: int = MAX_FIELD) -> str:
     """One line of text with no control or bidi characters, cut at ``limit`` (what every format starts from).
 
@@ -88,7 +93,7 @@ def plain_text(text: object, limit: int = MAX_FIELD) -> str:
     """
     value = str(text)
     if not value.isprintable():
-        value = "".join(ch if ch.isprintable() else " " for ch in value)
+        value = value.translate(_PRINTABLE_OR_SPACE)
     value = " ".join(value.split())
     if len(value) > limit:
         value = value[: limit - 1] + "…"

@@ -177,6 +177,7 @@ def _third_party(graph_modules: dict[str, Path]) -> list[str]:
     return sorted(name for name in names if name.split(".")[0] not in own)
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     known = _modules()
     modules = sorted(name for name in known if not name.endswith("__main__"))

@@ -29,6 +29,8 @@ import yaml
 from tests.doubles.smtp import SmtpServer, free_port
 from tests.doubles.waits import PATIENCE
 
+pytestmark = pytest.mark.slow  # runs first (tests/conftest.py): it is among the suite's longest files
+
 STARTUP_DEADLINE = PATIENCE
 # deploy/systemd/spendwatch.service: TimeoutStopSec=20s (SIGKILL after that). The daemon's own bound is
 # shutdown_grace (<= 9 s) plus interpreter teardown; 20 s holds that promise under a 3x slowdown.

@@ -22,6 +22,8 @@ from tests.doubles.google import GoogleApiServer
 from tests.doubles.google_guard import FakeRunningBigQuery, RunningQuery
 from tests.guard.conftest import NOW, PROJECT, cancel_rule, gcp_config
 
+pytestmark = pytest.mark.slow  # runs first (tests/conftest.py): it is among the suite's longest files
+
 TIB = 1 << 40
 PER_MINUTE = TIB * 5  # $31.25 of on-demand bytes a minute
 CAP = {"defaults": {"job_cost": 500, "job_projected_cost": None, "user_daily_cost": None, "project_burn_rate": None}}

@@ -30,6 +30,8 @@ from spendwatch.store import Store
 from spendwatch.store.records import SEVERITY_ORDER
 from tests.doubles.clock import FixedClock
 
+pytestmark = pytest.mark.slow  # runs first (tests/conftest.py): it is among the suite's longest files
+
 DEMO_NOW = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)  # a Friday: the runaway query ran yesterday, the 3rd
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -57,6 +57,8 @@ from tests.security.records import (
     store_incident,
 )
 
+pytestmark = pytest.mark.slow  # runs first (tests/conftest.py): it is among the suite's longest files
+
 BENIGN = "benign-value"
 csv.field_size_limit(sys.maxsize)  # the 100 000-character strings make long cells
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -32,6 +32,8 @@ from spendwatch.cli import main
 from tests.doubles.smtp import SmtpServer, free_port
 from tests.doubles.waits import PATIENCE
 
+pytestmark = pytest.mark.slow  # runs first (tests/conftest.py): it is among the suite's longest files
+
 SPENDWATCH = [sys.executable, "-c", "from spendwatch.cli import main; main()"]
 PRINT_ENV = "import json, os, sys; sys.stdin.read(); print(json.dumps(dict(os.environ)))"
 
