@@ -49,11 +49,13 @@ def google_server() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def forks() -> Any:
-    """A forkserver with spendwatch (and the crash passes) imported: each child starts in milliseconds."""
+    """A forkserver with spendwatch (the crash passes and what they import lazily) imported: each child starts in milliseconds."""
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.reliability.crash_ops"])
+    from tests.reliability.crash_ops import LAZY_IMPORTS
+
+    context.set_forkserver_preload(["tests.reliability.crash_ops", *LAZY_IMPORTS])
     return context
 
 

@@ -36,6 +36,18 @@ from tests.doubles.focus_files import month_rows, write_csv
 from tests.killswitch.factories import REGION, incident, rule, settings
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+
+# What the passes import on first use (the digest's forecast model, money formats, alert modules). The
+# forkserver preloads them as a daemon that has sent one digest holds them: otherwise every child of
+# a crash test would spend seconds importing statsmodels before it reached its first moment.
+LAZY_IMPORTS = (
+    "statsmodels.tsa.exponential_smoothing.ets",
+    "babel.numbers",
+    "pyarrow.parquet",
+    "spendwatch.notify.alerts",
+    "spendwatch.notify.lifecycle",
+    "spendwatch.notify.links",
+)
 DAY = NOW.date()
 OPERATIONS = ("collect", "detect", "killswitch", "digest")
 
