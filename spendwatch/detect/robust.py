@@ -21,10 +21,10 @@ MAD_TO_SIGMA = 1.4826
 SMALL_SORT_NETWORKS: dict[int, tuple[tuple[int, int], ...]] = {
     2: ((0, 1),),
     3: ((0, 1), (1, 2), (0, 1)),
-    4: ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2)),
 }
-"""Optimal compare-exchange networks for the short rows (2-4 weeks or cycles) the detector takes
-medians of by the hundred million: ``np.sort`` pays per row, element-wise passes do not."""
+"""Compare-exchange networks for the short rows (2-3 weeks) the detector takes medians of by the hundred
+million: ``np.sort`` pays per row, element-wise passes do not. From 4 values on, ``np.sort`` is as fast
+(``benchmarks/bench_medians.py``)."""
 
 
 def nanmedian_last(values: FloatArray) -> FloatArray:
@@ -42,7 +42,7 @@ def nanmedian_last(values: FloatArray) -> FloatArray:
 
 
 def _nanmedian_short(values: FloatArray) -> FloatArray:
-    """:func:`nanmedian_last` of rows of 2-4 values by a sorting network, exactly as ``np.sort`` orders
+    """:func:`nanmedian_last` of rows of 2-3 values by a sorting network, exactly as ``np.sort`` orders
     them: ``fmin`` keeps the valid one of a pair and ``maximum`` carries NaN up, so NaN ends last."""
     columns = [values[..., i] for i in range(values.shape[-1])]
     if len(columns) == 2:
