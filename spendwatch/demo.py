@@ -102,7 +102,8 @@ def run_demo(output: Path, clock: Clock, *, seed: int = 7, days: int = 120, say:
     detection = run_detection(config, store, clock)
     say(f"    {detection.series_scored} series scored, {detection.opened} incident(s) found")
     say("3/5 planning the kill switch (dry-run: nothing is touched) …")
-    plan = run_killswitch(config, store, clock)
+    # The estate is simulated: no cloud or cluster is asked about it, whatever credentials this machine holds.
+    plan = run_killswitch(config, store, clock, offline="the demo's estate is simulated")
     for action in plan.dry_run:
         say(f"    would {action.summary}")
     say("4/5 replaying the runaway query poll by poll through the runaway-job guard …")

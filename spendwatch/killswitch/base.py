@@ -162,16 +162,27 @@ class ActionContext:
     ``aws:<service>`` or ``aws:<service>:<region>`` (a ready client, e.g. a stubbed one),
     ``gcp_credentials``, ``gcp:<name>`` (a ready Google client, e.g. ``gcp:bigquery``), ``k8s:<cluster>``
     or ``k8s`` (a ``kubernetes.client.ApiClient``), ``http`` (a callable that POSTs a webhook; tests only).
+
+    ``offline`` (a reason) builds no client at all: every cloud and cluster call is refused with it. The
+    demo runs so, because whatever credentials the machine holds must not be used on a simulated estate.
     """
 
-    def __init__(self, settings: Any, clients: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, settings: Any, clients: Mapping[str, Any] | None = None, *, offline: str | None = None) -> None:
         self.settings = settings  # KillSwitchConfig; typed loosely to avoid an import cycle
         self.clients: dict[str, Any] = dict(clients or {})
+        self.offline = offline
         self._cache: dict[str, Any] = {}
+
+    def refuse_if_offline(self, what: str) -> None:
+        if self.offline is not None:
+            from spendwatch.errors import ActionError
+
+            raise ActionError(f"no {what} client: {self.offline}")
 
     # -- AWS -----------------------------------------------------------------------------------
 
     def aws_client(self, service: str, target: Target) -> Any:
+        self.refuse_if_offline(f"AWS {service}")
         region = target.region
         for key in (f"aws:{service}:{region}", f"aws:{service}"):
             if key in self.clients:
@@ -201,6 +212,7 @@ class ActionContext:
 
     def gcp_client(self, name: str, build: Any) -> Any:
         """A Google client by name; ``build(credentials, client_options)`` makes one when none is injected."""
+        self.refuse_if_offline(f"Google {name}")
         key = f"gcp:{name}"
         if key in self.clients:
             return self.clients[key]
@@ -217,6 +229,7 @@ class ActionContext:
 
     def k8s_client(self, cluster: str | None) -> Any:
         """An ``ApiClient`` for ``cluster`` (a name under ``killswitch.kubernetes.clusters``)."""
+        self.refuse_if_offline("Kubernetes")
         for key in (f"k8s:{cluster}", "k8s"):
             if key in self.clients:
                 return self.clients[key]

@@ -61,11 +61,12 @@ class KillSwitch:
         *,
         clients: Mapping[str, Any] | None = None,
         actor: str = ENGINE_ACTOR,
+        offline: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.context = ActionContext(settings, clients)
+        self.context = ActionContext(settings, clients, offline=offline)
         self.actor = actor
 
     # -- the run -------------------------------------------------------------------------------
@@ -583,11 +584,12 @@ def run_killswitch(
     incidents: Sequence[Incident] | None = None,
     jobs: Sequence[JobRecord] | None = None,
     actor: str = ENGINE_ACTOR,
+    offline: str | None = None,
 ) -> KillSwitchRun:
     """One kill-switch pass. ``config`` is the root ``Config`` (or its ``killswitch`` section).
 
     ``incidents``/``jobs`` default to the store's open incidents and running job records;
-    ``clients`` injects cloud clients (see ``ActionContext``).
+    ``clients`` injects cloud clients and ``offline`` refuses them all (see ``ActionContext``).
     """
-    engine = KillSwitch(_settings(config), store, clock, clients=clients, actor=actor)
+    engine = KillSwitch(_settings(config), store, clock, clients=clients, actor=actor, offline=offline)
     return engine.run(incidents=incidents, jobs=jobs)

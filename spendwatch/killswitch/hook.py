@@ -155,6 +155,7 @@ def post_webhook(
     url: SecretStr, body: bytes, timeout: float, headers: Mapping[str, str], context: ActionContext
 ) -> Outcome:
     where = redact_url(url)
+    context.refuse_if_offline("webhook")
     try:
         request = urllib.request.Request(
             url.get_secret_value(),

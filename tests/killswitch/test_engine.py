@@ -216,3 +216,29 @@ def test_job_rule_reads_the_jobs_table(aws: Any, store: Store, ks_clock: Any) ->
     [done] = run.executed
     assert done.target.resource_id == vm and done.at_stake == pytest.approx(810.0)
     assert done.saving_per_hour == pytest.approx(30.0)
+
+
+def test_an_offline_engine_asks_no_cloud_even_with_a_client_at_hand(aws: Any, store: Store, ks_clock: Any) -> None:
+    """The demo's mode: whatever credentials or clients exist, nothing is read or acted on."""
+    [vm] = _instances(aws, 1)
+    config = settings([rule(how="enforce")], endpoint=aws.endpoint_url)
+    enforced = run_killswitch(config, store, ks_clock, incidents=[incident([vm])], offline="a simulated estate")
+    assert not enforced.executed and _running(aws, [vm]) == {vm}
+
+    planned = run_killswitch(
+        settings([rule(how="dry-run", name="plan")], endpoint=aws.endpoint_url),
+        store,
+        ks_clock,
+        incidents=[incident([vm], incident_id=2)],
+        offline="a simulated estate",
+    )
+    [would] = planned.dry_run
+    assert would.result["verified"] is False
+    assert "current state not verified: no AWS ec2 client: a simulated estate" in would.result["summary"]
+
+
+def test_the_demo_plans_without_asking_any_cloud(pinned_demo: Any) -> None:
+    assert pinned_demo.plan.dry_run, "the demo plans at least one action"
+    for action in pinned_demo.plan.dry_run:
+        assert action.result["verified"] is False, action.summary
+        assert "the demo's estate is simulated" in action.result["summary"], action.result["summary"]
