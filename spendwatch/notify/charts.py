@@ -54,7 +54,7 @@ def incident_chart(
 def _drawn(
     points: tuple[SeriesPoint, ...], currency: str, granularity: str, window: tuple[datetime, datetime] | None
 ) -> bytes:
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+    from matplotlib.dates import HOURLY, AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -82,6 +82,9 @@ def _drawn(
             axes.annotate(label, (at, top), fontsize=FONT_PT - 1, color="#6b7280", ha="center", va="top",
                           xytext=(0, -2), textcoords="offset points")  # fmt: skip
     locator = AutoDateLocator(minticks=3, maxticks=5)  # type: ignore[no-untyped-call]
+    # Two to three days of hours fit no stock hourly step at five ticks (matplotlib warns, to the
+    # user's terminal, and picks 12 h); a daily step in hours puts the ticks at midnight instead.
+    locator.intervald[HOURLY] = [1, 2, 3, 4, 6, 12, 24]
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=False))  # type: ignore[no-untyped-call]
     axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
