@@ -19,13 +19,12 @@ the first one is its own expectation (the bill says it recurs), a bigger one tha
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
-from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last
+from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last, nanquantile_last
 from spendwatch.detect.scoring import Decision, Thresholds, decide
 from spendwatch.detect.seasonal import USUAL_QUANTILE, Forecast, IntArray
 
@@ -124,10 +123,10 @@ def _warm_up(
     not a charge) by the factor that alerts today (``upper / expected`` of the decided column: the
     z and the materiality); its size is read against the warm-up's median cost. Without this the
     second renewal of a charge first seen in the warm-up alerts."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a series with no warm-up yet: NaN, no evidence
-        usual = np.nanmedian(warm.costs, axis=1)[:, None, None]
-        routine_high = np.nanquantile(warm.costs, USUAL_QUANTILE, axis=1)[:, None, None]
+    # A series with no warm-up yet: NaN, no evidence. (np.nanquantile took these rows one by one in
+    # Python: ~70% of a daily fleet scan; nanquantile_last gives the same bits in one sort.)
+    usual = nanmedian_last(warm.costs)[:, None, None]
+    routine_high = nanquantile_last(warm.costs, USUAL_QUANTILE)[:, None, None]
     index = np.maximum(lags, 0)
     # Causal: only a warm-up complete before the decided column (its costs all lie before it).
     complete = warm.end[:, None, None] < decided[None, :, None]
