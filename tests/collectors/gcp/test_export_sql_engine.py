@@ -85,7 +85,8 @@ def export_table(bqemulator: Emulator) -> str:  # noqa: F811
 
 def test_the_aggregation_runs_on_a_real_engine(bqemulator: Emulator, export_table: str, tmp_path: Path) -> None:  # noqa: F811
     now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
-    day = now.replace(hour=0, minute=0) - timedelta(days=1)
+    # Two days back, so every row (the latest is 26 h after ``day``) is in the past at any hour of today.
+    day = now.replace(hour=0, minute=0) - timedelta(days=2)
     rows = [
         _export_row(
             day + timedelta(hours=1),
