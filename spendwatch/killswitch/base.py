@@ -173,7 +173,7 @@ class ActionContext:
         self.offline = offline
         self._cache: dict[str, Any] = {}
 
-    def refuse_if_offline(self, what: str) -> None:
+    def _refuse_if_offline(self, what: str) -> None:
         if self.offline is not None:
             from spendwatch.errors import ActionError
 
@@ -182,7 +182,7 @@ class ActionContext:
     # -- AWS -----------------------------------------------------------------------------------
 
     def aws_client(self, service: str, target: Target) -> Any:
-        self.refuse_if_offline(f"AWS {service}")
+        self._refuse_if_offline(f"AWS {service}")
         region = target.region
         for key in (f"aws:{service}:{region}", f"aws:{service}"):
             if key in self.clients:
@@ -212,7 +212,7 @@ class ActionContext:
 
     def gcp_client(self, name: str, build: Any) -> Any:
         """A Google client by name; ``build(credentials, client_options)`` makes one when none is injected."""
-        self.refuse_if_offline(f"Google {name}")
+        self._refuse_if_offline(f"Google {name}")
         key = f"gcp:{name}"
         if key in self.clients:
             return self.clients[key]
@@ -225,11 +225,20 @@ class ActionContext:
             self._cache[key] = build(credentials, gcp_client_options(connection, api))
         return self._cache[key]
 
+    # -- HTTP (webhooks) --------------------------------------------------------------------------
+
+    def http_opener(self) -> Any:
+        """The ``urllib`` opener webhooks are posted through (``http_opener`` when injected)."""
+        self._refuse_if_offline("webhook")
+        import urllib.request
+
+        return self.clients.get("http_opener") or urllib.request.build_opener()
+
     # -- Kubernetes ----------------------------------------------------------------------------
 
     def k8s_client(self, cluster: str | None) -> Any:
         """An ``ApiClient`` for ``cluster`` (a name under ``killswitch.kubernetes.clusters``)."""
-        self.refuse_if_offline("Kubernetes")
+        self._refuse_if_offline("Kubernetes")
         for key in (f"k8s:{cluster}", "k8s"):
             if key in self.clients:
                 return self.clients[key]

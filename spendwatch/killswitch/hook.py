@@ -155,7 +155,6 @@ def post_webhook(
     url: SecretStr, body: bytes, timeout: float, headers: Mapping[str, str], context: ActionContext
 ) -> Outcome:
     where = redact_url(url)
-    context.refuse_if_offline("webhook")
     try:
         request = urllib.request.Request(
             url.get_secret_value(),
@@ -165,7 +164,7 @@ def post_webhook(
         )
     except ValueError:  # urllib quotes the whole URL in its message: never pass it on
         raise ActionError(f"webhook {where}: not a usable URL") from None
-    opener = context.clients.get("http_opener") or urllib.request.build_opener()
+    opener = context.http_opener()
     try:
         with opener.open(request, timeout=timeout) as response:
             status = int(response.status)
