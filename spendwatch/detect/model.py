@@ -34,6 +34,12 @@ from spendwatch.detect.tails import TailSpec, routine_high
 
 Granularity = Literal["daily", "hourly"]
 
+ROW_BLOCK_CELLS = 500_000
+"""Panel cells (series x steps) decided at once: a block's working arrays (a few MB each) stay in the
+CPU's caches, where the element-wise passes over the whole panel ran from main memory. A 100k-series
+fleet scan takes 0.7x the time of one block (``benchmarks/README.md``); the result is the same to the
+last bit, because each series is decided from its own row only."""
+
 SUSTAINED_REFERENCE = {"daily": 28, "hourly": 7 * 24}
 """Steps before the sustained test's span whose median level is its reference (four weeks, one week)."""
 
@@ -236,10 +242,37 @@ class Detector:
             raise ValueError(f"decide_from must be within 0..{n_steps}, got {decide_from}")
         rebase = self._rebase(rebase_at, n_series)
         charges = self._declared(declared, panel.shape)
-        usage = panel if charges is None else panel - np.nan_to_num(charges)
         decided = np.arange(decide_from, n_steps, dtype=np.int64)
+        stamps = np.asarray(timestamps)
         months = self.params.recurrence_months if self.params.granularity == "daily" else 0
-        earlier = charge_lookups(np.asarray(timestamps), decided, months)
+        earlier = charge_lookups(stamps, decided, months)
+        rows = max(1, ROW_BLOCK_CELLS // max(1, n_steps))
+        blocks = [
+            self._decide_rows(
+                panel[lo : lo + rows],
+                None if charges is None else charges[lo : lo + rows],
+                stamps,
+                decided,
+                earlier,
+                rebase[lo : lo + rows],
+            )
+            for lo in range(0, max(n_series, 1), rows)  # an empty panel is one empty block
+        ]
+        decision = blocks[0] if len(blocks) == 1 else _stack(blocks)
+        return _result(decide_from, decision)
+
+    def _decide_rows(
+        self,
+        panel: FloatArray,
+        charges: FloatArray | None,
+        timestamps: np.ndarray,
+        decided: IntArray,
+        earlier: list[IntArray],
+        rebase: IntArray,
+    ) -> Decision:
+        """The decisions of one block of whole series (each row depends on itself only)."""
+        usage = panel if charges is None else panel - np.nan_to_num(charges)
+        decide_from = int(decided[0]) if len(decided) else panel.shape[1]
         # One forecast for the decided columns and the earlier ones recurring charges are
         # learnt from (in a backtest they are the same columns).
         columns = np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64)
@@ -250,11 +283,11 @@ class Detector:
         )
         if charges is not None:
             recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
-        routine = routine_high(usage, np.asarray(timestamps), decided, self._tails) if self._tails.count else None
+        routine = routine_high(usage, timestamps, decided, self._tails) if self._tails.count else None
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds, routine)
         if self.params.granularity == "hourly":
-            decision = self._on_local_clocks(panel, np.asarray(timestamps), decided, base, decision, rebase)
-        return _result(decide_from, decision)
+            decision = self._on_local_clocks(panel, timestamps, decided, base, decision, rebase)
+        return decision
 
     def _on_local_clocks(
         self,
@@ -312,6 +345,11 @@ class Detector:
         if rebase.shape != (n_series,):
             raise ValueError(f"rebase_at must have shape ({n_series},), got {rebase.shape}")
         return rebase
+
+
+def _stack(blocks: list[Decision]) -> Decision:
+    """One decision from the decisions of consecutive blocks of rows."""
+    return Decision(*(np.concatenate([getattr(b, f) for b in blocks], axis=0) for f in Decision.__dataclass_fields__))
 
 
 def _result(start: int, decision: Decision) -> DetectionResult:

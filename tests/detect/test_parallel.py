@@ -371,3 +371,43 @@ def test_declared_fees_and_local_clocks_reach_every_shard_of_the_runner(tmp_path
     assert ("acct-5", fee_day) in daily  # a first fee the bill does not call recurring alerts...
     assert ("acct-0", fee_day) not in daily  # ...the same one declared recurring is its own expectation
     assert any(r[1] == "hourly" and json.loads(r[2])["sub_account_id"] == "acct-1" for r in one)
+
+
+@pytest.mark.parametrize("granularity", ["daily", "hourly"])
+def test_row_blocks_inside_one_fit_decide_exactly_what_one_block_decides(
+    granularity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Detector.fit`` decides a large panel in blocks of rows (cache-sized): with rebases, declared
+    fees and (hourly) a local clock, any block size gives the same bits as the panel in one block."""
+    import spendwatch.detect.model as model
+
+    if granularity == "daily":
+        values, stamps = fleet(230, 150, seed=8)
+        decide_from, params = 100, ModelParams.for_granularity("daily")
+    else:
+        n_steps = 24 * 41
+        stamps = np.datetime64("2026-02-01T00", "h") + np.arange(n_steps).astype("timedelta64[h]")
+        local_hour = (stamps - np.timedelta64(5, "h") + (stamps >= np.datetime64("2026-03-08T07", "h"))).astype(int)
+        busy = ((local_hour % 24 >= 9) & (local_hour % 24 < 18)).astype(float)
+        rng = np.random.default_rng(9)
+        values = (
+            np.exp(rng.uniform(1, 6, 40))[:, None] * (0.2 + busy) * np.exp(0.05 * rng.standard_normal((40, n_steps)))
+        )
+        values[rng.random(values.shape) < 0.002] *= 8
+        stamps = stamps.astype("datetime64[s]")
+        decide_from, params = n_steps - 24 * 5, ModelParams.for_granularity("hourly", time_zones=("America/New_York",))
+    rng = np.random.default_rng(6)
+    rebase = np.where(rng.random(len(values)) < 0.1, rng.integers(0, decide_from, len(values)), -1)
+    declared = np.full(values.shape, np.nan)
+    declared[5:9] = np.where(np.arange(values.shape[1]) % 30 == 4, 900.0, 0.0)
+    values[5:9] += np.nan_to_num(declared[5:9])
+
+    def fit() -> DetectionResult:
+        return Detector(params).fit(values, stamps, decide_from=decide_from, rebase_at=rebase, declared=declared)
+
+    monkeypatch.setattr(model, "ROW_BLOCK_CELLS", 10**12)
+    whole = fit()
+    assert whole.is_anomaly.any()
+    for rows in (1, 7, 64):  # one series a block, uneven blocks, a short last block
+        monkeypatch.setattr(model, "ROW_BLOCK_CELLS", rows * values.shape[1])
+        assert_same(fit(), whole)
