@@ -60,25 +60,31 @@ def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
     pause would read as a heavy tail).
     """
     n, steps = log_values.shape
-    missing = np.isnan(log_values)
-    lagged = []
-    for k in range(1, spec.lags + 1):
-        shifted = np.full((n, steps), np.inf)
-        shift = k * spec.cycle
-        if shift < steps:
-            shifted[:, shift:] = np.where(missing[:, : steps - shift], np.inf, log_values[:, : steps - shift])
-        lagged.append(shifted)
-    valid = sum((lag < np.inf for lag in lagged), start=np.zeros((n, steps), dtype=np.int64))
-    # Sorting network, element-wise: missing values (inf) sort last, so the valid ones lead.
-    for i in range(len(lagged)):
-        for j in range(len(lagged) - 1 - i):
-            low, high = np.minimum(lagged[j], lagged[j + 1]), np.maximum(lagged[j], lagged[j + 1])
-            lagged[j], lagged[j + 1] = low, high
-    full, one_short = spec.lags, spec.lags - 1
+    lead = spec.lags * spec.cycle
+    # The lagged series are views of one padded copy (missing and before-the-data = inf, which
+    # sorts last), so the valid values lead; no lag is copied.
+    padded = np.full((n, lead + steps), np.inf)
+    padded[:, lead:] = np.where(np.isnan(log_values), np.inf, log_values)
+    lagged = [padded[:, lead - k * spec.cycle : lead - k * spec.cycle + steps] for k in range(1, spec.lags + 1)]
+    ran = np.isfinite(padded)
+    valid = sum(
+        (ran[:, lead - k * spec.cycle : lead - k * spec.cycle + steps] for k in range(2, spec.lags + 1)),
+        start=ran[:, lead - spec.cycle : lead - spec.cycle + steps].astype(np.int8),
+    )
     with np.errstate(invalid="ignore"):
-        median_full = 0.5 * (lagged[(full - 1) // 2] + lagged[full // 2])
-        median_short = 0.5 * (lagged[max(one_short - 1, 0) // 2] + lagged[one_short // 2])
-    median = np.where(valid == full, median_full, np.where(valid == one_short, median_short, np.nan))
+        if spec.lags == 4:
+            # The middle two of four (a sorting network's first three layers): {max of the pair
+            # minima, min of the pair maxima}; the lower of them is the median of three valid values.
+            low_a, high_a = np.minimum(lagged[0], lagged[1]), np.maximum(lagged[0], lagged[1])
+            low_b, high_b = np.minimum(lagged[2], lagged[3]), np.maximum(lagged[2], lagged[3])
+            second, third = np.maximum(low_a, low_b), np.minimum(high_a, high_b)
+            median_full, median_short = 0.5 * (second + third), np.minimum(second, third)
+        else:
+            ordered = np.sort(np.stack(lagged, axis=-1), axis=-1)
+            full, short = spec.lags, spec.lags - 1
+            median_full = 0.5 * (ordered[..., (full - 1) // 2] + ordered[..., full // 2])
+            median_short = 0.5 * (ordered[..., max(short - 1, 0) // 2] + ordered[..., short // 2])
+    median = np.where(valid == spec.lags, median_full, np.where(valid == spec.lags - 1, median_short, np.nan))
     return np.asarray(median, dtype=np.float64)
 
 

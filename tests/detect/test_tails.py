@@ -120,16 +120,18 @@ def test_the_rule_is_off_for_hourly_data_and_knobs_are_checked() -> None:
         ModelParams.for_granularity("daily", tail_days=0)
 
 
-def test_the_sorting_network_baseline_is_the_median_of_the_running_lags() -> None:
+@pytest.mark.parametrize("lags", [3, 4, 5])  # 4 (the default) takes the sorting network, others a sort
+def test_the_sorting_network_baseline_is_the_median_of_the_running_lags(lags: int) -> None:
     rng = np.random.default_rng(3)
-    logs = rng.standard_normal((4, 120))
+    logs = rng.standard_normal((40, 120))
     logs[rng.random(logs.shape) < 0.2] = np.nan
-    spec = TailSpec()
+    spec = TailSpec(lags=lags)
     got = same_phase_baseline(logs, spec)
+    assert np.isnan(got).any() and not np.isnan(got).all()
     for t in range(120):
-        lagged = [logs[:, t - k * 7] if t - k * 7 >= 0 else np.full(4, np.nan) for k in range(1, 5)]
+        lagged = [logs[:, t - k * 7] if t - k * 7 >= 0 else np.full(40, np.nan) for k in range(1, lags + 1)]
         stacked = np.stack(lagged, axis=1)
-        enough = np.count_nonzero(~np.isnan(stacked), axis=1) >= 3
-        want = np.full(4, np.nan)
+        enough = np.count_nonzero(~np.isnan(stacked), axis=1) >= lags - 1
+        want = np.full(40, np.nan)
         want[enough] = np.nanmedian(stacked[enough], axis=1)
         np.testing.assert_allclose(got[:, t], want)
