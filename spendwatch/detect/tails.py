@@ -97,12 +97,15 @@ def one_day_bumps(log_values: FloatArray, baseline: FloatArray, min_log: float =
     see the module docstring).
     """
     excess = log_values - baseline
-    left = np.full_like(excess, np.nan)
-    left[:, 1:] = excess[:, :-1]
-    right = np.full_like(excess, np.nan)
-    right[:, :-1] = excess[:, 1:]
+    # The higher neighbour's excess (fmax: a missing neighbour does not count), from shifted slices.
+    neighbours = np.empty_like(excess)
+    np.fmax(excess[:, :-2], excess[:, 2:], out=neighbours[:, 1:-1])
+    if excess.shape[1] > 1:
+        neighbours[:, 0], neighbours[:, -1] = excess[:, 1], excess[:, -2]
+    else:
+        neighbours[:] = np.nan
     with np.errstate(invalid="ignore"):
-        neighbours = np.fmax(np.fmax(left, right), 0.0)
+        np.fmax(neighbours, 0.0, out=neighbours)
         bumps = np.minimum(excess, excess - neighbours)
         bumps[~(bumps > min_log)] = np.nan
     return np.asarray(bumps, dtype=np.float64)
@@ -163,19 +166,19 @@ def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, 
 
 
 def _routine_high_rows(values: FloatArray, slots: IntArray, decided: IntArray, spec: TailSpec) -> FloatArray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        logs = np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
+    with np.errstate(invalid="ignore"):
+        logs = np.log(values, out=np.full_like(values, np.nan), where=values > 0)
     baseline = same_phase_baseline(logs, spec)
     bumps = not_recurring(one_day_bumps(logs, baseline, spec.min_log), slots, spec.charge_log)
     bound = np.full((values.shape[0], len(decided)), np.nan)
     tailed = np.flatnonzero(np.count_nonzero(~np.isnan(bumps), axis=1) >= spec.count)
     if len(tailed) == 0:
         return bound
-    history = bumps[tailed]
-    history[np.isnan(history)] = -np.inf
     # Column j of ``padded`` is the bump of day j - days - 1, so the window starting at padded
     # column t holds the bumps of t - days - 1 .. t - 2: ``days`` days, none reading column t.
-    padded = np.concatenate([np.full((len(tailed), spec.days + 1), -np.inf), history], axis=1)
+    padded = np.full((len(tailed), spec.days + 1 + bumps.shape[1]), -np.inf)
+    history = bumps[tailed]
+    np.copyto(padded[:, spec.days + 1 :], history, where=~np.isnan(history))
     windows = sliding_window_view(padded, spec.days, axis=1)
     step = max(1, _CHUNK_ELEMENTS // max(1, len(tailed) * spec.days))
     kth = np.empty((len(tailed), len(decided)))
@@ -183,6 +186,6 @@ def _routine_high_rows(values: FloatArray, slots: IntArray, decided: IntArray, s
         columns = decided[i : i + step]
         kth[:, i : i + step] = np.partition(windows[:, columns], -spec.count, axis=-1)[..., -spec.count]
     with np.errstate(invalid="ignore"):
-        high = baseline[tailed][:, decided] + kth
+        high = baseline[np.ix_(tailed, decided)] + kth
     bound[tailed] = np.where(np.isfinite(high), np.exp(high), np.nan)
     return bound
