@@ -110,7 +110,8 @@ class Sustained:
     expected: FloatArray  # (n, m, s) dollars at the reference level: exp(reference level + season)
     log_reference: FloatArray  # (n, m) reference level + season at the decided column
     spread: FloatArray  # (n, m) winsorised std of the reference positions around the reference level
-    running_share: FloatArray  # (n, m) share of the observed reference positions with a positive cost
+    reference_running: FloatArray  # (n, m) reference positions with a positive cost
+    reference_observed: FloatArray  # (n, m) reference positions with a known cost ($0 included)
     tail_running: FloatArray  # (n, m, 3 s) last window positions: 1 = a positive cost, 0 = $0 (idle), NaN = missing
 
 
@@ -128,7 +129,7 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
         no_recent = np.empty((values.shape[0], 0, recent))
         no_span = np.empty((values.shape[0], 0, spec.sustained_span))
         no_tail = np.empty((values.shape[0], 0, RUN_TAIL * spec.sustained_span))
-        no_sustained = Sustained(no_span, no_span, empty, empty, empty, no_tail)
+        no_sustained = Sustained(no_span, no_span, empty, empty, empty, empty, no_tail)
         return Forecast(empty, empty, empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
     return concatenate(parts)
 
@@ -228,9 +229,8 @@ def _sustained(
     window = np.exp(log_cost)  # $0 and credits are NaN in log_cost: recover "idle" from the gaps' mask
     before = window[..., first : length - span]
     observed_before = observed[..., first : length - span]
-    running_before = np.count_nonzero(~np.isnan(before), axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        running_share = running_before / np.count_nonzero(observed_before, axis=-1)
+    running_before = np.count_nonzero(~np.isnan(before), axis=-1).astype(np.float64)
+    observed_count = np.count_nonzero(observed_before, axis=-1).astype(np.float64)
     tail = min(length, RUN_TAIL * span)
     tail_running = np.where(
         observed[..., length - tail :], (~np.isnan(window[..., length - tail :])).astype(np.float64), np.nan
@@ -240,7 +240,8 @@ def _sustained(
         expected=expected,
         log_reference=reference + season[..., 0],
         spread=spread,
-        running_share=running_share,
+        reference_running=running_before,
+        reference_observed=observed_count,
         tail_running=tail_running,
     )
 

@@ -120,7 +120,7 @@ def sustained_excess(
 def filled_up(observed: FloatArray, sustained: Sustained, limits: SustainedLimits, idle_share: float) -> BoolArray:
     """An intermittent job that now runs every step: its idle steps have filled up.
 
-    A batch job that ran on a share ``p`` of the reference steps runs ``r`` steps in a row (up to
+    A batch job that ran on a share ``p`` of the reference steps (before the run) runs ``r`` steps in a row (up to
     and including the decided one) with probability ``p^r``; such a run starts on a given step with
     probability ``(1 - p) p^r``. The alarm is raised once that is below ``1 / run length`` (the same
     dollar-ranked false-alarm budget as the CUSUM, on the series' mean cost per step: ``p`` times
@@ -128,7 +128,6 @@ def filled_up(observed: FloatArray, sustained: Sustained, limits: SustainedLimit
     normal. The dollars must be material: the run's cost over ``r`` steps at the usual rate, at
     least the per-step minimum on each step.
     """
-    share = sustained.running_share
     span = sustained.log_excess.shape[-1]
     expected_now = np.exp(sustained.log_reference)
     now_running = np.where(observed > 0, 1.0, np.where(np.isnan(observed), np.nan, 0.0))
@@ -137,7 +136,12 @@ def filled_up(observed: FloatArray, sustained: Sustained, limits: SustainedLimit
     # Consecutive running steps ending at the decided one (a missing or idle step ends the run).
     broken = ~(running[..., ::-1] == 1.0)
     run = np.where(broken.any(axis=-1), np.argmax(broken, axis=-1), steps)
+    # The usual rate is the rate before the run: a run longer than the span reaches back into the
+    # reference positions, and counting its own steps there would raise ``p`` (and the run needed)
+    # as the run grows, so a job that stays on every day would never be told.
+    inside = np.fmax(run - 1 - span, 0).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        share = (sustained.reference_running - inside) / (sustained.reference_observed - inside)
         mean_cost = share * expected_now
         run_length = limits.run_length * np.fmax(1.0, limits.reference_cost / mean_cost)
         needed = np.ceil(np.log(run_length * (1.0 - share)) / -np.log(share))

@@ -159,9 +159,12 @@ def reachable_excess(labels: dict[str, Any], panels: dict[str, Panel]) -> float:
 # Floors at what the detector measures (deterministic: `python benchmarks/eval_detect.py`), so a
 # change that loses accuracy fails here; raise them as the detector improves. F1 / $ recall of the
 # events' dollars (of the reachable ones on public/, where two events are unreachable) / delay.
+# The mean delay is over the detected events only: the filled-up rule's pre-run rate (2026-12-06)
+# caught leaks on intermittent jobs 11-22 steps in, which raised it (0.69 -> 0.79, 1.18 -> 1.39)
+# although no event that was caught before is caught later.
 BENCH_FLOORS = {
-    "public": {"f1": 0.907, "reachable": 0.977, "delay": 0.70},
-    "public-v2": {"f1": 0.786, "reachable": 0.884, "delay": 1.19},
+    "public": {"f1": 0.907, "reachable": 0.978, "delay": 0.80},
+    "public-v2": {"f1": 0.792, "reachable": 0.891, "delay": 1.40},
 }
 
 

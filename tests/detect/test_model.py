@@ -520,3 +520,21 @@ def test_offset_advantage_tells_an_added_constant_from_a_scaled_pattern() -> Non
     assert advantage[0] == 0.0  # nothing changed: a tie, the multiplicative reading stays
     assert advantage[1] > 0.1
     assert advantage[2] < -0.1
+
+
+def test_an_intermittent_job_that_stays_on_every_day_is_told_while_it_runs() -> None:
+    """A job that ran on ~60% of days runs every day from step 250. The usual rate ``p`` is the one
+    before the run: counted with the run's own days (which reach back into the reference positions
+    once the run is longer than the span), ``p`` and the run needed grew with the run, and a job that
+    stayed on was never told."""
+    rng = np.random.default_rng(21)
+    n = 300
+    runs = np.resize([True, True, False, True, False], n)  # 3 days in 5 (p = 0.6); day 249 is idle
+    values = np.where(runs, 8000 * np.exp(0.1 * rng.standard_normal(n)), 0.0)
+    values[250:] = 8000 * np.exp(0.1 * rng.standard_normal(n - 250))
+    flags = flagged_steps(detect_daily(values))
+    assert flags, "the job that stayed on every day was never told"
+    # At p = 0.6 and ~$4.8k a day (run length 1000 x $100k / $4.8k) a run of 18 days is improbable
+    # enough: told on its 18th day (step 267), give or take the noise in the reference level.
+    assert 250 + 15 <= flags[0] <= 250 + 20, flags
+    assert not [f for f in flags if f < 250], flags
