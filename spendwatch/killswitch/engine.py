@@ -37,7 +37,7 @@ from spendwatch.killswitch.journal import (
     plan_action,
     transition,
 )
-from spendwatch.killswitch.rules import JobRecord, Match, load_running_jobs, match_rule
+from spendwatch.killswitch.rules import JobRecord, Match, load_running_jobs, match_rule, one_match_per_target
 from spendwatch.killswitch.runs import KillSwitchRun, SkipNote, idempotency_key, runner_alive, runner_id
 from spendwatch.killswitch.safety import Breaker, is_paused, owner_from_labels, protection_reason, reread_problem
 from spendwatch.killswitch.scope import rule_problem, scope_problem
@@ -91,8 +91,12 @@ class KillSwitch:
             return run
         incident_list = list(incidents) if incidents is not None else self._load_incidents(rules)
         job_list = list(jobs) if jobs is not None else self._load_jobs(rules)
+        clusters = self.settings.kubernetes.clusters
         for rule in rules:
-            matches = match_rule(rule, incident_list, job_list, now)
+            matches = one_match_per_target(
+                match_rule(rule, incident_list, job_list, now),
+                lambda m: scope_problem(m.rule, m.target, m.context, clusters=clusters) is None,
+            )
             if len(matches) > rule.max_targets:
                 run.skipped.append(
                     SkipNote(

@@ -10,8 +10,8 @@ guard opens ``guard`` incidents naming a job; an incident rule with ``kinds: [gu
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -352,3 +352,34 @@ def match_rule(rule: Rule, incidents: Sequence[Incident], jobs: Sequence[JobReco
             context = {"incident": None, "job": job_context(job)}
             matches.append(Match(rule, job_found, f"job:{job.platform}:{job.job_id}", None, reason, context))
     return matches
+
+
+def one_match_per_target(matches: Sequence[Match], usable: Callable[[Match], bool]) -> list[Match]:
+    """One match per target (``Target.key``), in the order the targets were first matched.
+
+    Several incidents often name the same culprit (the account's total, its service and its owner
+    each alert on one runaway job), and a job rule can match it too: without this, one job got one
+    action per incident — duplicate approvals, a second stop of a stopped job, and a rule's
+    ``max_targets`` counting one target several times. Kept per target: a match whose scope is usable
+    (so merging never loses an action that one of the matches allowed), then an incident's over a job
+    record's, then the most specific incident (most dimensions: the service's over the account total's,
+    whose reason names the culprit's share more exactly), then the oldest (the lowest id). All three are
+    fixed for an incident's life, so the idempotency key stays the same from run to run while it is
+    open. The others are named in its reason.
+    """
+    groups: dict[str, list[Match]] = {}
+    for match in matches:
+        groups.setdefault(match.target.key, []).append(match)
+    kept = []
+    for group in groups.values():
+        first, *others = sorted(
+            group, key=lambda m: (not usable(m), m.anomaly_id is None, -_specificity(m), m.anomaly_id or 0)
+        )
+        also = [f"incident #{m.anomaly_id}" if m.anomaly_id is not None else "a running job record" for m in others]
+        kept.append(replace(first, reason=f"{first.reason} (also matched by {', '.join(also)})") if also else first)
+    return kept
+
+
+def _specificity(match: Match) -> int:
+    found = match.context.get("incident") or {}
+    return len(found.get("dimensions") or {})

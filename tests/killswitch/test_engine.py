@@ -242,3 +242,47 @@ def test_the_demo_plans_without_asking_any_cloud(pinned_demo: Any) -> None:
     for action in pinned_demo.plan.dry_run:
         assert action.result["verified"] is False, action.summary
         assert "the demo's estate is simulated" in action.result["summary"], action.result["summary"]
+
+
+def test_one_culprit_named_by_several_incidents_is_one_action(aws: Any, store: Store, ks_clock: Any) -> None:
+    """The account's total, its service and its owner each alert on the same runaway: one action, not
+    three (no duplicate approvals, no second stop), and a rule limited to one target still acts."""
+    [vm] = _instances(aws, 1)
+    config = settings([rule(how="enforce", max_targets=1)], endpoint=aws.endpoint_url)
+    named = [incident([vm], incident_id=number) for number in (9, 4, 12)]
+    run = run_killswitch(config, store, ks_clock, incidents=named)
+    [done] = run.executed
+    assert not run.skipped
+    assert done.anomaly_id == 4  # the oldest incident: stable from run to run
+    assert done.reason.endswith("(also matched by incident #9, incident #12)")
+    assert [a.target.resource_id for a in list_actions(store)] == [vm]
+    assert _running(aws, [vm]) == set()
+
+    again = run_killswitch(config, store, ks_clock, incidents=named)
+    assert not again.planned and again.unchanged == 1
+
+
+def test_merging_matches_keeps_one_the_rule_may_act_on() -> None:
+    """If the oldest incident naming a target lies outside the rule's scope, the merged match is one
+    that lies inside: merging never turns an allowed action into a refused one."""
+    from spendwatch.killswitch.rules import match_rule, one_match_per_target
+
+    config = settings([rule(how="dry-run")])
+    matches = match_rule(
+        config.rules[0], [incident(["i-0123456789abcdef0"], incident_id=n) for n in (3, 5, 8)], [], NOW
+    )
+    assert len(matches) == 3 and len({m.target.key for m in matches}) == 1
+    [kept] = one_match_per_target(matches, usable=lambda m: m.anomaly_id != 3)
+    assert kept.anomaly_id == 5 and kept.reason.endswith("(also matched by incident #8, incident #3)")
+    [alone] = one_match_per_target(matches[:1], usable=lambda m: True)
+    assert alone == matches[0]  # a target matched once is passed through untouched
+
+
+def test_merging_prefers_the_most_specific_incident() -> None:
+    from spendwatch.killswitch.rules import match_rule, one_match_per_target
+
+    config = settings([rule(how="dry-run")])
+    total = incident(["i-0123456789abcdef0"], incident_id=2)
+    by_owner = incident(["i-0123456789abcdef0"], incident_id=6, owner="ana@example.com")  # one dimension more
+    [kept] = one_match_per_target(match_rule(config.rules[0], [total, by_owner], [], NOW), usable=lambda m: True)
+    assert kept.anomaly_id == 6 and kept.reason.endswith("(also matched by incident #2)")
