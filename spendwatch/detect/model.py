@@ -17,6 +17,7 @@ import numpy as np
 from spendwatch.detect.charges import charge_lookups, declared_expectation, learnt_log_ratio, with_declared
 from spendwatch.detect.clocks import (
     COMMON_ZONES,
+    LocalClock,
     changed_within,
     check_zone,
     choose_clock,
@@ -37,8 +38,8 @@ Granularity = Literal["daily", "hourly"]
 ROW_BLOCK_CELLS = 500_000
 """Panel cells (series x steps) decided at once: a block's working arrays (a few MB each) stay in the
 CPU's caches, where the element-wise passes over the whole panel ran from main memory. A 100k-series
-fleet scan takes 0.7x the time of one block (``benchmarks/README.md``); the result is the same to the
-last bit, because each series is decided from its own row only."""
+fleet scan takes ~0.8x the time of one block and a third of its memory (``benchmarks/README.md``); the
+result is the same to the last bit, because each series is decided from its own row only."""
 
 SUSTAINED_REFERENCE = {"daily": 28, "hourly": 7 * 24}
 """Steps before the sustained test's span whose median level is its reference (four weeks, one week)."""
@@ -246,6 +247,8 @@ class Detector:
         stamps = np.asarray(timestamps)
         months = self.params.recurrence_months if self.params.granularity == "daily" else 0
         earlier = charge_lookups(stamps, decided, months)
+        # The zones' hour grids depend on the timestamps only: made once, not once per block.
+        clocks = local_clocks(stamps, self.params.time_zones) if self.params.granularity == "hourly" else []
         rows = max(1, ROW_BLOCK_CELLS // max(1, n_steps))
         blocks = [
             self._decide_rows(
@@ -255,6 +258,7 @@ class Detector:
                 decided,
                 earlier,
                 rebase[lo : lo + rows],
+                clocks,
             )
             for lo in range(0, max(n_series, 1), rows)  # an empty panel is one empty block
         ]
@@ -269,6 +273,7 @@ class Detector:
         decided: IntArray,
         earlier: list[IntArray],
         rebase: IntArray,
+        clocks: list[LocalClock],
     ) -> Decision:
         """The decisions of one block of whole series (each row depends on itself only)."""
         usage = panel if charges is None else panel - np.nan_to_num(charges)
@@ -286,13 +291,13 @@ class Detector:
         routine = routine_high(usage, timestamps, decided, self._tails) if self._tails.count else None
         decision = decide(panel[:, decide_from:], base, recurring, self._thresholds, routine)
         if self.params.granularity == "hourly":
-            decision = self._on_local_clocks(panel, timestamps, decided, base, decision, rebase)
+            decision = self._on_local_clocks(panel, clocks, decided, base, decision, rebase)
         return decision
 
     def _on_local_clocks(
         self,
         panel: FloatArray,
-        timestamps: np.ndarray,
+        clocks: list[LocalClock],
         decided: IntArray,
         base: Forecast,
         decision: Decision,
@@ -300,7 +305,6 @@ class Detector:
     ) -> Decision:
         """Re-decide, on a zone's local hour grid, the windows that a DST change of that zone
         crosses and whose series that zone's clock explains better (see :mod:`clocks`)."""
-        clocks = local_clocks(timestamps, self.params.time_zones)
         if not clocks or len(decided) == 0:
             return decision
         grids = [local_grid(panel, clock) for clock in clocks]
