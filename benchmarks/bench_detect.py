@@ -213,9 +213,23 @@ def run_additive(n_seeds: int) -> None:
             )
 
 
-def fleet_worker(n_series: int, n_steps: int) -> None:
-    values, stamps = synthetic_fleet(n_series, n_steps)
-    detector = Detector(ModelParams.for_granularity("daily"))
+def synthetic_hourly_fleet(n_series: int, n_steps: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly bills working UTC business hours from 2026-02-01 (60 days cross the March clock changes
+    of the common zones, so the local-clock check runs), with noise and no anomaly."""
+    rng = np.random.default_rng(seed)
+    stamps = (np.datetime64("2026-02-01T00", "h") + np.arange(n_steps)).astype("datetime64[s]")
+    hour = np.arange(n_steps) % 24
+    busy = 0.3 + ((hour >= 9) & (hour < 18))
+    level = np.exp(rng.uniform(0, 6, n_series))[:, None]
+    return level * busy[None, :] * np.exp(0.1 * rng.standard_normal((n_series, n_steps))), stamps
+
+
+def fleet_worker(n_series: int, n_steps: int, hourly: bool = False) -> None:
+    if hourly:
+        values, stamps = synthetic_hourly_fleet(n_series, n_steps)
+    else:
+        values, stamps = synthetic_fleet(n_series, n_steps)
+    detector = Detector(ModelParams.for_granularity("hourly" if hourly else "daily"))
     started = time.perf_counter()
     result = detector.fit(values, stamps, decide_from=n_steps - 1)
     seconds = time.perf_counter() - started
@@ -353,10 +367,11 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="alternated rounds of the sharded fleet scan")
     parser.add_argument("--fleet-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fleet-hourly", action="store_true", help="with --fleet-worker: hourly series")
     parser.add_argument("--sharded-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fleet_worker:
-        fleet_worker(args.fleet_series, args.fleet_steps)
+        fleet_worker(args.fleet_series, args.fleet_steps, args.fleet_hourly)
         return
     if args.sharded_worker:
         sharded_fleet_worker(args.fleet_series, args.fleet_steps, args.sharded_worker)
