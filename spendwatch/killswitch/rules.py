@@ -327,12 +327,18 @@ def match_rule(rule: Rule, incidents: Sequence[Incident], jobs: Sequence[JobReco
             impact = format_money(incident.impact, incident.billing_currency, signed=True)
             # A guard incident's "expected" is the cap the job crossed.
             baseline = "over its cap" if incident.kind == "guard" else "over expected"
-            reason = (
-                f"incident #{incident.id} ({incident.severity} {incident.kind}, {impact} {baseline} "
-                f"on {incident.title}): {incident.culprit_sentence()}"
+            headline = (
+                f"incident #{incident.id} ({incident.severity} {incident.kind}, "
+                f"{impact} {baseline} on {incident.title})"
             )
             context = {"incident": incident_context(incident), "job": None}
+            # A target that is one of the incident's jobs is described by that job, not by the
+            # incident's top culprit (which may be another job: "stop B because A cost $8k").
+            own = {t.key: link for link in incident.jobs if (t := _link_target(link, incident, now)) is not None}
             for target in incident_targets(rule, incident, now):
+                link = own.get(target.key)
+                culprit = link.sentence(incident.billing_currency) if link is not None else incident.culprit_sentence()
+                reason = f"{headline}: {culprit}"
                 matches.append(Match(rule, target, f"incident:{incident.id}", incident.id, reason, context))
     if rule.when.job is not None:
         allowed = set(rule.effective_types())

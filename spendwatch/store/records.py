@@ -71,6 +71,14 @@ class JobLink:
                 return place
         return self.sub_account_id
 
+    def sentence(self, currency: str) -> str:
+        """``user X's query Y in project Z cost $N``: who ran what, where, for how much."""
+        from spendwatch.money import format_money
+
+        who = self.user or "an unknown principal"
+        where = f" in {self.where}" if self.where else ""
+        return f"{who}'s {self.what} {self.name or self.job_id}{where} cost {format_money(self.cost, currency)}"
+
 
 @dataclass(frozen=True)
 class SeriesPoint:
@@ -146,9 +154,7 @@ class Incident:
         currency = self.billing_currency
         job = self.top_job()
         if job is not None and job.cost >= JOB_EXPLAINS_SHARE * self.impact:
-            who = job.user or "an unknown principal"
-            where = f" in {job.where}" if job.where else ""
-            return f"{who}'s {job.what} {job.name or job.job_id}{where} cost {format_money(job.cost, currency)}"
+            return job.sentence(currency)
         top = self.top_contributor()
         if top is not None:
             delta = format_money(self.share_of_impact(top), currency, signed=True)

@@ -286,3 +286,32 @@ def test_merging_prefers_the_most_specific_incident() -> None:
     by_owner = incident(["i-0123456789abcdef0"], incident_id=6, owner="ana@example.com")  # one dimension more
     [kept] = one_match_per_target(match_rule(config.rules[0], [total, by_owner], [], NOW), usable=lambda m: True)
     assert kept.anomaly_id == 6 and kept.reason.endswith("(also matched by incident #2)")
+
+
+def test_a_target_that_is_one_of_the_incidents_jobs_is_described_by_that_job() -> None:
+    """One incident, two jobs: the action on the smaller job names the smaller job, not the incident's
+    top culprit ("suspend B because A cost $8k" would mislead whoever approves it)."""
+    from spendwatch.killswitch.rules import match_rule
+    from spendwatch.store.records import JobLink
+
+    def link(name: str, owner: str, cost: float) -> JobLink:
+        uri = f"k8s://eks-ml/research/Job/{name}"
+        return JobLink(
+            platform="kubernetes", job_id=uri, provider="aws", sub_account_id=ACCOUNT, user=owner, name=name,
+            state="RUNNING", cost=cost, cost_method="requests x node price", start_time=NOW, end_time=None,
+            resource_id=uri,
+        )  # fmt: skip
+
+    config = settings([rule(do="suspend", how="dry-run")])
+    found = incident(jobs=(link("big-run", "ana@example.com", 400.0), link("small-run", "bo@example.com", 60.0)))
+    reasons = {m.target.resource_id: m.reason for m in match_rule(config.rules[0], [found], [], NOW)}
+    assert len(reasons) == 2, reasons
+    [big] = [r for key, r in reasons.items() if key.endswith("big-run")]
+    [small] = [r for key, r in reasons.items() if key.endswith("small-run")]
+    assert big.startswith("incident #1 (high spike") and big.endswith(
+        f"ana@example.com's Kubernetes workload big-run in {ACCOUNT} cost $400.00"
+    )
+    assert (
+        small.endswith(f"bo@example.com's Kubernetes workload small-run in {ACCOUNT} cost $60.00")
+        and "big-run" not in small
+    )
