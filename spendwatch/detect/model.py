@@ -247,40 +247,33 @@ class Detector:
         stamps = np.asarray(timestamps)
         months = self.params.recurrence_months if self.params.granularity == "daily" else 0
         earlier = charge_lookups(stamps, decided, months)
-        # The zones' hour grids depend on the timestamps only: made once, not once per block.
-        clocks = local_clocks(stamps, self.params.time_zones) if self.params.granularity == "hourly" else []
+        plan = _Columns(
+            stamps=stamps,
+            decided=decided,
+            earlier=earlier,
+            # One forecast for the decided columns and the earlier ones recurring charges are
+            # learnt from (in a backtest they are the same columns).
+            forecast=np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64),
+            # The zones' hour grids depend on the timestamps only: made once, not once per block.
+            clocks=local_clocks(stamps, self.params.time_zones) if self.params.granularity == "hourly" else [],
+        )
         rows = max(1, ROW_BLOCK_CELLS // max(1, n_steps))
         blocks = [
             self._decide_rows(
                 panel[lo : lo + rows],
                 None if charges is None else charges[lo : lo + rows],
-                stamps,
-                decided,
-                earlier,
                 rebase[lo : lo + rows],
-                clocks,
+                plan,
             )
             for lo in range(0, max(n_series, 1), rows)  # an empty panel is one empty block
         ]
         decision = blocks[0] if len(blocks) == 1 else _stack(blocks)
         return _result(decide_from, decision)
 
-    def _decide_rows(
-        self,
-        panel: FloatArray,
-        charges: FloatArray | None,
-        timestamps: np.ndarray,
-        decided: IntArray,
-        earlier: list[IntArray],
-        rebase: IntArray,
-        clocks: list[LocalClock],
-    ) -> Decision:
+    def _decide_rows(self, panel: FloatArray, charges: FloatArray | None, rebase: IntArray, plan: _Columns) -> Decision:
         """The decisions of one block of whole series (each row depends on itself only)."""
         usage = panel if charges is None else panel - np.nan_to_num(charges)
-        decide_from = int(decided[0]) if len(decided) else panel.shape[1]
-        # One forecast for the decided columns and the earlier ones recurring charges are
-        # learnt from (in a backtest they are the same columns).
-        columns = np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64)
+        decided, earlier, columns = plan.decided, plan.earlier, plan.forecast
         everything = forecast(usage, columns, self._spec, rebase, self._recent)
         base = select(everything, np.searchsorted(columns, decided))
         recurring = learnt_log_ratio(
@@ -288,10 +281,10 @@ class Detector:
         )
         if charges is not None:
             recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
-        routine = routine_high(usage, timestamps, decided, self._tails) if self._tails.count else None
-        decision = decide(panel[:, decide_from:], base, recurring, self._thresholds, routine)
+        routine = routine_high(usage, plan.stamps, decided, self._tails) if self._tails.count else None
+        decision = decide(panel[:, panel.shape[1] - len(decided) :], base, recurring, self._thresholds, routine)
         if self.params.granularity == "hourly":
-            decision = self._on_local_clocks(panel, clocks, decided, base, decision, rebase)
+            decision = self._on_local_clocks(panel, plan.clocks, decided, base, decision, rebase)
         return decision
 
     def _on_local_clocks(
@@ -349,6 +342,17 @@ class Detector:
         if rebase.shape != (n_series,):
             raise ValueError(f"rebase_at must have shape ({n_series},), got {rebase.shape}")
         return rebase
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What every block of rows of one fit shares: the columns decided and read, and the local clocks."""
+
+    stamps: np.ndarray
+    decided: IntArray
+    earlier: list[IntArray]  # per charge period, the same calendar slot earlier (charge_lookups)
+    forecast: IntArray  # the decided columns and the earlier ones a charge is learnt from
+    clocks: list[LocalClock]
 
 
 def _stack(blocks: list[Decision]) -> Decision:

@@ -65,12 +65,10 @@ def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
     # sorts last), so the valid values lead; no lag is copied.
     padded = np.full((n, lead + steps), np.inf)
     padded[:, lead:] = np.where(np.isnan(log_values), np.inf, log_values)
-    lagged = [padded[:, lead - k * spec.cycle : lead - k * spec.cycle + steps] for k in range(1, spec.lags + 1)]
+    shifts = [lead - k * spec.cycle for k in range(1, spec.lags + 1)]
+    lagged = [padded[:, shift : shift + steps] for shift in shifts]
     ran = np.isfinite(padded)
-    valid = sum(
-        (ran[:, lead - k * spec.cycle : lead - k * spec.cycle + steps] for k in range(2, spec.lags + 1)),
-        start=ran[:, lead - spec.cycle : lead - spec.cycle + steps].astype(np.int8),
-    )
+    valid = sum((ran[:, shift : shift + steps] for shift in shifts), start=np.zeros((n, steps), dtype=np.int8))
     with np.errstate(invalid="ignore"):
         if spec.lags == 4:
             # The middle two of four (a sorting network's first three layers): {max of the pair

@@ -260,25 +260,26 @@ def _account_targets(incident: Incident) -> list[Target]:
     return targets
 
 
-def incident_targets(rule: Rule, incident: Incident, now: datetime) -> list[Target]:
+def incident_targets(rule: Rule, incident: Incident, now: datetime) -> list[tuple[Target, JobLink | None]]:
+    """The targets ``rule`` may take from ``incident``, each with the job link it came from (if any)."""
     running = {s.upper() for s in DEFAULT_JOB_STATES}
-    targets: list[Target] = []
+    found: list[tuple[Target, JobLink | None]] = []
     for link in incident.jobs:
         if link.state.upper() in running:
             target = _link_target(link, incident, now)
             if target is not None:
-                targets.append(target)
-    targets.extend(_resource_targets(incident))
+                found.append((target, link))
+    found.extend((target, None) for target in _resource_targets(incident))
     # The account/project itself is a target only when asked for (disable-billing, or listed), or
     # for a hook when the incident names nothing narrower: one call per incident, not one per level.
     account_types = {"gcp-project", "aws-account"}
-    if account_types & set(rule.resource_types) or rule.do == "disable-billing" or (rule.do == "hook" and not targets):
-        targets.extend(_account_targets(incident))
+    if account_types & set(rule.resource_types) or rule.do == "disable-billing" or (rule.do == "hook" and not found):
+        found.extend((target, None) for target in _account_targets(incident))
     allowed = set(rule.effective_types())
-    unique: dict[str, Target] = {}
-    for target in targets:
-        if target.resource_type in allowed:
-            unique.setdefault(target.key, target)
+    unique: dict[str, tuple[Target, JobLink | None]] = {}
+    for pair in found:
+        if pair[0].resource_type in allowed:
+            unique.setdefault(pair[0].key, pair)
     return list(unique.values())
 
 
@@ -334,9 +335,7 @@ def match_rule(rule: Rule, incidents: Sequence[Incident], jobs: Sequence[JobReco
             context = {"incident": incident_context(incident), "job": None}
             # A target that is one of the incident's jobs is described by that job, not by the
             # incident's top culprit (which may be another job: "stop B because A cost $8k").
-            own = {t.key: link for link in incident.jobs if (t := _link_target(link, incident, now)) is not None}
-            for target in incident_targets(rule, incident, now):
-                link = own.get(target.key)
+            for target, link in incident_targets(rule, incident, now):
                 culprit = link.sentence(incident.billing_currency) if link is not None else incident.culprit_sentence()
                 reason = f"{headline}: {culprit}"
                 matches.append(Match(rule, target, f"incident:{incident.id}", incident.id, reason, context))
