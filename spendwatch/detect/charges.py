@@ -4,12 +4,14 @@ A recurring charge is either a fixed amount (a licence) or a share of usage (a s
 commitment true-up: usage doubles, so does the charge). With only totals (the backtest, a source
 without ``ChargeFrequency``) both readings are learnt from the same day one billing period and more
 earlier (and, on a month's last day, from the earlier last days): monthly, quarterly at any phase,
-half-yearly, yearly (:data:`~spendwatch.detect.calendar.CHARGE_PERIODS`). Per period the base
-model's own decisions there are looked up: a majority of the earlier occurrences it could decide
-must have alerted. The step is judged against the reading (period, fixed or share) nearest to it:
-it is only surprising if no reading covers it, and a drop only if it falls short of every one (a
-share of usage learnt on a quiet day can overstate a fixed fee). The first occurrence of a charge
-cannot be known from totals and alerts.
+half-yearly, yearly (:data:`~spendwatch.detect.calendar.CHARGE_PERIODS`). Per period, a majority
+of the earlier occurrences that can be judged must have been charges, each judged in hindsight
+against the same weekday in the weeks around it (:func:`in_hindsight`): cheaper than the model's
+own decision there (a fleet scan of the newest day forecast seven columns for it) and sounder, as
+a past day has neighbours on both sides, even in the series' first weeks. The step is judged
+against the reading (period, fixed or share) nearest to it: it is only surprising if no reading
+covers it, and a drop only if it falls short of every one (a share of usage learnt on a quiet day
+can overstate a fixed fee). The first occurrence of a charge cannot be known from totals and alerts.
 
 Where the bill says which lines are recurring (FOCUS ``ChargeFrequency = Recurring``), those
 dollars are *declared*: they are taken out of the usage model and expected at their own earlier
@@ -24,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from spendwatch.detect.calendar import CHARGE_PERIODS, month_ends_months_earlier, same_day_months_earlier
-from spendwatch.detect.robust import BoolArray, FloatArray, nanmedian_last, nanquantile_last
-from spendwatch.detect.scoring import Decision, Thresholds, decide
-from spendwatch.detect.seasonal import USUAL_QUANTILE, Forecast, IntArray
+from spendwatch.detect.robust import BoolArray, FloatArray, mad_sigma_last, nanmedian_last
+from spendwatch.detect.scoring import Thresholds
+from spendwatch.detect.seasonal import IntArray
 
 
 def charge_lookups(timestamps: np.ndarray, decided: IntArray, months: int) -> list[IntArray]:
@@ -42,39 +44,25 @@ def charge_lookups(timestamps: np.ndarray, decided: IntArray, months: int) -> li
     return lookups
 
 
+NEIGHBOUR_WEEKS = 4
+"""Weeks on each side of an earlier occurrence whose same weekday is its baseline (eight days at most)."""
+
+MIN_NEIGHBOURS = 3
+"""Running neighbours an earlier occurrence needs before it is evidence either way."""
+
+
 def learnt_log_ratio(
-    panel: FloatArray,
-    columns: IntArray,
-    everything: Forecast,
-    earlier: list[IntArray],
-    decided: IntArray,
-    limits: Thresholds,
-    warm_up_points: int = 0,
+    panel: FloatArray, earlier: list[IntArray], decided: IntArray, log_expected: FloatArray, limits: Thresholds
 ) -> FloatArray:
     """Log ratio a learnt calendar charge adds at each decided column (0 = none).
 
-    ``everything`` is the forecast of ``columns`` (the decided ones and the ones ``earlier``
-    points at); the base decisions there, without any charge, say where charges happened.
+    ``log_expected`` is the usage forecast of the decided columns; each earlier occurrence is judged
+    in hindsight against its own neighbours (:func:`in_hindsight`), not by the model's decision there.
     """
-    log_expected = everything.log_expected[:, np.searchsorted(columns, decided)]
     if not earlier:
         return np.zeros_like(log_expected)
-    past = decide(panel[:, columns], everything, np.zeros((panel.shape[0], len(columns))), limits)
-    lookup = np.full(panel.shape[1], -1, dtype=np.int64)
-    lookup[columns] = np.arange(len(columns))
-    now = np.searchsorted(columns, decided)
-    warm = WarmUp.of(panel, warm_up_points)
     readings = np.stack(
-        [
-            reading
-            for lags in earlier
-            for reading in _readings(
-                past,
-                np.where(lags >= 0, lookup[np.maximum(lags, 0)], -1),
-                _warm_up(panel, lags, past, now, warm, decided),
-                log_expected,
-            )
-        ]
+        [reading for lags in earlier for reading in _readings(in_hindsight(panel, lags, decided, limits), log_expected)]
     )
     learnt = readings > 0
     lowest = np.min(np.where(learnt, readings, np.inf), axis=0)
@@ -86,97 +74,77 @@ def learnt_log_ratio(
     return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
 
 
-_ROWS = 20_000
-"""Series per chunk when finding the warm-ups (bounds the running count's memory in a fleet scan)."""
-
-
 @dataclass(frozen=True)
-class WarmUp:
-    """Each series' warm-up: its first ``points`` running (positive) steps, which the model cannot decide."""
+class Occurrences:
+    """Earlier occurrences of a calendar slot, judged in hindsight; arrays are (n, n_decided, lags)."""
 
-    end: IntArray  # (n,) the column of the last warm-up step: later columns have ``points`` before them
-    costs: FloatArray  # (n, points) the warm-up's costs, NaN-padded where a series has fewer
-
-    @classmethod
-    def of(cls, panel: FloatArray, points: int) -> WarmUp:
-        n_series, n_steps = panel.shape
-        end = np.full(n_series, n_steps, dtype=np.int64)
-        costs = np.full((n_series, max(points, 0)), np.nan)
-        for first in range(0, n_series if points > 0 else 0, _ROWS):
-            block = panel[first : first + _ROWS]
-            positive = np.nan_to_num(block) > 0
-            rank = np.cumsum(positive, axis=1, dtype=np.int32)
-            rows, columns = np.nonzero(positive & (rank <= points))
-            costs[first + rows, rank[rows, columns] - 1] = block[rows, columns]
-            full = rank[:, -1] >= points
-            end[first : first + len(block)][full] = np.argmax(rank[full] >= points, axis=1)
-        return cls(end, costs)
+    judged: BoolArray  # the cost is known and enough running neighbours surround it
+    charged: BoolArray  # ... and it stood out of them: a charge was billed that day
+    log_ratio: FloatArray  # log(cost / neighbours' median), NaN where not positive
+    excess: FloatArray  # cost - neighbours' median, in dollars
 
 
-def _warm_up(
-    panel: FloatArray, lags: IntArray, past: Decision, now: IntArray, warm: WarmUp, decided: IntArray
-) -> _WarmUp:
-    """Earlier occurrences in the series' warm-up (fewer than ``min_history`` running steps before
-    them, so the model could not decide them: a yearly renewal or quarterly true-up on the data's
-    first days). With no model then, such an occurrence is a charge if it stands out of the
-    warm-up's routine high (its USUAL_QUANTILE cost: every weekday is in it, so a busy weekday is
-    not a charge) by the factor that alerts today (``upper / expected`` of the decided column: the
-    z and the materiality); its size is read against the warm-up's median cost. Without this the
-    second renewal of a charge first seen in the warm-up alerts."""
-    # A series with no warm-up yet: NaN, no evidence. (np.nanquantile took these rows one by one in
-    # Python: ~70% of a daily fleet scan; nanquantile_last gives the same bits in one sort.)
-    usual = nanmedian_last(warm.costs)[:, None, None]
-    routine_high = nanquantile_last(warm.costs, USUAL_QUANTILE)[:, None, None]
-    index = np.maximum(lags, 0)
-    # Causal: only a warm-up complete before the decided column (its costs all lie before it).
-    complete = warm.end[:, None, None] < decided[None, :, None]
-    in_warm_up = (lags >= 0)[None] & (index[None] <= warm.end[:, None, None]) & complete
-    with np.errstate(invalid="ignore"):
-        then = np.where(in_warm_up, panel[:, index], np.nan)
+def in_hindsight(panel: FloatArray, lags: IntArray, decided: IntArray, limits: Thresholds) -> Occurrences:
+    """Whether a charge was billed at each earlier slot ``lags`` (-1 = before the data).
+
+    An earlier day is in the past of the decided column, so it can be judged with hindsight: against
+    the same weekday up to :data:`NEIGHBOUR_WEEKS` weeks before *and after* it (only days before the
+    decided column), which no ramp or warm-up around it can mislead as a one-sided forecast can. It
+    was a charge where it exceeds their median by the materiality (``min_pct``, ``min_abs``) and by
+    ``spread_z`` robust sigmas of their spread (the bar an intermittent job's run is held to: a noisy
+    series needs a bigger charge), and the days either side of it did not: a charge is billed on one
+    day, a multi-day rise is usage (a shift, a busy week). A day of a job that did not run is no
+    charge; one with fewer than :data:`MIN_NEIGHBOURS` running neighbours is no evidence either way.
+    """
+    judged, charged, log_ratio, excess = _stands_out(panel, lags, decided, limits)
+    for side in (-1, 1):
+        beside = np.where(lags >= 0, lags + side, -1)
+        charged &= ~_stands_out(panel, beside, decided, limits)[1]
+    return Occurrences(judged, charged, log_ratio, excess)
+
+
+def _stands_out(
+    panel: FloatArray, days: IntArray, decided: IntArray, limits: Thresholds
+) -> tuple[BoolArray, BoolArray, FloatArray, FloatArray]:
+    """(judged, stands out, log ratio, excess) of each day in ``days`` against its same-weekday neighbours;
+    only columns before the decided one are read (a day at or after it, or -1, is not judged)."""
+    offsets = 7 * np.concatenate([np.arange(-NEIGHBOUR_WEEKS, 0), np.arange(1, NEIGHBOUR_WEEKS + 1)])
+    before = decided[:, None]
+    known = (days >= 0) & (days < before)
+    around = days[..., None] + offsets
+    readable = known[..., None] & (around >= 0) & (around < before[..., None])
     with np.errstate(invalid="ignore", divide="ignore"):
-        factor = (past.upper[:, now] / past.expected[:, now])[..., None]
-        ratio = np.where(then > 0, np.log(then / usual), np.nan)
-        alerted = then > routine_high * factor
-        started = then > 0  # a $0 in the warm-up is a series that had not started yet: no evidence
-    return _WarmUp(ratio, then - usual, np.asarray(alerted, dtype=bool), np.asarray(started, dtype=bool))
+        costs = panel[:, np.clip(around, 0, panel.shape[1] - 1)]
+        logs = np.log(np.where(readable & (costs > 0), costs, np.nan))
+        centre = nanmedian_last(logs)
+        spread = np.fmax(mad_sigma_last(logs - centre[..., None]), limits.scale_floor_pct)
+        then = np.where(known, panel[:, np.clip(days, 0, panel.shape[1] - 1)], np.nan)
+        log_ratio = np.where(then > 0, np.log(then) - centre, np.nan)
+        excess = then - np.exp(centre)
+        judged = (np.count_nonzero(~np.isnan(logs), axis=-1) >= MIN_NEIGHBOURS) & ~np.isnan(then)
+        stands_out = (
+            judged
+            & (log_ratio > np.fmax(np.log1p(limits.min_pct), limits.spread_z * spread))
+            & (excess >= limits.min_abs)
+        )
+    return judged, np.asarray(stands_out, dtype=bool), log_ratio, excess
 
 
-@dataclass(frozen=True)
-class _WarmUp:
-    ratio: FloatArray  # (n, n_decided, lags) log ratio of the earlier occurrence to the warm-up median
-    dollars: FloatArray  # ... and its $ over it
-    alerted: BoolArray  # ... it stands out of the warm-up by today's alerting factor
-    observed: BoolArray  # ... it was a positive cost (counts as evidence)
-
-
-def _readings(past: Decision, slot: IntArray, warm: _WarmUp, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _readings(past: Occurrences, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none)."""
-    ratio = _from_history(past.log_ratio, past.is_anomaly, past.decided, slot, warm.ratio, warm)
-    dollars = _from_history(past.excess, past.is_anomaly, past.decided, slot, warm.dollars, warm)
+    ratio = _from_history(past.log_ratio, past)
+    dollars = _from_history(past.excess, past)
     with np.errstate(invalid="ignore", over="ignore"):
         as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
     return np.nan_to_num(ratio, nan=0.0), np.nan_to_num(as_fixed_amount, nan=0.0)
 
 
-def _from_history(
-    amounts: FloatArray, alerted: BoolArray, decided: BoolArray, slot: IntArray, warm_amounts: FloatArray, warm: _WarmUp
-) -> FloatArray:
-    """Median of past amounts where a majority of the earlier occurrences alerted. An occurrence
-    the model decided is read from its decision; one in the series' warm-up, before it had enough
-    history, counts only where it stands out of the warm-up (:func:`_warm_up`)."""
-    index = np.maximum(slot, 0)
-    in_data = (slot >= 0)[None, :, :]
-    was_decided = in_data & decided[:, index]
-    # A warm-up occurrence is judged coarsely (no season, no noise model yet): one that stands out
-    # is evidence of a charge; one that does not is no evidence either way, as before the rule.
-    warm_hit = in_data & ~decided[:, index] & warm.observed & warm.alerted
-    available = was_decided | warm_hit
-    hits = (alerted[:, index] & was_decided) | warm_hit
-    n_hits = hits.sum(axis=-1)
-    n_available = available.sum(axis=-1)
-    recurring = (n_hits >= 1) & (2 * n_hits >= n_available)
-    values = np.where(was_decided, amounts[:, index], warm_amounts)
-    median = nanmedian_last(np.where(hits & recurring[..., None], values, np.nan))
+def _from_history(amounts: FloatArray, past: Occurrences) -> FloatArray:
+    """Median of past amounts where a majority of the earlier occurrences judged were charges."""
+    n_hits = past.charged.sum(axis=-1)
+    n_judged = past.judged.sum(axis=-1)
+    recurring = (n_hits >= 1) & (2 * n_hits >= n_judged)
+    median = nanmedian_last(np.where(past.charged & recurring[..., None], amounts, np.nan))
     return np.nan_to_num(median, nan=0.0)
 
 

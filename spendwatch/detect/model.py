@@ -1,8 +1,8 @@
 """The detection model: robust seasonal forecast, robust z, and a materiality gate.
 
-Each decided column ``t`` is a pure function of the columns ``<= t`` (its trailing window,
-plus the same day of the three previous months for recurring charges). There is no state
-carried from step to step, so deciding only the newest column gives exactly the decision a
+Each decided column ``t`` is a pure function of the columns ``<= t`` (its trailing window, plus
+the same calendar day of earlier billing periods and the weeks around it, for recurring charges).
+There is no state carried from step to step, so deciding only the newest column gives exactly the decision a
 full walk-forward makes at that column - the fleet scan and the backtest cannot disagree.
 See docs/detection.md for the reasoning behind each rule.
 """
@@ -29,7 +29,7 @@ from spendwatch.detect.clocks import (
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.robust import BoolArray, FloatArray
 from spendwatch.detect.scoring import LEAK_BLOCKS, Decision, Thresholds, decide
-from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast, select
+from spendwatch.detect.seasonal import Forecast, IntArray, WindowSpec, forecast
 from spendwatch.detect.sustained import SustainedLimits
 from spendwatch.detect.tails import TailSpec, routine_high
 
@@ -251,9 +251,6 @@ class Detector:
             stamps=stamps,
             decided=decided,
             earlier=earlier,
-            # One forecast for the decided columns and the earlier ones recurring charges are
-            # learnt from (in a backtest they are the same columns).
-            forecast=np.union1d(decided, np.concatenate([e[e >= 0] for e in earlier] or [decided])).astype(np.int64),
             # The zones' hour grids depend on the timestamps only: made once, not once per block.
             clocks=local_clocks(stamps, self.params.time_zones) if self.params.granularity == "hourly" else [],
         )
@@ -273,12 +270,10 @@ class Detector:
     def _decide_rows(self, panel: FloatArray, charges: FloatArray | None, rebase: IntArray, plan: _Columns) -> Decision:
         """The decisions of one block of whole series (each row depends on itself only)."""
         usage = panel if charges is None else panel - np.nan_to_num(charges)
-        decided, earlier, columns = plan.decided, plan.earlier, plan.forecast
-        everything = forecast(usage, columns, self._spec, rebase, self._recent)
-        base = select(everything, np.searchsorted(columns, decided))
-        recurring = learnt_log_ratio(
-            usage, columns, everything, earlier, decided, self._thresholds, warm_up_points=self._spec.min_points
-        )
+        decided = plan.decided
+        base = forecast(usage, decided, self._spec, rebase, self._recent)
+        earlier = plan.earlier
+        recurring = learnt_log_ratio(usage, earlier, decided, base.log_expected, self._thresholds)
         if charges is not None:
             recurring = with_declared(recurring, base.log_expected, declared_expectation(charges, earlier, decided))
         routine = routine_high(usage, plan.stamps, decided, self._tails) if self._tails.count else None
@@ -351,7 +346,6 @@ class _Columns:
     stamps: np.ndarray
     decided: IntArray
     earlier: list[IntArray]  # per charge period, the same calendar slot earlier (charge_lookups)
-    forecast: IntArray  # the decided columns and the earlier ones a charge is learnt from
     clocks: list[LocalClock]
 
 

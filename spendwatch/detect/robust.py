@@ -72,26 +72,6 @@ def nanmedian_and_quantile_last(values: FloatArray, quantile: float) -> tuple[Fl
     return np.where(empty, np.nan, median), np.where(empty, np.nan, upper)
 
 
-def nanquantile_last(values: FloatArray, quantile: float) -> FloatArray:
-    """``np.nanquantile(values, quantile, axis=-1)`` (linear interpolation), to the last bit, in one sort.
-
-    numpy takes rows holding NaN one at a time in Python; this follows its arithmetic on all rows at once
-    (the virtual index ``(n - 1) * q``, then its ``_lerp`` from whichever end is nearer)."""
-    ordered = np.sort(values, axis=-1)  # NaN last: each row's valid values form its prefix
-    n_valid = np.count_nonzero(~np.isnan(values), axis=-1)
-    virtual = (n_valid - 1) * quantile
-    below = np.floor(virtual)
-    gamma = virtual - below
-    last = np.maximum(n_valid - 1, 0)
-    low = np.clip(below.astype(np.int64), 0, last)[..., None]
-    high = np.clip(below.astype(np.int64) + 1, 0, last)[..., None]
-    a = np.take_along_axis(ordered, low, axis=-1)[..., 0]
-    b = np.take_along_axis(ordered, high, axis=-1)[..., 0]
-    diff = b - a
-    value = np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
-    return np.asarray(np.where(n_valid > 0, value, np.nan), dtype=np.float64)
-
-
 def mad_sigma_last(residuals: FloatArray) -> FloatArray:
     """Robust sigma of zero-centred residuals: 1.4826 * median(|r|) over the last axis."""
     return MAD_TO_SIGMA * nanmedian_last(np.abs(residuals))

@@ -134,14 +134,6 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
     return concatenate(parts)
 
 
-def select(whole: Forecast, positions: IntArray) -> Forecast:
-    """The forecast of the decided columns at ``positions`` (an index into ``whole``'s columns)."""
-    fields = [f for f in Forecast.__dataclass_fields__ if f != "sustained"]
-    chosen = {f: getattr(whole, f)[:, positions] for f in fields}
-    sustained = Sustained(*(getattr(whole.sustained, f)[:, positions] for f in Sustained.__dataclass_fields__))
-    return Forecast(**chosen, sustained=sustained)
-
-
 def concatenate(parts: list[Forecast]) -> Forecast:
     """One forecast from forecasts of consecutive groups of columns."""
     joined = {

@@ -274,12 +274,17 @@ def fee_rows(days: list[int], amounts: list[float], frequency: str | None) -> li
     ]
 
 
-def alerts_with_fees(tmp_path: Path, clock: FixedClock, amounts: list[float], frequency: str | None) -> list[datetime]:
-    text = "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n" + FEES
+def alerts_with_fees(
+    tmp_path: Path, clock: FixedClock, amounts: list[float], frequency: str | None, fee_days: tuple[int, ...] = (65, 96)
+) -> list[datetime]:
+    """Alerts of a monthly fee on ``fee_days`` (by default 2026-10-05 and 11-05), every day from day 30 re-scored."""
+    text = (
+        "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n"
+        f"detection: {{rescore_daily: {DAYS - 30}}}\n{FEES}"
+    )
     cfg = parse_config(text, tmp_path / "sw.yaml", environ={})
     store = Store(cfg.store.path, clock=clock)
     usage = [{"start": START + timedelta(days=i), "cost": c} for i, c in enumerate(series(seed=3))]
-    fee_days = [65, 96]  # 2026-10-05 and 2026-11-05: a monthly fee, both inside the re-scored days
     store.replace_cost_lines("bills", START, START + timedelta(days=DAYS), cost_lines(usage))
     store.replace_cost_lines(
         "fees", START, START + timedelta(days=DAYS), cost_lines(fee_rows(fee_days, amounts, frequency))
@@ -296,10 +301,21 @@ def test_a_declared_recurring_fee_bigger_than_before_alerts(tmp_path: Path, cloc
     assert alerts_with_fees(tmp_path, clock, [8000.0, 24000.0], "Recurring") == [START + timedelta(days=96)]
 
 
-def test_without_charge_frequency_the_first_fee_alerts_and_the_second_is_learnt(
+def test_without_charge_frequency_the_first_fee_alerts_and_the_next_ones_are_learnt(
     tmp_path: Path, clock: FixedClock
 ) -> None:
-    assert alerts_with_fees(tmp_path, clock, [8000.0, 8000.0], None) == [START + timedelta(days=65)]
+    """From totals alone a fee is learnt where most of the months judged before it had it (a tie counts).
+    2026-09-05 alerts; at 10-05 one month had the fee and one (08-05) did not; at 11-05 two of three did."""
+    fees = alerts_with_fees(tmp_path, clock, [8000.0, 8000.0, 8000.0], None, fee_days=(35, 65, 96))
+    assert fees == [START + timedelta(days=35)]
+
+
+def test_without_charge_frequency_a_fee_seen_once_in_three_months_still_alerts(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    """One month with the fee against two without (08-05 and 09-05) is no majority: 11-05 alerts again."""
+    fees = alerts_with_fees(tmp_path, clock, [8000.0, 8000.0], None)
+    assert sorted(fees) == [START + timedelta(days=65), START + timedelta(days=96)]
 
 
 def test_a_monitor_time_zone_must_be_a_known_zone(tmp_path: Path) -> None:
