@@ -22,6 +22,7 @@ the first one is its own expectation (the bill says it recurs), a bigger one tha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def learnt_log_ratio(
     if not earlier:
         return np.zeros_like(log_expected)
     readings = np.stack(
-        [reading for lags in earlier for reading in _readings(in_hindsight(panel, lags, decided, limits), log_expected)]
+        [reading for past in _judged_once(panel, earlier, decided, limits) for reading in _readings(past, log_expected)]
     )
     learnt = readings > 0
     lowest = np.min(np.where(learnt, readings, np.inf), axis=0)
@@ -72,6 +73,37 @@ def learnt_log_ratio(
         actual = np.where(observed > 0, np.log(observed) - log_expected, -np.inf)
     nearest = np.clip(np.nan_to_num(actual, nan=-np.inf), lowest, highest)
     return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
+
+
+_FIELDS = ("judged", "charged", "log_ratio", "excess")
+
+
+def _judged_once(
+    panel: FloatArray, earlier: list[IntArray], decided: IntArray, limits: Thresholds
+) -> list[Occurrences]:
+    """:func:`in_hindsight` of every look-up in ``earlier``, each distinct slot column judged once.
+
+    The periods share slots (3, 6 and 12 months back are in two periods each), and a month-end look-up
+    is all -1 unless a decided column is a month's last day: a fleet scan of one day judges 7 of 20.
+    """
+    slots = np.concatenate(earlier, axis=1)
+    distinct, inverse = np.unique(slots, axis=1, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    live = np.flatnonzero((distinct >= 0).any(axis=0))
+    judged = in_hindsight(panel, distinct[:, live], decided, limits)
+    shape = (panel.shape[0], *distinct.shape)
+    whole = Occurrences(
+        judged=np.zeros(shape, dtype=bool),
+        charged=np.zeros(shape, dtype=bool),
+        log_ratio=np.full(shape, np.nan),
+        excess=np.full(shape, np.nan),
+    )
+    for field in _FIELDS:
+        getattr(whole, field)[..., live] = getattr(judged, field)
+    bounds = np.cumsum([0] + [lags.shape[1] for lags in earlier])
+    return [
+        Occurrences(*(getattr(whole, field)[..., inverse[lo:hi]] for field in _FIELDS)) for lo, hi in pairwise(bounds)
+    ]
 
 
 @dataclass(frozen=True)
