@@ -51,6 +51,9 @@ NEIGHBOUR_WEEKS = 4
 MIN_NEIGHBOURS = 3
 """Running neighbours an earlier occurrence needs before it is evidence either way."""
 
+REACH = 7 * NEIGHBOUR_WEEKS + 1
+"""Columns after an earlier occurrence its judgement reads (the day after it, and that day's last neighbour)."""
+
 
 def learnt_log_ratio(
     panel: FloatArray, earlier: list[IntArray], decided: IntArray, log_expected: FloatArray, limits: Thresholds
@@ -81,29 +84,32 @@ _FIELDS = ("judged", "charged", "log_ratio", "excess")
 def _judged_once(
     panel: FloatArray, earlier: list[IntArray], decided: IntArray, limits: Thresholds
 ) -> list[Occurrences]:
-    """:func:`in_hindsight` of every look-up in ``earlier``, each distinct slot column judged once.
+    """:func:`in_hindsight` of every look-up in ``earlier``, each earlier column judged once where it can be.
 
-    The periods share slots (3, 6 and 12 months back are in two periods each), and a month-end look-up
-    is all -1 unless a decided column is a month's last day: a fleet scan of one day judges 7 of 20.
+    A slot whose whole neighbourhood (:data:`REACH` columns after it) lies before the decided column is
+    judged the same for every decided column: once per distinct column (the periods share slots, and a
+    backtest reads each day from ~20 later ones). Only slots nearer the decided column (a 28-day
+    February) are judged per decided column, with its cut-off.
     """
     slots = np.concatenate(earlier, axis=1)
-    distinct, inverse = np.unique(slots, axis=1, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    live = np.flatnonzero((distinct >= 0).any(axis=0))
-    judged = in_hindsight(panel, distinct[:, live], decided, limits)
-    shape = (panel.shape[0], *distinct.shape)
+    shape = (panel.shape[0], *slots.shape)
     whole = Occurrences(
         judged=np.zeros(shape, dtype=bool),
         charged=np.zeros(shape, dtype=bool),
         log_ratio=np.full(shape, np.nan),
         excess=np.full(shape, np.nan),
     )
+    far = (slots >= 0) & (slots + REACH < decided[:, None])
+    columns, where = np.unique(slots[far], return_inverse=True)
+    once = in_hindsight(panel, columns[None, :], np.array([panel.shape[1]]), limits)
+    near_rows, near_slots = np.nonzero((slots >= 0) & ~far)
+    alone = in_hindsight(panel, slots[near_rows, near_slots][:, None], decided[near_rows], limits)
     for field in _FIELDS:
-        getattr(whole, field)[..., live] = getattr(judged, field)
+        target = getattr(whole, field)
+        target[:, far] = getattr(once, field)[:, 0, where.reshape(-1)]
+        target[:, near_rows, near_slots] = getattr(alone, field)[..., 0]
     bounds = np.cumsum([0] + [lags.shape[1] for lags in earlier])
-    return [
-        Occurrences(*(getattr(whole, field)[..., inverse[lo:hi]] for field in _FIELDS)) for lo, hi in pairwise(bounds)
-    ]
+    return [Occurrences(*(getattr(whole, field)[..., lo:hi] for field in _FIELDS)) for lo, hi in pairwise(bounds)]
 
 
 @dataclass(frozen=True)
