@@ -2,8 +2,8 @@
 
 Each decided column ``t`` is a pure function of the columns ``<= t`` (its trailing window, plus
 the same calendar day of earlier billing periods and the weeks around it, for recurring charges).
-There is no state carried from step to step, so deciding only the newest column gives exactly the decision a
-full walk-forward makes at that column - the fleet scan and the backtest cannot disagree.
+There is no state carried from step to step, so deciding only the newest column gives exactly the
+decision a full walk-forward makes at that column - the fleet scan and the backtest cannot disagree.
 See docs/detection.md for the reasoning behind each rule.
 """
 
