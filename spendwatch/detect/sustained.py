@@ -124,9 +124,12 @@ def filled_up(observed: FloatArray, sustained: Sustained, limits: SustainedLimit
     and including the decided one) with probability ``p^r``; such a run starts on a given step with
     probability ``(1 - p) p^r``. The alarm is raised once that is below ``1 / run length`` (the same
     dollar-ranked false-alarm budget as the CUSUM, on the series' mean cost per step: ``p`` times
-    the cost of a run) and held for ``span`` steps; then the job running every step is the new
-    normal. The dollars must be material: the run's cost over ``r`` steps at the usual rate, at
-    least the per-step minimum on each step.
+    the cost of a run) and held for :data:`MIN_RUN` steps (the sustained rule's shortest run: an
+    incident of a few days, not one flag); then the job running every step is the new normal. Each
+    further day of the run only confirms what was told, and held for a whole span, an alarm raised
+    late in a run (a cheap job has a long run to wait for) went on flagging the job for a week and
+    more after the change it told. The dollars must be material: the run's cost over ``r`` steps at
+    the usual rate, at least the per-step minimum on each step.
     """
     span = sustained.log_excess.shape[-1]
     expected_now = np.exp(sustained.log_reference)
@@ -156,7 +159,7 @@ def filled_up(observed: FloatArray, sustained: Sustained, limits: SustainedLimit
             (share < 1.0 - idle_share)
             & (share > 0)
             & (run >= needed)
-            & (run < needed + span)  # held for a span of steps, then running every step is the new normal
+            & (run < needed + MIN_RUN)  # told, then running every step is the new normal
             & (run < steps)  # the run's start is in sight
             & (run_cost - counted * mean_cost >= limits.min_abs * counted)
         )

@@ -164,9 +164,11 @@ def reachable_excess(labels: dict[str, Any], panels: dict[str, Panel]) -> float:
 # although no event that was caught before is caught later.
 # Judging earlier charge days in hindsight (2026-12-06, not by the model's decision there) made the
 # daily fleet scan ~2.4x faster and moved public by one false alarm (45 -> 46: F1 0.9079 -> 0.9068).
+# The filled-up alarm held for MIN_RUN steps instead of a span (same day) removed false alarms after
+# late-told jobs: public FP 46 -> 44 (F1 0.909), public-v2 FP 153 -> 146 (F1 0.793 -> 0.799).
 BENCH_FLOORS = {
-    "public": {"f1": 0.906, "reachable": 0.978, "delay": 0.80},
-    "public-v2": {"f1": 0.792, "reachable": 0.891, "delay": 1.40},
+    "public": {"f1": 0.908, "reachable": 0.978, "delay": 0.80},
+    "public-v2": {"f1": 0.798, "reachable": 0.891, "delay": 1.40},
 }
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from spendwatch.detect.kinds import Kind
 from spendwatch.detect.model import DetectionResult, Detector, ModelParams
 from spendwatch.detect.reference import stl_expected
+from spendwatch.detect.sustained import MIN_RUN
 
 DAY = np.timedelta64(1, "D")
 HOUR = np.timedelta64(1, "h")
@@ -538,3 +539,5 @@ def test_an_intermittent_job_that_stays_on_every_day_is_told_while_it_runs() -> 
     # enough: told on its 18th day (step 267), give or take the noise in the reference level.
     assert 250 + 15 <= flags[0] <= 250 + 20, flags
     assert not [f for f in flags if f < 250], flags
+    # Told for MIN_RUN days (one incident), then running every day is the new normal.
+    assert flags == list(range(flags[0], flags[0] + MIN_RUN)), flags
