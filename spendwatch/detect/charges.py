@@ -9,9 +9,11 @@ of the earlier occurrences that can be judged must have been charges, each judge
 against the same weekday in the weeks around it (:func:`in_hindsight`): cheaper than the model's
 own decision there (a fleet scan of the newest day forecast seven columns for it) and sounder, as
 a past day has neighbours on both sides, even in the series' first weeks. The step is judged
-against the reading (period, fixed or share) nearest to it: it is only surprising if no reading
-covers it, and a drop only if it falls short of every one (a share of usage learnt on a quiet day
-can overstate a fixed fee). The first occurrence of a charge cannot be known from totals and alerts.
+against the reading (period, fixed or share, or no charge at all) nearest to it: it is only
+surprising if no reading covers it, and a drop only if it falls short of the usage expectation (a
+learnt charge that does not come is no drop: it may have been one-off, a spike at the same date half
+a year earlier, or February's last day read as the 28th-30th of a later month). The first occurrence
+of a charge cannot be known from totals and alerts.
 
 Where the bill says which lines are recurring (FOCUS ``ChargeFrequency = Recurring``), those
 dollars are *declared*: they are taken out of the usage model and expected at their own earlier
@@ -68,14 +70,13 @@ def learnt_log_ratio(
     readings = np.stack(
         [reading for past in _judged_once(panel, earlier, decided, limits) for reading in _readings(past, log_expected)]
     )
-    learnt = readings > 0
-    lowest = np.min(np.where(learnt, readings, np.inf), axis=0)
-    highest = np.max(np.where(learnt, readings, -np.inf), axis=0)
+    # "No charge" is a reading too: a learnt charge that does not come is no drop (it may have been
+    # one-off: a spike at the same date half a year ago, February's last day read as a later 29th).
+    highest = np.max(np.where(readings > 0, readings, 0.0), axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         observed = panel[:, decided]
         actual = np.where(observed > 0, np.log(observed) - log_expected, -np.inf)
-    nearest = np.clip(np.nan_to_num(actual, nan=-np.inf), lowest, highest)
-    return np.asarray(np.where(learnt.any(axis=0), nearest, 0.0), dtype=np.float64)
+    return np.asarray(np.clip(np.nan_to_num(actual, nan=-np.inf), 0.0, highest), dtype=np.float64)
 
 
 _FIELDS = ("judged", "charged", "log_ratio", "excess")

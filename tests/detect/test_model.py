@@ -144,6 +144,26 @@ def test_recurring_monthly_charge_is_learnt_and_a_bigger_one_still_alerts(
     assert all(result.expected[0, d] > 15000 for d in learnt), name
 
 
+def test_a_learnt_charge_that_does_not_come_is_no_drop_but_usage_that_falls_still_is() -> None:
+    """A month-end fee: February's last day is also the same-day slot of the 28th-30th of later months,
+    and the fee skips one month. Neither a 29th without the fee nor the skipped month end is a drop
+    ("no charge" is a reading too); usage that halves on an ordinary day is."""
+    stamps = daily_stamps(400)
+    values = weekly_series(400, level=1000)
+    ends = np.flatnonzero(month_end(stamps))
+    values[ends] += 20000
+    skipped = int(ends[8])  # 2025-09-30
+    values[skipped] -= 20000
+    fallen = 290  # 2025-10-18
+    values[fallen] *= 0.3
+    result = Detector(ModelParams.for_granularity("daily")).fit(values[None, :], stamps)
+    drops = [int(i) for i in np.flatnonzero(result.is_drop[0])]
+    days = day_of_month(stamps)
+    assert not [d for d in drops if days[d] >= 28], drops
+    assert skipped not in drops and fallen in drops, drops
+    assert flagged_steps(result) == [int(ends[0])], flagged_steps(result)  # only the first fee alerts
+
+
 @pytest.mark.parametrize(("period", "extra"), [("yearly", 0.0), ("yearly", 40000.0), ("quarterly", 0.0)])
 def test_a_charge_first_seen_in_the_warm_up_is_learnt_and_a_bigger_one_alerts(period: str, extra: float) -> None:
     """A renewal on the data's 5th day (before the model can decide anything) is the evidence for
