@@ -108,9 +108,7 @@ def actions_list(
     click.echo(f"{'ID':>5}  {'STATE':<17} {'MODE':<8} {'RULE':<20} {'SAVES/H':>11}  WHAT")
     for r in records:
         saves = clean(_money(r.saving_per_hour, r.target.currency))
-        click.echo(
-            f"{r.id:>5}  {r.state:<17} {r.mode:<8} {clean(r.rule[:20]):<20} {saves:>11}  {clean(r.summary)}"
-        )
+        click.echo(f"{r.id:>5}  {r.state:<17} {r.mode:<8} {clean(r.rule[:20]):<20} {saves:>11}  {clean(r.summary)}")
 
 
 @actions_group.command("show")

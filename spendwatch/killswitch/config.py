@@ -111,9 +111,7 @@ class HookConfig(StrictModel):
 
     command: list[str] | None = Field(default=None, min_length=1, description="argv; the payload arrives on stdin")
     url: SecretUrl | None = Field(default=None, description="POST the JSON payload here (a secret: use ${ENV})")
-    headers: dict[str, SecretStr] = Field(
-        default_factory=dict, description="extra HTTP headers, secrets (use ${ENV})"
-    )
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra HTTP headers, secrets (use ${ENV})")
     env: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="environment given to the command besides PATH, HOME, LANG, TZ … (values are secrets)",

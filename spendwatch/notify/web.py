@@ -94,7 +94,7 @@ class ActionService:
             actor = who or link.recipient
             if link.verb in ACTION_VERBS and who is None:
                 raise LinkRefused(
-                    f"This link came through the chat channel {link.recipient[len(CHANNEL_PREFIX):]}: to "
+                    f"This link came through the chat channel {link.recipient[len(CHANNEL_PREFIX) :]}: to "
                     f"{link.verb}, spendwatch must know who you are. Use the chat's own button, or your digest."
                 )
         else:

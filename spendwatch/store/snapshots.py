@@ -166,9 +166,7 @@ def snapshot_due(folder: Path, now: datetime, every: timedelta = SNAPSHOT_EVERY)
     return not newest or now - newest[0].taken_at >= every - timedelta(minutes=5)
 
 
-def take_snapshot(
-    store_path: Path, folder: Path, now: datetime, *, keep: int, lock_timeout: float = 60.0
-) -> Snapshot:
+def take_snapshot(store_path: Path, folder: Path, now: datetime, *, keep: int, lock_timeout: float = 60.0) -> Snapshot:
     """Copy the store under its shared lock, check the copy, keep the ``keep`` newest snapshots.
 
     Raises ``StoreDamagedError`` (and keeps the older snapshots) when the store does not read cleanly.

@@ -94,9 +94,10 @@ def test_a_shift_that_lasts_moves_the_forecast() -> None:
     shifted = series.copy()
     shifted.iloc[-10:] *= 1.5  # a forgotten GPU job, running for ten days now
     as_of = series.index[-1].date()
-    assert forecast_month(shifted, as_of, currency="USD").forecast > 1.2 * forecast_month(
-        series, as_of, currency="USD"
-    ).forecast
+    assert (
+        forecast_month(shifted, as_of, currency="USD").forecast
+        > 1.2 * forecast_month(series, as_of, currency="USD").forecast
+    )
 
 
 def test_short_history_falls_back_to_the_run_rate_with_a_spread() -> None:

@@ -31,7 +31,13 @@ def test_setup_is_exactly_two_commands_and_ci_runs_the_test_one() -> None:
 def test_the_config_example_validates(tmp_path: Path) -> None:
     (yaml_block,) = blocks("yaml")
     config = parse_config(yaml_block, tmp_path / "spendwatch.yaml", environ={"SMTP_PASSWORD": "secret"})
-    assert {s.type for s in config.sources} == {"aws-data-export", "aws-jobs", "gcp-billing-export", "gcp-jobs", "focus"}
+    assert {s.type for s in config.sources} == {
+        "aws-data-export",
+        "aws-jobs",
+        "gcp-billing-export",
+        "gcp-jobs",
+        "focus",
+    }
 
 
 def test_every_command_in_the_cli_table_exists() -> None:

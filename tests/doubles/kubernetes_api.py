@@ -238,7 +238,9 @@ class KubernetesApi:
     def _review(self, body: dict[str, Any]) -> dict[str, Any]:
         """A SelfSubjectAccessReview answered from ``allow`` (any identity may ask one)."""
         attributes = (body.get("spec") or {}).get("resourceAttributes") or {}
-        resource = attributes.get("resource", "") + (f"/{attributes['subresource']}" if attributes.get("subresource") else "")
+        resource = attributes.get("resource", "") + (
+            f"/{attributes['subresource']}" if attributes.get("subresource") else ""
+        )
         group = attributes.get("group") or ""
         rule = f"{group}/{resource}:{attributes.get('verb')}" if group else f"{resource}:{attributes.get('verb')}"
         allowed = self.allow is None or rule in self.allow

@@ -74,4 +74,6 @@ def cancel_rule(how: str = "enforce", **when: Any) -> dict[str, Any]:
         "how": how,
         "allow_irreversible": True,
     }
+
+
 from tests.doubles.kubernetes_api import kube_api  # noqa: E402, F401  (fixture: the Kubernetes API server double)

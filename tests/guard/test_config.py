@@ -127,7 +127,9 @@ def test_guard_sources_must_name_job_sources(tmp_path: Path) -> None:
     )
     # Checked when the config loads, naming the line of guard.sources.
     for name in ("nope", "demo"):
-        with pytest.raises(ConfigError, match=rf":5: guard.sources: '{name}' is not an aws-jobs, gcp-jobs or kubernetes-jobs source"):
+        with pytest.raises(
+            ConfigError, match=rf":5: guard.sources: '{name}' is not an aws-jobs, gcp-jobs or kubernetes-jobs source"
+        ):
             parse_config(text.replace("NAME", name), tmp_path / "c.yaml", environ={})
     config = parse_config(text.replace("  sources: [NAME]\n", "  every: 30s\n"), tmp_path / "c.yaml", environ={})
     assert [s.name for s in watched_sources(config, config.guard)] == ["bq"]

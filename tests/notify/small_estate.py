@@ -111,9 +111,7 @@ def build(folder: Path, clock: Any, **sections: Any) -> tuple[Config, Store]:
     return config, store
 
 
-def month_total(
-    month: date, until: date = REPORT_DAY, *, currency: str, keep: Any = lambda row: True
-) -> float:
+def month_total(month: date, until: date = REPORT_DAY, *, currency: str, keep: Any = lambda row: True) -> float:
     """What the lines ``keep`` accepts cost in ``month`` up to ``until`` (every category), in ``currency``."""
     total = 0.0
     for row in rows(until):

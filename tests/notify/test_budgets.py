@@ -41,8 +41,12 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
     return small_estate.build(tmp_path_factory.mktemp("small"), FixedClock(NOW))
 
 
-@pytest.mark.parametrize(("scope", "keep"), SCOPES, ids=["team", "owner", "account", "tag", "estate", "both", "untagged"])
-def test_a_budget_counts_exactly_the_lines_of_its_scope(small: tuple[Any, Any], scope: dict[str, Any], keep: Any) -> None:
+@pytest.mark.parametrize(
+    ("scope", "keep"), SCOPES, ids=["team", "owner", "account", "tag", "estate", "both", "untagged"]
+)
+def test_a_budget_counts_exactly_the_lines_of_its_scope(
+    small: tuple[Any, Any], scope: dict[str, Any], keep: Any
+) -> None:
     config, store = small
     budget = BudgetConfig.model_validate({"name": "b", "amount": 1.0, **scope})
     [status] = budget_statuses([budget], config.notify, store, REPORT_DAY)

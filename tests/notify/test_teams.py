@@ -150,7 +150,9 @@ def test_each_team_gets_its_own_digest_and_finops_the_whole_estate_with_a_table(
     assert [j.job_id for j in untagged.jobs] == ["q-anon"]
 
 
-def test_one_money_format_per_currency_in_every_part(teams_world: tuple[Any, Store, FixedClock, dict[str, int]]) -> None:
+def test_one_money_format_per_currency_in_every_part(
+    teams_world: tuple[Any, Store, FixedClock, dict[str, int]],
+) -> None:
     from spendwatch.notify.render import render_digest
 
     config, store, clock, _ = teams_world

@@ -79,7 +79,9 @@ CLI_CASES: list[Case] = [
     arg("demo-days", cli("demo", "--days", "5", "-o", "{root}/demo"), "--days", "5"),
     arg("config-validate-no-file", cli("config", "validate"), "Missing argument 'FILE'"),
     arg("backtest-no-output", cli("backtest", "{root}/series.csv"), "Missing option", "--output"),
-    arg("store-restore-unknown-snapshot", cli("store", "restore", "--force", "--snapshot", "nope.duckdb"), "nope.duckdb"),
+    arg(
+        "store-restore-unknown-snapshot", cli("store", "restore", "--force", "--snapshot", "nope.duckdb"), "nope.duckdb"
+    ),
     arg("store-restore-healthy", cli("store", "restore", "--force"), "no snapshots in"),
     arg("store-restore-nothing-wrong", cli("store", "restore"), "reads cleanly", "nothing to restore"),
 ]

@@ -60,7 +60,7 @@ CASES: list[Case] = [
     cfg("memory-lots", f"store: {{memory_limit: lots}}\n{SRC}", "store.memory_limit", "'lots' is not a memory size"),
     cfg(
         "memory-sql-paste",
-        f"store: {{memory_limit: \"1GB'; DROP TABLE cost_lines; --\"}}\n{SRC}",
+        f'store: {{memory_limit: "1GB\'; DROP TABLE cost_lines; --"}}\n{SRC}',
         "store.memory_limit",
         "not a memory size",
     ),
@@ -100,11 +100,16 @@ CASES: list[Case] = [
     # -- ${ENV} interpolation ----------------------------------------------------------------------------
     cfg(
         "env-unclosed",
-        f"{SRC}notify:\n  channels:\n    - {{name: m, type: smtp, host: h, password: \"${{SMTP_PASSWORD\"}}\n",
+        f'{SRC}notify:\n  channels:\n    - {{name: m, type: smtp, host: h, password: "${{SMTP_PASSWORD"}}\n',
         "notify.channels[0].password",
         "not a complete",
     ),
-    cfg("env-unset", source("backfill: '${SPENDWATCH_TEST_UNSET_VARIABLE}'"), "SPENDWATCH_TEST_UNSET_VARIABLE", "not set"),
+    cfg(
+        "env-unset",
+        source("backfill: '${SPENDWATCH_TEST_UNSET_VARIABLE}'"),
+        "SPENDWATCH_TEST_UNSET_VARIABLE",
+        "not set",
+    ),
     cfg("env-bad-name", source("backfill: '${1DAYS}'"), "sources[0].backfill", "not a complete"),
     cfg("env-empty-braces", source("backfill: '${}'"), "sources[0].backfill", "not a complete"),
     # -- keys and values --------------------------------------------------------------------------------

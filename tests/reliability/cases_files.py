@@ -353,7 +353,9 @@ def _a_folder(workspace: Workspace) -> None:
 BACKTEST_CASES += [
     case("backtest", "input-missing", missing_input, "nowhere.csv", "file not found", store="bytes"),
     case("backtest", "input-is-a-folder", input_folder, "series.csv", "is a directory", store="bytes"),
-    case("backtest", "output-folder-missing", output_to("nodir/flags.csv"), "--output", "does not exist", store="bytes"),
+    case(
+        "backtest", "output-folder-missing", output_to("nodir/flags.csv"), "--output", "does not exist", store="bytes"
+    ),
     case(
         "backtest",
         "output-parent-is-a-file",
@@ -362,7 +364,9 @@ BACKTEST_CASES += [
         "is a file, not a folder",
         store="bytes",
     ),
-    case("backtest", "output-is-a-folder", output_to("out", make=_a_folder), "--output", "is a directory", store="bytes"),
+    case(
+        "backtest", "output-is-a-folder", output_to("out", make=_a_folder), "--output", "is a directory", store="bytes"
+    ),
 ]
 
 CASES: list[Case] = [*CSV_CASES, *PARQUET_CASES, *BACKTEST_CASES]

@@ -44,7 +44,11 @@ S3_INTERNAL = (
     {"Content-Type": "application/xml"},
     b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>",
 )
-S3_SLOW_DOWN = (503, {"Content-Type": "application/xml"}, b"<Error><Code>SlowDown</Code><Message>slow</Message></Error>")
+S3_SLOW_DOWN = (
+    503,
+    {"Content-Type": "application/xml"},
+    b"<Error><Code>SlowDown</Code><Message>slow</Message></Error>",
+)
 S3_EXPIRED = (
     400,
     {"Content-Type": "application/xml"},
@@ -272,9 +276,7 @@ class AwsJobs(Scenario):
 
     def units(self, store: Store) -> dict[str, Any]:
         # By name: a restart of moto gives the same clusters new ids.
-        rows = store.query(
-            "SELECT name, state, count(*) FROM jobs WHERE platform = 'emr' GROUP BY ALL ORDER BY ALL"
-        )
+        rows = store.query("SELECT name, state, count(*) FROM jobs WHERE platform = 'emr' GROUP BY ALL ORDER BY ALL")
         return {"emr": tuple(rows)} if rows else {}
 
 

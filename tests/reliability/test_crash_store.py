@@ -30,9 +30,7 @@ from tests.reliability.crash import cost_totals, crash_and_recover, incidents, l
 pytestmark = pytest.mark.slow
 
 
-def test_collect_killed_anywhere_converges_to_the_clean_totals(
-    forks: Any, estate: Any, tmp_path: Path
-) -> None:
+def test_collect_killed_anywhere_converges_to_the_clean_totals(forks: Any, estate: Any, tmp_path: Path) -> None:
     clean = tmp_path / "clean"
     restore(estate("empty"), clean)
     ops.collect(clean)
@@ -46,9 +44,7 @@ def test_collect_killed_anywhere_converges_to_the_clean_totals(
         assert (cost_totals(store), loads(store)) == expected, f"killed at {moment!r}"
 
 
-def test_detect_killed_anywhere_converges_to_the_clean_incidents(
-    forks: Any, estate: Any, tmp_path: Path
-) -> None:
+def test_detect_killed_anywhere_converges_to_the_clean_incidents(forks: Any, estate: Any, tmp_path: Path) -> None:
     clean = tmp_path / "clean"
     restore(estate("collected"), clean)
     ops.detect(clean)

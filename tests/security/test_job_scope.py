@@ -280,7 +280,9 @@ def test_a_kubernetes_workload_is_scoped_by_where_its_configured_cluster_runs() 
             start_time=NOW - timedelta(hours=2), end_time=None, resource_id="k8s://eks-ml/research/Job/train",
         )  # fmt: skip
 
-    def problems(scope: dict[str, list[str]], account: str, cluster_account: str = ATTACKER, **dims: str) -> list[str | None]:
+    def problems(
+        scope: dict[str, list[str]], account: str, cluster_account: str = ATTACKER, **dims: str
+    ) -> list[str | None]:
         config = settings([rule("r", do="suspend", how="dry-run", when={"incident": {"dimensions": scope}})])
         found = incident(account=ATTACKER, jobs=(link(account),))
         found = replace(found, dimensions={**found.dimensions, **dims})

@@ -36,6 +36,7 @@ QUERY_TIME_LIMIT = timedelta(hours=6)
 if TYPE_CHECKING:
     from spendwatch.collectors.gcp.jobs import GcpJobsConfig
 
+
 def information_schema_query(config: GcpJobsConfig, project: str | None) -> ExportQuery:
     """The recent-jobs query for one project (or the organization when ``project`` is None)."""
     settings = config.bigquery

@@ -370,9 +370,7 @@ def run_query(
             timeout=retry.call_seconds,
             job_retry=None,
         )
-        rows = job.result(
-            page_size=page_size, retry=api_retry, timeout=retry.deadline.total_seconds(), job_retry=None
-        )
+        rows = job.result(page_size=page_size, retry=api_retry, timeout=retry.deadline.total_seconds(), job_retry=None)
         return job, rows.to_arrow(create_bqstorage_client=False, progress_bar_type=None)
 
     try:
