@@ -79,9 +79,6 @@ def learnt_log_ratio(
     return np.asarray(np.clip(np.nan_to_num(actual, nan=-np.inf), 0.0, highest), dtype=np.float64)
 
 
-_FIELDS = ("judged", "charged", "log_ratio", "excess")
-
-
 def _judged_once(
     panel: FloatArray, earlier: list[IntArray], decided: IntArray, limits: Thresholds
 ) -> list[Occurrences]:
@@ -105,12 +102,15 @@ def _judged_once(
     once = in_hindsight(panel, columns[None, :], np.array([panel.shape[1]]), limits)
     near_rows, near_slots = np.nonzero((slots >= 0) & ~far)
     alone = in_hindsight(panel, slots[near_rows, near_slots][:, None], decided[near_rows], limits)
-    for field in _FIELDS:
+    for field in Occurrences.__dataclass_fields__:
         target = getattr(whole, field)
         target[:, far] = getattr(once, field)[:, 0, where.reshape(-1)]
         target[:, near_rows, near_slots] = getattr(alone, field)[..., 0]
     bounds = np.cumsum([0] + [lags.shape[1] for lags in earlier])
-    return [Occurrences(*(getattr(whole, field)[..., lo:hi] for field in _FIELDS)) for lo, hi in pairwise(bounds)]
+    return [
+        Occurrences(*(getattr(whole, field)[..., lo:hi] for field in Occurrences.__dataclass_fields__))
+        for lo, hi in pairwise(bounds)
+    ]
 
 
 @dataclass(frozen=True)
