@@ -95,6 +95,10 @@ class Forecast:
 RUN_TAIL = 3
 """Spans of the window's tail in which a run of consecutive running steps is counted."""
 
+HUBER_C = 1.345
+"""Huber's constant (robust sigmas) for the sustained test's reference level: 95% of the mean's
+efficiency on Gaussian noise, where the median has 64% (asymptotic variance 1/0.95 sigma^2 / n)."""
+
 
 @dataclass(frozen=True)
 class Sustained:
@@ -113,6 +117,7 @@ class Sustained:
     reference_running: FloatArray  # (n, m) reference positions with a positive cost
     reference_observed: FloatArray  # (n, m) reference positions with a known cost ($0 included)
     tail_running: FloatArray  # (n, m, 3 s) last window positions: 1 = a positive cost, 0 = $0 (idle), NaN = missing
+    reference_points: FloatArray  # (n, m) positions the reference level is estimated from (running, after a rebase)
 
 
 def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int) -> Forecast:
@@ -129,7 +134,7 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
         no_recent = np.empty((values.shape[0], 0, recent))
         no_span = np.empty((values.shape[0], 0, spec.sustained_span))
         no_tail = np.empty((values.shape[0], 0, RUN_TAIL * spec.sustained_span))
-        no_sustained = Sustained(no_span, no_span, empty, empty, empty, empty, no_tail)
+        no_sustained = Sustained(no_span, no_span, empty, empty, empty, empty, no_tail, empty)
         return Forecast(empty, empty, empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
     return concatenate(parts)
 
@@ -204,7 +209,13 @@ def _sustained(
     length, span = log_cost.shape[-1], spec.sustained_span
     first = max(0, length - span - spec.sustained_reference) if spec.sustained_reference else 0
     deseasonalised = np.where(keep, log_cost - season, np.nan)
-    reference = nanmedian_last(deseasonalised[..., first : length - span])
+    before_span = deseasonalised[..., first : length - span]
+    reference = nanmedian_last(before_span)
+    # One Huber step from the median: every step of a sustained run shares this estimate's error
+    # (sustained.py), so an efficient estimate matters; a spike or a dip still moves it by a bounded amount.
+    deviation = before_span - reference[..., None]
+    bound = HUBER_C * mad_sigma_last(deviation)[..., None]
+    reference = reference + nanmean_last(np.clip(deviation, -bound, bound))
     # The spread is that of the reference positions around the reference level with the season
     # estimated from the other weeks (hourly): an in-sample hour-of-week offset fits its own noise.
     # A winsorised standard deviation: the CUSUM sums residuals, so what matters is their variance,
@@ -235,6 +246,7 @@ def _sustained(
         reference_running=running_before,
         reference_observed=observed_count,
         tail_running=tail_running,
+        reference_points=np.count_nonzero(~np.isnan(before_span), axis=-1).astype(np.float64),
     )
 
 
