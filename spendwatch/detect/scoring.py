@@ -136,11 +136,13 @@ def _upper_bound(expected: FloatArray, expected_long: FloatArray, scale: FloatAr
 def _rising_level(
     observed: FloatArray, expected_long: FloatArray, base: Forecast, scale: FloatArray, limits: Thresholds
 ) -> BoolArray:
-    """A leak: the level rose block after block and now sits well above the long level.
+    """A leak: the level rose block after block from the long level and now sits well above it.
 
     The block medians of the recent deseasonalised values must rise twice in a row: a level
     shift (one rise, then flat) never matches, ordinary growth rises by much less than the
-    noise per block, and a median ignores a spike inside a block.
+    noise per block, and a median ignores a spike inside a block. The rise must start from the
+    level, not from well below it (the mirror of where it must end): blocks climbing out of a
+    holiday dip or an outage are the series coming back, not a leak.
     """
     n_recent = base.recent.shape[-1]
     block = n_recent // LEAK_BLOCKS
@@ -148,6 +150,7 @@ def _rising_level(
     medians = nanmedian_last(blocks)
     steps = np.diff(medians, axis=-1)
     rising = np.all(steps > limits.leak_step_z * scale[..., None], axis=-1)
+    rising &= ~(medians[..., 0] < -limits.sustained_z * scale)
     with np.errstate(invalid="ignore", divide="ignore"):
         above_long = (medians[..., -1] > limits.sustained_z * scale) & (
             np.log(observed / expected_long) > limits.sustained_z * scale

@@ -604,3 +604,14 @@ def test_the_large_shift_chart_tells_a_two_to_three_sigma_overrun_sooner_at_no_e
     material_only = caught_and_false_alarms()
     assert both[0] >= 1.2 * material_only[0], (both, material_only)
     assert both[1] <= material_only[1], (both, material_only)
+
+
+def test_climbing_back_out_of_a_holiday_dip_is_not_a_leak() -> None:
+    """After a shift, a ten-day dip and the return: the block medians rise twice in a row, but from
+    well below the long level, which is the series coming back (seen on `d0185` of the public set)."""
+    values = 5000 * np.exp(0.02 * np.random.default_rng(10).standard_normal(230))
+    values[150:] *= 2.2
+    values[173:183] *= 0.53
+    result = detect_daily(values)
+    after_the_dip = [f for f in flagged_steps(result) if f >= 183]
+    assert not [f for f in after_the_dip if result.kind[0, f - result.start] == Kind.LEAK], after_the_dip
