@@ -82,11 +82,16 @@ def decide(
             upper = np.fmax(upper, routine_high)
         spike = positive & (observed > upper)
         leak = positive & _rising_level(observed, expected_long, base, scale, limits)
-        running = base.zero_share <= limits.intermittent_zero_share
         sustained_scale = np.fmax(scale, base.sustained.spread)
+        # Every series, intermittent jobs included: an idle step is not a cost and adds nothing to
+        # the sums, so the test reads a job's running costs. A job's runs come in bursts of alike
+        # days, so there its steps' own correlation widens the sums' variance; on other series the
+        # 28-day reference reads a trend as correlation and would blunt the test (docs/detection.md).
+        intermittent = base.zero_share > limits.intermittent_zero_share
+        bursts = np.where(intermittent, base.sustained.autocorrelation, 0.0)
+        told = sustained_excess(observed, base.sustained, recurring, sustained_scale, limits.sustained, bursts)
         sustained = positive & (
-            (running & sustained_excess(observed, base.sustained, recurring, sustained_scale, limits.sustained).alarm)
-            | filled_up(observed, base.sustained, limits.sustained, limits.intermittent_zero_share)
+            told.alarm | filled_up(observed, base.sustained, limits.sustained, limits.intermittent_zero_share)
         )
         is_anomaly = spike | leak | sustained
         lower = np.minimum(expected * np.exp(-limits.z * scale), expected - _material(expected, limits))

@@ -95,6 +95,12 @@ class Forecast:
 RUN_TAIL = 3
 """Spans of the window's tail in which a run of consecutive running steps is counted."""
 
+MIN_CORRELATION_PAIRS = 8
+"""Adjacent pairs of known residuals below which no autocorrelation is read (the bound is too loose)."""
+
+MAX_CORRELATION = 0.95
+"""Largest lag-1 autocorrelation taken: at 1 a run of m steps would count as a single one."""
+
 HUBER_C = 1.345
 """Huber's constant (robust sigmas) for the sustained test's reference level: 95% of the mean's
 efficiency on Gaussian noise, where the median has 64% (asymptotic variance 1/0.95 sigma^2 / n)."""
@@ -118,6 +124,7 @@ class Sustained:
     reference_observed: FloatArray  # (n, m) reference positions with a known cost ($0 included)
     tail_running: FloatArray  # (n, m, 3 s) last window positions: 1 = a positive cost, 0 = $0 (idle), NaN = missing
     reference_points: FloatArray  # (n, m) positions the reference level is estimated from (running, after a rebase)
+    autocorrelation: FloatArray  # (n, m) lag-1 autocorrelation of the reference residuals, 0 unless significant
 
 
 def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at: IntArray, recent: int) -> Forecast:
@@ -134,7 +141,7 @@ def forecast(values: FloatArray, columns: IntArray, spec: WindowSpec, rebase_at:
         no_recent = np.empty((values.shape[0], 0, recent))
         no_span = np.empty((values.shape[0], 0, spec.sustained_span))
         no_tail = np.empty((values.shape[0], 0, RUN_TAIL * spec.sustained_span))
-        no_sustained = Sustained(no_span, no_span, empty, empty, empty, empty, no_tail, empty)
+        no_sustained = Sustained(no_span, no_span, empty, empty, empty, empty, no_tail, empty, empty)
         return Forecast(empty, empty, empty, empty, empty, empty, no_recent, empty.astype(bool), no_sustained)
     return concatenate(parts)
 
@@ -247,7 +254,26 @@ def _sustained(
         reference_observed=observed_count,
         tail_running=tail_running,
         reference_points=np.count_nonzero(~np.isnan(before_span), axis=-1).astype(np.float64),
+        autocorrelation=_lag_one(clipped),
     )
+
+
+def _lag_one(residuals: FloatArray) -> FloatArray:
+    """Lag-1 autocorrelation of adjacent residuals (both known), 0 unless above Bartlett's 95% bound.
+
+    A batch job's runs come in bursts of alike days: adjacent steps of a burst share most of their
+    noise, and a sum of m of them varies far more than m independent ones (sustained.py). Only a
+    positive correlation above what noise alone gives (1.96 / sqrt(pairs)) from 8 pairs or more counts.
+    """
+    now, before = residuals[..., 1:], residuals[..., :-1]
+    both = ~(np.isnan(now) | np.isnan(before))
+    pairs = np.count_nonzero(both, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        products = np.sum(np.where(both, now * before, 0.0), axis=-1)
+        squares = np.sum(np.where(both, 0.5 * (now * now + before * before), 0.0), axis=-1)
+        rho = products / squares
+        significant = (rho > 1.96 / np.sqrt(np.fmax(pairs, 1))) & (pairs >= MIN_CORRELATION_PAIRS)
+    return np.asarray(np.where(significant, np.clip(rho, 0.0, MAX_CORRELATION), 0.0), dtype=np.float64)
 
 
 @dataclass(frozen=True)

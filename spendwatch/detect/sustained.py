@@ -78,12 +78,19 @@ class SustainedResult:
 
 
 def sustained_excess(
-    observed: FloatArray, sustained: Sustained, recurring: FloatArray, scale: FloatArray, limits: SustainedLimits
+    observed: FloatArray,
+    sustained: Sustained,
+    recurring: FloatArray,
+    scale: FloatArray,
+    limits: SustainedLimits,
+    autocorrelation: FloatArray | None = None,
 ) -> SustainedResult:
     """Decide the sustained-excess alarm for every (series, decided column).
 
     ``recurring`` is the log ratio a learnt calendar charge adds at the decided step: the charge
-    is expected, so it is not an excess. The alarm is either chart's.
+    is expected, so it is not an excess. ``autocorrelation`` (lag 1, per series and column; none
+    if omitted) widens the run sums' variance for steps that are not independent. The alarm is
+    either chart's.
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_now = np.where(observed > 0, np.log(observed), np.nan)
@@ -98,7 +105,8 @@ def sustained_excess(
         standardised = excess / scale[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
         tau2 = REFERENCE_VARIANCE * (sustained.spread / scale) ** 2 / np.fmax(sustained.reference_points, 1.0)
-    reading = _Reading(excess, standardised, dollars, now, np.nan_to_num(tau2, nan=0.0))
+    rho = np.zeros(scale.shape) if autocorrelation is None else autocorrelation
+    reading = _Reading(excess, standardised, dollars, now, np.nan_to_num(tau2, nan=0.0), rho)
     material = limits.allowance / scale
     chart = _chart(reading, material, run_length, limits)
     large = _chart(reading, np.fmax(material, LARGE_ALLOWANCE), run_length * LARGE_BUDGET, limits)
@@ -126,6 +134,19 @@ class _Reading:
     dollars: FloatArray  # the same in $
     now: FloatArray  # (...) the decided step's log excess
     tau2: FloatArray  # (...) variance of the reference level, in sigma^2
+    rho: FloatArray  # (...) lag-1 autocorrelation of the steps (0: independent)
+
+
+def correlated_sum_variance(rho: FloatArray, steps: int) -> FloatArray:
+    """Var(sum of m AR(1) steps) / (m sigma^2) for lag-1 correlation ``rho``, m = 1 .. ``steps`` (last axis).
+
+    1 + 2 sum_{j<m} (1 - j/m) rho^j: 1 for independent steps, m for identical ones.
+    """
+    m = np.arange(1, steps + 1, dtype=np.float64)
+    lags = np.arange(1, steps, dtype=np.float64)
+    weights = np.clip(1.0 - lags[None, :] / m[:, None], 0.0, None)  # (m, lag)
+    powers = np.asarray(rho, dtype=np.float64)[..., None] ** lags  # (..., lag)
+    return np.asarray(1.0 + 2.0 * np.einsum("...l,ml->...m", powers, weights), dtype=np.float64)
 
 
 def _chart(
@@ -155,7 +176,7 @@ def _chart(
     with np.errstate(divide="ignore", invalid="ignore"):
         steps = np.arange(1, span_steps + 1)
         drift = steps * allowance[..., None]
-        inflation = np.sqrt(1.0 + steps * reading.tau2[..., None])
+        inflation = np.sqrt(correlated_sum_variance(reading.rho, span_steps) + steps * reading.tau2[..., None])
         from_right = np.nan_to_num((from_right + drift) / inflation - drift, nan=-np.inf)
     best = np.argmax(from_right, axis=-1)
     statistic = np.take_along_axis(from_right, best[..., None], axis=-1)[..., 0]

@@ -615,3 +615,27 @@ def test_climbing_back_out_of_a_holiday_dip_is_not_a_leak() -> None:
     result = detect_daily(values)
     after_the_dip = [f for f in flagged_steps(result) if f >= 183]
     assert not [f for f in after_the_dip if result.kind[0, f - result.start] == Kind.LEAK], after_the_dip
+
+
+def test_the_runs_of_an_intermittent_job_growing_for_weeks_are_told_while_they_grow() -> None:
+    """A job idle on 30% of days whose runs cost up to 3x over three weeks: neither a step (25% noise
+    per run) nor a filled-up run (it stays idle on some days) tells it; the sustained test reads its
+    running costs (seen on `d0138` of the public set, a $372k leak). Before, it skipped such series."""
+    caught = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        values = 12_000 * np.exp(0.25 * rng.standard_normal(200))
+        values[rng.random(200) < 0.3] = 0.0
+        values[150:170] *= np.linspace(1.0, 3.0, 20)
+        caught += any(150 <= f < 170 for f in flagged_steps(detect_daily(values)))
+    assert caught >= 16, f"{caught} of 20 growing jobs told while they grow"
+
+
+def test_a_run_of_correlated_steps_counts_as_fewer_independent_ones() -> None:
+    rho = np.array([0.0, 0.5, 0.95])
+    variance = sustained.correlated_sum_variance(rho, 4)
+    assert np.allclose(variance[0], 1.0)  # independent steps: the sum's variance is m sigma^2
+    # m = 2: 1 + rho; m = 4: 1 + 2 (3/4 rho + 1/2 rho^2 + 1/4 rho^3)
+    assert np.isclose(variance[1, 1], 1.5)
+    assert np.isclose(variance[1, 3], 1 + 2 * (0.75 * 0.5 + 0.5 * 0.25 + 0.25 * 0.125))
+    assert (np.diff(variance[2]) > 0).all() and variance[2, 3] < 4.0  # nearly identical steps: towards m
