@@ -136,10 +136,17 @@ def in_hindsight(panel: FloatArray, lags: IntArray, decided: IntArray, limits: T
     charge; one with fewer than :data:`MIN_NEIGHBOURS` running neighbours is no evidence either way.
     """
     judged, charged, log_ratio, excess = _stands_out(panel, lags, decided, limits)
-    for side in (-1, 1):
-        beside = np.where(lags >= 0, lags + side, -1)
-        charged &= ~_stands_out(panel, beside, decided, limits)[1]
+    # Only a day that stood out can be cleared by its neighbours: the others are not looked at.
+    rows, at, lag = np.nonzero(charged)
+    if len(rows):
+        slot, before = np.broadcast_to(lags, charged.shape[1:])[at, lag], decided[at]
+        beside = [_stands_out_cells(panel, rows, slot + side, before, limits) for side in (-1, 1)]
+        charged[rows, at, lag] = ~(beside[0] | beside[1])
     return Occurrences(judged, charged, log_ratio, excess)
+
+
+_OFFSETS = 7 * np.concatenate([np.arange(-NEIGHBOUR_WEEKS, 0), np.arange(1, NEIGHBOUR_WEEKS + 1)])
+"""Days from an occurrence to its neighbours: the same weekday in the weeks before and after it."""
 
 
 def _stands_out(
@@ -147,17 +154,35 @@ def _stands_out(
 ) -> tuple[BoolArray, BoolArray, FloatArray, FloatArray]:
     """(judged, stands out, log ratio, excess) of each day in ``days`` against its same-weekday neighbours;
     only columns before the decided one are read (a day at or after it, or -1, is not judged)."""
-    offsets = 7 * np.concatenate([np.arange(-NEIGHBOUR_WEEKS, 0), np.arange(1, NEIGHBOUR_WEEKS + 1)])
     before = decided[:, None]
     known = (days >= 0) & (days < before)
-    around = days[..., None] + offsets
+    around = days[..., None] + _OFFSETS
     readable = known[..., None] & (around >= 0) & (around < before[..., None])
+    costs = panel[:, np.clip(around, 0, panel.shape[1] - 1)]
+    then = np.where(known, panel[:, np.clip(days, 0, panel.shape[1] - 1)], np.nan)
+    return _judge(costs, readable, then, limits)
+
+
+def _stands_out_cells(
+    panel: FloatArray, rows: IntArray, days: IntArray, before: IntArray, limits: Thresholds
+) -> BoolArray:
+    """:func:`_stands_out`'s "stands out" of single cells: row ``rows[i]``, day ``days[i]``, decided ``before[i]``."""
+    known = (days >= 0) & (days < before)
+    around = days[:, None] + _OFFSETS
+    readable = known[:, None] & (around >= 0) & (around < before[:, None])
+    costs = panel[rows[:, None], np.clip(around, 0, panel.shape[1] - 1)]
+    then = np.where(known, panel[rows, np.clip(days, 0, panel.shape[1] - 1)], np.nan)
+    return _judge(costs, readable, then, limits)[1]
+
+
+def _judge(
+    costs: FloatArray, readable: BoolArray, then: FloatArray, limits: Thresholds
+) -> tuple[BoolArray, BoolArray, FloatArray, FloatArray]:
+    """(judged, stands out, log ratio, excess) of the costs ``then`` against their neighbours' ``costs``."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        costs = panel[:, np.clip(around, 0, panel.shape[1] - 1)]
         logs = np.log(np.where(readable & (costs > 0), costs, np.nan))
         centre = nanmedian_last(logs)
         spread = np.fmax(mad_sigma_last(logs - centre[..., None]), limits.scale_floor_pct)
-        then = np.where(known, panel[:, np.clip(days, 0, panel.shape[1] - 1)], np.nan)
         log_ratio = np.where(then > 0, np.log(then) - centre, np.nan)
         excess = then - np.exp(centre)
         judged = (np.count_nonzero(~np.isnan(logs), axis=-1) >= MIN_NEIGHBOURS) & ~np.isnan(then)
@@ -170,21 +195,23 @@ def _stands_out(
 
 
 def _readings(past: Occurrences, log_expected: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none)."""
-    ratio = _from_history(past.log_ratio, past)
-    dollars = _from_history(past.excess, past)
-    with np.errstate(invalid="ignore", over="ignore"):
-        as_fixed_amount = np.log1p(dollars / np.exp(log_expected))
-    return np.nan_to_num(ratio, nan=0.0), np.nan_to_num(as_fixed_amount, nan=0.0)
+    """Log ratios of the "share of usage" and "fixed amount" readings of past charges (0 = none).
 
-
-def _from_history(amounts: FloatArray, past: Occurrences) -> FloatArray:
-    """Median of past amounts where a majority of the earlier occurrences judged were charges."""
+    Each is the median of the past amounts where a majority of the earlier occurrences judged were
+    charges; elsewhere both readings are 0, so only those cells are computed.
+    """
     n_hits = past.charged.sum(axis=-1)
-    n_judged = past.judged.sum(axis=-1)
-    recurring = (n_hits >= 1) & (2 * n_hits >= n_judged)
-    median = nanmedian_last(np.where(past.charged & recurring[..., None], amounts, np.nan))
-    return np.nan_to_num(median, nan=0.0)
+    recurring = (n_hits >= 1) & (2 * n_hits >= past.judged.sum(axis=-1))
+    ratio, as_fixed_amount = np.zeros(recurring.shape), np.zeros(recurring.shape)
+    cells = np.nonzero(recurring)
+    if len(cells[0]) == 0:
+        return ratio, as_fixed_amount
+    charged = past.charged[cells]
+    ratio[cells] = np.nan_to_num(nanmedian_last(np.where(charged, past.log_ratio[cells], np.nan)), nan=0.0)
+    dollars = np.nan_to_num(nanmedian_last(np.where(charged, past.excess[cells], np.nan)), nan=0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        as_fixed_amount[cells] = np.nan_to_num(np.log1p(dollars / np.exp(log_expected[cells])), nan=0.0)
+    return ratio, as_fixed_amount
 
 
 def declared_expectation(declared: FloatArray, earlier: list[IntArray], decided: IntArray) -> FloatArray:
