@@ -125,9 +125,9 @@ def one_day_bumps(log_values: FloatArray, baseline: FloatArray, min_log: float =
         neighbours[:] = np.nan
     with np.errstate(invalid="ignore"):
         np.fmax(neighbours, 0.0, out=neighbours)
-        bumps = np.minimum(excess, excess - neighbours)
-        bumps[~(bumps > min_log)] = np.nan
-    return np.asarray(bumps, dtype=np.float64)
+        bumps = np.minimum(excess, np.subtract(excess, neighbours, out=neighbours), out=neighbours)
+        np.copyto(bumps, np.nan, where=np.logical_not(bumps > min_log))
+    return bumps
 
 
 def charge_slots(timestamps: np.ndarray) -> IntArray:
@@ -151,18 +151,22 @@ def not_recurring(bumps: FloatArray, slots: IntArray, charge_log: float = 0.0) -
     rule learns only occurrences that alerted, which are at least the materiality gate's
     ``log(1 + min_impact_pct)`` above their expectation; a smaller bump is no charge it knows.
     """
+    kept = bumps.copy()
+    _drop_recurring(kept, slots, charge_log)
+    return kept
+
+
+def _drop_recurring(bumps: FloatArray, slots: IntArray, charge_log: float) -> None:
+    """:func:`not_recurring` in place."""
     with np.errstate(invalid="ignore"):
         rows, columns = np.nonzero(bumps > charge_log)
     if len(rows) == 0:
-        return bumps
-    padded = np.concatenate([bumps, np.full((bumps.shape[0], 1), np.nan)], axis=1)
+        return
     earlier = slots[columns]
-    before = padded[rows[:, None], np.where(earlier >= 0, earlier, bumps.shape[1])]
+    before = bumps[rows[:, None], np.maximum(earlier, 0)]
     with np.errstate(invalid="ignore"):
-        recurring = np.any(before >= 0.5 * bumps[rows, columns][:, None], axis=-1)
-    kept = bumps.copy()
-    kept[rows[recurring], columns[recurring]] = np.nan
-    return kept
+        recurring = np.any((before >= 0.5 * bumps[rows, columns][:, None]) & (earlier >= 0), axis=-1)
+    bumps[rows[recurring], columns[recurring]] = np.nan
 
 
 def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, spec: TailSpec) -> FloatArray:
@@ -177,6 +181,7 @@ def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, 
     if spec.count <= 0 or len(decided) == 0 or n == 0:
         return bound
     slots = charge_slots(np.asarray(timestamps))
+    slots = slots[:, (slots >= 0).any(axis=0)]  # the lags no column reaches back to look up nothing
     rows_per_chunk = max(1, _ROW_CHUNK_ELEMENTS // max(1, steps))
     for first in range(0, n, rows_per_chunk):
         chunk = slice(first, min(n, first + rows_per_chunk))
@@ -192,7 +197,8 @@ def _routine_high_rows(values: FloatArray, slots: IntArray, decided: IntArray, s
     with np.errstate(invalid="ignore"):
         np.log(values, out=logs, where=values > 0)
     baseline = _baseline_of_padded(padded, spec)
-    bumps = not_recurring(one_day_bumps(logs, baseline, spec.min_log), slots, spec.charge_log)
+    bumps = one_day_bumps(logs, baseline, spec.min_log)
+    _drop_recurring(bumps, slots, spec.charge_log)
     bound = np.full((values.shape[0], len(decided)), np.nan)
     tailed = np.flatnonzero(np.count_nonzero(~np.isnan(bumps), axis=1) >= spec.count)
     if len(tailed) == 0:
@@ -206,17 +212,15 @@ def _routine_high_rows(values: FloatArray, slots: IntArray, decided: IntArray, s
 
 def _kth_largest_bump(bumps: FloatArray, tailed: IntArray, decided: IntArray, spec: TailSpec) -> FloatArray:
     """(len(tailed), m) the ``count``-th largest bump of the days ``t - days - 1 .. t - 2``; -inf if fewer."""
-    lo, steps = int(decided.min()), bumps.shape[1]
+    lo = int(decided.min())
     # Column c of ``negated`` is minus the bump of day lo - days - 1 + c (+inf where none): the window
     # starting at column t - lo holds the days t - days - 1 .. t - 2 of decided column t. Negated, the
     # k-th largest is the k-th smallest, which np.partition selects in O(k days) for k <= 3 where the
     # k-th largest takes a quickselect; only the days some decided column reads are copied.
-    negated = np.full((len(tailed), int(decided.max()) - lo + spec.days), np.inf)
-    first, last = max(0, lo - spec.days - 1), min(steps, int(decided.max()) - 1)
-    if first < last:
-        history = bumps[tailed, first:last]
-        offset = first - (lo - spec.days - 1)
-        np.negative(history, out=negated[:, offset : offset + last - first], where=~np.isnan(history))
+    negated = _negated_days(bumps, tailed, lo - spec.days - 1, int(decided.max()) - lo + spec.days)
+    if negated.shape[1] == spec.days:  # one decided column: its window is the whole array
+        negated.partition(spec.count - 1, axis=-1)
+        return -negated[:, spec.count - 1 : spec.count]
     windows = sliding_window_view(negated, spec.days, axis=1)
     step = max(1, _CHUNK_ELEMENTS // max(1, len(tailed) * spec.days))
     kth = np.empty((len(tailed), len(decided)))
@@ -225,3 +229,16 @@ def _kth_largest_bump(bumps: FloatArray, tailed: IntArray, decided: IntArray, sp
         block.partition(spec.count - 1, axis=-1)
         np.negative(block[..., spec.count - 1], out=kth[:, i : i + step])
     return kth
+
+
+def _negated_days(bumps: FloatArray, tailed: IntArray, first_day: int, width: int) -> FloatArray:
+    """(len(tailed), width) minus the bumps of days ``first_day ..``: +inf where none (or outside the data)."""
+    negated = np.empty((len(tailed), width))
+    first, last = max(0, first_day), min(bumps.shape[1], first_day + width)
+    start, stop = first - first_day, max(first, last) - first_day
+    negated[:, :start], negated[:, stop:] = np.inf, np.inf
+    if first < last:
+        history = bumps[:, first:last] if len(tailed) == len(bumps) else bumps[tailed, first:last]
+        # fmin turns the NaN of a day without a bump into +inf and leaves every negated bump as it is.
+        np.fmin(np.negative(history, out=negated[:, start:stop]), np.inf, out=negated[:, start:stop])
+    return negated
