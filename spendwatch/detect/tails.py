@@ -158,15 +158,18 @@ def not_recurring(bumps: FloatArray, slots: IntArray, charge_log: float = 0.0) -
 
 def _drop_recurring(bumps: FloatArray, slots: IntArray, charge_log: float) -> None:
     """:func:`not_recurring` in place."""
+    steps, cells = bumps.shape[1], bumps.reshape(-1)  # a copy only if bumps is not contiguous
+    # Flat indices throughout: a 2-D nonzero and gathers by pairs of index arrays cost several times more.
     with np.errstate(invalid="ignore"):
-        rows, columns = np.nonzero(bumps > charge_log)
-    if len(rows) == 0:
+        at = np.flatnonzero(cells > charge_log)
+    if len(at) == 0:
         return
-    earlier = slots[columns]
-    before = bumps[rows[:, None], np.maximum(earlier, 0)]
+    columns = at % steps
+    earlier = np.take(slots, columns, axis=0)
+    before = np.take(cells, (at - columns)[:, None] + np.maximum(earlier, 0))
     with np.errstate(invalid="ignore"):
-        recurring = np.any((before >= 0.5 * bumps[rows, columns][:, None]) & (earlier >= 0), axis=-1)
-    bumps[rows[recurring], columns[recurring]] = np.nan
+        recurring = np.any((before >= 0.5 * cells[at][:, None]) & (earlier >= 0), axis=-1)
+    bumps[at[recurring] // steps, columns[recurring]] = np.nan
 
 
 def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, spec: TailSpec) -> FloatArray:
