@@ -79,18 +79,21 @@ def _baseline_of_padded(padded: FloatArray, spec: TailSpec) -> FloatArray:
     if spec.lags != 4:
         return _baseline_by_sort(lagged, spec)
     # The middle two of four (a sorting network's first three layers): {max of the pair minima, min of
-    # the pair maxima}. Missing (NaN) and +inf sort last: fmin keeps the other value, maximum carries
-    # NaN up. All four ran where the largest is finite; three where the second largest is.
-    low_a, high_a = np.fmin(lagged[0], lagged[1]), np.maximum(lagged[0], lagged[1])
-    low_b, high_b = np.fmin(lagged[2], lagged[3]), np.maximum(lagged[2], lagged[3])
-    second = np.maximum(low_a, low_b, out=low_a)
-    third = np.fmin(high_a, high_b, out=low_b)
+    # the pair maxima}; missing (NaN) sorts last, as fmin keeps the other value and maximum carries NaN
+    # up. The pair (t - cycle, t - 2 cycles) is the pair (t - 3 cycles, t - 4 cycles) two cycles
+    # later, so each pair's order (and count of running days) is computed once, over every column.
+    cycle = spec.cycle
+    later, earlier = padded[:, cycle:], padded[:, :-cycle]
+    low, high = np.fmin(later, earlier), np.maximum(later, earlier)
+    ran = np.isfinite(padded).view(np.int8)
+    pair_ran = ran[:, cycle:] + ran[:, :-cycle]
+    near, far = slice(2 * cycle, 2 * cycle + steps), slice(0, steps)
+    second, third = np.maximum(low[:, near], low[:, far]), np.fmin(high[:, near], high[:, far])
+    valid = np.add(pair_ran[:, near], pair_ran[:, far])
+    median = np.fmin(second, third)  # the lower middle one: the median of three valid values
     with np.errstate(invalid="ignore"):
-        all_ran = np.maximum(high_a, high_b, out=high_a) < np.inf
-        three_ran = np.maximum(second, third, out=high_b) < np.inf
-    # The median of three valid values is the lower middle one.
-    median = np.where(three_ran, np.fmin(second, third), np.nan)
-    np.copyto(median, np.multiply(0.5, np.add(second, third, out=second), out=second), where=all_ran)
+        np.copyto(median, np.multiply(0.5, np.add(second, third, out=second), out=second), where=valid == 4)
+    np.copyto(median, np.nan, where=valid < 3)
     return median
 
 
