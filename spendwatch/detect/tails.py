@@ -72,16 +72,14 @@ def same_phase_baseline(log_values: FloatArray, spec: TailSpec) -> FloatArray:
 
 def _baseline_of_padded(padded: FloatArray, spec: TailSpec) -> FloatArray:
     """:func:`same_phase_baseline` of ``padded[:, lags * cycle:]``, whose leading columns are NaN."""
-    lead = spec.lags * spec.cycle
-    steps = padded.shape[1] - lead
-    # The lagged series are views of the padded logs: no lag is copied.
-    lagged = [padded[:, lead - k * spec.cycle : lead - k * spec.cycle + steps] for k in range(1, spec.lags + 1)]
     if spec.lags != 4:
-        return _baseline_by_sort(lagged, spec)
+        return _baseline_by_sort(padded, spec)
+    steps = padded.shape[1] - spec.lags * spec.cycle
     # The middle two of four (a sorting network's first three layers): {max of the pair minima, min of
     # the pair maxima}; missing (NaN) sorts last, as fmin keeps the other value and maximum carries NaN
-    # up. The pair (t - cycle, t - 2 cycles) is the pair (t - 3 cycles, t - 4 cycles) two cycles
-    # later, so each pair's order (and count of running days) is computed once, over every column.
+    # up; a lag ran where its log is finite. The pair (t - cycle, t - 2 cycles) is the pair
+    # (t - 3 cycles, t - 4 cycles) two cycles later, so each pair's order (and count of running days)
+    # is computed once, over every column.
     cycle = spec.cycle
     later, earlier = padded[:, cycle:], padded[:, :-cycle]
     low, high = np.fmin(later, earlier), np.maximum(later, earlier)
@@ -97,8 +95,11 @@ def _baseline_of_padded(padded: FloatArray, spec: TailSpec) -> FloatArray:
     return median
 
 
-def _baseline_by_sort(lagged: list[FloatArray], spec: TailSpec) -> FloatArray:
-    stacked = np.stack(lagged, axis=-1)
+def _baseline_by_sort(padded: FloatArray, spec: TailSpec) -> FloatArray:
+    """:func:`_baseline_of_padded` for any number of lags: a sort of the lagged values of each column."""
+    lead = spec.lags * spec.cycle
+    steps = padded.shape[1] - lead
+    stacked = np.stack([padded[:, lead - k * spec.cycle :][:, :steps] for k in range(1, spec.lags + 1)], axis=-1)
     stacked[np.isnan(stacked)] = np.inf  # sorts last
     valid = np.count_nonzero(np.isfinite(stacked), axis=-1)
     with np.errstate(invalid="ignore"):
@@ -187,7 +188,7 @@ def routine_high(values: FloatArray, timestamps: np.ndarray, decided: IntArray, 
     if spec.count <= 0 or len(decided) == 0 or n == 0:
         return bound
     slots = charge_slots(np.asarray(timestamps))
-    slots = slots[:, (slots >= 0).any(axis=0)]  # the lags no column reaches back to look up nothing
+    slots = slots[:, (slots >= 0).any(axis=0)]  # a lag before the data for every column finds nothing
     rows_per_chunk = max(1, _ROW_CHUNK_ELEMENTS // max(1, steps))
     for first in range(0, n, rows_per_chunk):
         chunk = slice(first, min(n, first + rows_per_chunk))
@@ -221,8 +222,8 @@ def _kth_largest_bump(bumps: FloatArray, tailed: IntArray, decided: IntArray, sp
     lo = int(decided.min())
     # Column c of ``negated`` is minus the bump of day lo - days - 1 + c (+inf where none): the window
     # starting at column t - lo holds the days t - days - 1 .. t - 2 of decided column t. Negated, the
-    # k-th largest is the k-th smallest, which np.partition selects in O(k days) for k <= 3 where the
-    # k-th largest takes a quickselect; only the days some decided column reads are copied.
+    # k-th largest is the k-th smallest, which np.partition selects ~5x faster than the (days - k)-th;
+    # only the days some decided column reads are copied.
     negated = _negated_days(bumps, tailed, lo - spec.days - 1, int(decided.max()) - lo + spec.days)
     if negated.shape[1] == spec.days:  # one decided column: its window is the whole array
         negated.partition(spec.count - 1, axis=-1)
