@@ -172,7 +172,8 @@ def _chart(
     # (mean -m k) has variance m (1 + m tau^2) in sigma units, tau^2 = that variance / scale^2, where
     # the threshold assumes m. The sum's deviation from its mean is scaled back to that variance, so
     # the false-alarm rate is the designed one for every m (without it, ~2x the design on Gaussian
-    # noise of 20-30% a day: tests/detect/test_model.py).
+    # noise of 20-30% a day: tests/detect/test_model.py). Correlated steps (an intermittent job's
+    # bursts) replace the 1 by correlated_sum_variance.
     with np.errstate(divide="ignore", invalid="ignore"):
         steps = np.arange(1, span_steps + 1)
         drift = steps * allowance[..., None]
