@@ -154,25 +154,29 @@ def _stands_out(
 ) -> tuple[BoolArray, BoolArray, FloatArray, FloatArray]:
     """(judged, stands out, log ratio, excess) of each day in ``days`` against its same-weekday neighbours;
     only columns before the decided one are read (a day at or after it, or -1, is not judged)."""
-    before = decided[:, None]
-    known = (days >= 0) & (days < before)
-    around = days[..., None] + _OFFSETS
-    readable = known[..., None] & (around >= 0) & (around < before[..., None])
-    costs = panel[:, np.clip(around, 0, panel.shape[1] - 1)]
-    then = np.where(known, panel[:, np.clip(days, 0, panel.shape[1] - 1)], np.nan)
-    return _judge(costs, readable, then, limits)
+    known, readable, around, day = _neighbourhood(days, decided[:, None], panel.shape[1])
+    then = np.where(known, panel[:, day], np.nan)
+    return _judge(panel[:, around], readable, then, limits)
 
 
 def _stands_out_cells(
     panel: FloatArray, rows: IntArray, days: IntArray, before: IntArray, limits: Thresholds
 ) -> BoolArray:
     """:func:`_stands_out`'s "stands out" of single cells: row ``rows[i]``, day ``days[i]``, decided ``before[i]``."""
+    known, readable, around, day = _neighbourhood(days, before, panel.shape[1])
+    then = np.where(known, panel[rows, day], np.nan)
+    return _judge(panel[rows[:, None], around], readable, then, limits)[1]
+
+
+def _neighbourhood(days: IntArray, before: IntArray, n_steps: int) -> tuple[BoolArray, BoolArray, IntArray, IntArray]:
+    """(known, readable, neighbour columns, day column) of ``days``; only columns before ``before`` are readable.
+
+    The columns are clipped into the panel, so they can index it; ``known`` and ``readable`` say which to use.
+    """
     known = (days >= 0) & (days < before)
-    around = days[:, None] + _OFFSETS
-    readable = known[:, None] & (around >= 0) & (around < before[:, None])
-    costs = panel[rows[:, None], np.clip(around, 0, panel.shape[1] - 1)]
-    then = np.where(known, panel[rows, np.clip(days, 0, panel.shape[1] - 1)], np.nan)
-    return _judge(costs, readable, then, limits)[1]
+    around = days[..., None] + _OFFSETS
+    readable = known[..., None] & (around >= 0) & (around < before[..., None])
+    return known, readable, np.clip(around, 0, n_steps - 1), np.clip(days, 0, n_steps - 1)
 
 
 def _judge(

@@ -83,14 +83,14 @@ def sustained_excess(
     recurring: FloatArray,
     scale: FloatArray,
     limits: SustainedLimits,
-    autocorrelation: FloatArray | None = None,
+    autocorrelation: FloatArray,
 ) -> SustainedResult:
     """Decide the sustained-excess alarm for every (series, decided column).
 
     ``recurring`` is the log ratio a learnt calendar charge adds at the decided step: the charge
-    is expected, so it is not an excess. ``autocorrelation`` (lag 1, per series and column; none
-    if omitted) widens the run sums' variance for steps that are not independent. The alarm is
-    either chart's.
+    is expected, so it is not an excess. ``autocorrelation`` (lag 1, per series and column; 0 for
+    independent steps) widens the run sums' variance for steps that are not independent. The alarm
+    is either chart's.
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_now = np.where(observed > 0, np.log(observed), np.nan)
@@ -105,8 +105,18 @@ def sustained_excess(
         standardised = excess / scale[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
         tau2 = REFERENCE_VARIANCE * (sustained.spread / scale) ** 2 / np.fmax(sustained.reference_points, 1.0)
-    rho = np.zeros(scale.shape) if autocorrelation is None else autocorrelation
-    reading = _Reading(excess, standardised, dollars, now, np.nan_to_num(tau2, nan=0.0), rho)
+    # The reference level is itself an estimate (variance REFERENCE_VARIANCE spread^2 / n from its n
+    # positions), and every step of a run shares its error: on noise, the sum of the last m increments
+    # (mean -m k) has variance m (1 + m tau^2) in sigma units, tau^2 = that variance / scale^2, where
+    # the threshold assumes m. Each chart scales the sum's deviation from its mean back to that
+    # variance, so the false-alarm rate is the designed one for every m (without it, ~2x the design on
+    # Gaussian noise of 20-30% a day: tests/detect/test_model.py). Correlated steps (an intermittent
+    # job's bursts) replace the 1 by correlated_sum_variance. The same for both charts: computed once.
+    steps = np.arange(1, excess.shape[-1] + 1)
+    run_variance = (
+        correlated_sum_variance(autocorrelation, excess.shape[-1]) + steps * np.nan_to_num(tau2, nan=0.0)[..., None]
+    )
+    reading = _Reading(excess, standardised, dollars, now, run_variance)
     material = limits.allowance / scale
     chart = _chart(reading, material, run_length, limits)
     large = _chart(reading, np.fmax(material, LARGE_ALLOWANCE), run_length * LARGE_BUDGET, limits)
@@ -133,8 +143,7 @@ class _Reading:
     standardised: FloatArray  # the same in sigmas
     dollars: FloatArray  # the same in $
     now: FloatArray  # (...) the decided step's log excess
-    tau2: FloatArray  # (...) variance of the reference level, in sigma^2
-    rho: FloatArray  # (...) lag-1 autocorrelation of the steps (0: independent)
+    run_variance: FloatArray  # (..., span + 1) variance of the sum of the last m steps on noise / m, sigma^2
 
 
 def correlated_sum_variance(rho: FloatArray, steps: int) -> FloatArray:
@@ -167,17 +176,10 @@ def _chart(
     span_steps = increments.shape[-1]
     # Sums over the last m steps, m = 1 .. span + 1 (index 0 = the decided step alone).
     from_right = np.cumsum(increments[..., ::-1], axis=-1)
-    # The reference level is itself an estimate (variance REFERENCE_VARIANCE spread^2 / n from its n
-    # positions), and every step of a run shares its error: on noise, the sum of the last m increments
-    # (mean -m k) has variance m (1 + m tau^2) in sigma units, tau^2 = that variance / scale^2, where
-    # the threshold assumes m. The sum's deviation from its mean is scaled back to that variance, so
-    # the false-alarm rate is the designed one for every m (without it, ~2x the design on Gaussian
-    # noise of 20-30% a day: tests/detect/test_model.py). Correlated steps (an intermittent job's
-    # bursts) replace the 1 by correlated_sum_variance.
+    # Each sum's deviation from its null mean, scaled to the run's variance (see sustained_excess).
     with np.errstate(divide="ignore", invalid="ignore"):
-        steps = np.arange(1, span_steps + 1)
-        drift = steps * allowance[..., None]
-        inflation = np.sqrt(correlated_sum_variance(reading.rho, span_steps) + steps * reading.tau2[..., None])
+        drift = np.arange(1, span_steps + 1) * allowance[..., None]
+        inflation = np.sqrt(reading.run_variance)
         from_right = np.nan_to_num((from_right + drift) / inflation - drift, nan=-np.inf)
     best = np.argmax(from_right, axis=-1)
     statistic = np.take_along_axis(from_right, best[..., None], axis=-1)[..., 0]
