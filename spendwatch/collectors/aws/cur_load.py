@@ -6,7 +6,9 @@ few *scans* as possible — every Parquet file with the same columns in one ``re
 each CSV on its own — and each scan is read twice at most:
 
 1. with ``resources: top``, a ranking pass that reads only the resource id and cost columns;
-2. one grouping pass straight to the storage grain, into a ``partials`` table.
+2. one grouping pass straight to the storage grain, into a ``partials`` table (with ``resources:
+   all``, into the narrow ``narrow`` table keyed by a dimension id, the keys once per combination
+   in ``dims``: ``cur_dims``).
 
 Which tag keys a Parquet tag map holds is read from the map's key column alone (its dictionary pages,
 through pyarrow), so only those spellings are looked up per line. The finish stage merges the
@@ -32,6 +34,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spendwatch.collectors.aws import cur_dims
+from spendwatch.collectors.aws.cur_finish import finish_sql
 from spendwatch.collectors.aws.cur_group import grouped_per_value_sql
 from spendwatch.collectors.aws.cur_sql import (
     CUR_COLUMNS,
@@ -42,8 +46,6 @@ from spendwatch.collectors.aws.cur_sql import (
     CurSql,
     Grain,
     detect_columns,
-    finish_sql,
-    grouped_sql,
     literal,
     quote,
 )
@@ -297,6 +299,9 @@ class CurLoader:
         self._exec(f"CREATE TABLE partials ({columns})")
         self._exec("CREATE TABLE resource_totals (resource_id VARCHAR, total DOUBLE)")
         self._exec("CREATE TABLE top_resources (resource_id VARCHAR)")
+        if self.grain.resources == "all":
+            for statement in cur_dims.create_tables_sql(len(self.tag_keys)):
+                self._exec(statement)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -383,7 +388,11 @@ class CurLoader:
                 self._insert(scan, "resource_totals", self._totals_sql)
             self.select_top_resources()
         for scan in scans:
-            self._insert(scan, "partials", self._grouped_sql)
+            if self.grain.resources == "all":
+                self._insert(scan, "dims", self._new_dims_sql)
+                self._insert(scan, "narrow", self._narrow_sql)
+            else:
+                self._insert(scan, "partials", self._grouped_sql)
             self._sources += 1
 
     def _totals_sql(self, scan: Scan) -> str:
@@ -391,18 +400,18 @@ class CurLoader:
         return cur.resource_totals(relation)
 
     def _grouped_sql(self, scan: Scan) -> str:
+        # Many lines per row: the keys are computed once per group of raw values (cur_group).
         cur, relation = self._sql(scan)
-        if self.grain.resources != "all":
-            # Many lines per row: the keys are computed once per group of raw values (cur_group).
-            return grouped_per_value_sql(cur, relation, self.grain, top="top_resources", absent=cur.absent())
-        return grouped_sql(
-            cur.normalised(relation),
-            self.grain,
-            cur.tag_indices(),
-            top="top_resources",
-            count=True,
-            absent=cur.absent(),
-        )
+        return grouped_per_value_sql(cur, relation, self.grain, top="top_resources", absent=cur.absent())
+
+    def _new_dims_sql(self, scan: Scan) -> str:
+        # resources: all — one row per line, so the wide keys are grouped per value instead (cur_dims).
+        cur, relation = self._sql(scan)
+        return cur_dims.new_dims_sql(cur.normalised(relation), cur.tag_indices(), len(self.tag_keys))
+
+    def _narrow_sql(self, scan: Scan) -> str:
+        cur, relation = self._sql(scan)
+        return cur_dims.narrow_sql(cur, relation, self.grain, absent=cur.absent())
 
     def select_top_resources(self) -> None:
         self._exec(
@@ -427,20 +436,30 @@ class CurLoader:
         """
         unit = "HOUR" if self.grain.period == "hourly" else "DAY"
         start, end = _naive_utc(period_start), _naive_utc(period_end)
-        present: set[int] = set()
+        grouped, tag_values = self._grouped_rows()
         checks = [
             "count(*) FILTER (WHERE period_start < $start OR period_start > $end - INTERVAL 1 " + unit + ")",
             "sum(line_items)",
-            *(f"count(tag_{i})" for i in range(len(self.tag_keys))),
         ]
-        row = self._exec(f"SELECT {', '.join(checks)} FROM partials", {"start": start, "end": end})[0]
+        row = self._exec(f"SELECT {', '.join(checks)} FROM {grouped}", {"start": start, "end": end})[0]
         outside, self.line_items = int(row[0] or 0), int(row[1] or 0)
-        present = {i for i, n in enumerate(row[2:]) if n}
+        present: set[int] = set()
+        if self.tag_keys:
+            counts = ", ".join(f"count(tag_{i})" for i in range(len(self.tag_keys)))
+            present = {i for i, n in enumerate(self._exec(f"SELECT {counts} FROM {tag_values}")[0]) if n}
         # One scan groups each key once; only rows from several scans, or clamped into the period,
         # can share a key and need merging.
         merge = self._sources > 1 or outside > 0
         sql = finish_sql(
-            "partials", self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
+            grouped,
+            self.tag_keys,
+            self.owner_tags,
+            self.job_tags,
+            unit,
+            present,
+            merge=merge,
+            k8s=self.k8s,
+            tag_values=tag_values,
         )
         # The grouped rows are spent once the lines are made: freeing them keeps them out of the peak
         # while the store reads the lines (~200 MB for a 20M-line month).
@@ -450,10 +469,29 @@ class CurLoader:
         # 20M-line month is written once, never held in memory nor handed over through Arrow.
         path = self.work_dir / f"lines-{uuid.uuid4().hex[:8]}.parquet"
         self._exec(f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet)", {"start": start, "end": end})
+        if grouped != "partials":
+            self._exec(f"DROP VIEW {grouped}")
+            self._exec("DROP TABLE narrow")
+            self._exec("DROP TABLE dims")
         self._exec("DROP TABLE partials")
         self._exec(f"CREATE OR REPLACE VIEW lines AS SELECT * FROM read_parquet({literal(str(path))})")
         self._lines = path
         return int(self._exec("SELECT count(*) FROM lines")[0][0])
+
+    def _grouped_rows(self) -> tuple[str, str]:
+        """The relation of every grouped row with its keys, and a small one holding their tag values.
+
+        With ``resources: all`` the rows are ``narrow`` with their keys in ``dims`` (cur_dims); rows
+        grouped elsewhere (the Athena pushdown's, in ``partials``) join them there first.
+        """
+        if self.grain.resources != "all":
+            return "partials", "partials"
+        tags = len(self.tag_keys)
+        self._exec(f"INSERT INTO dims BY NAME {cur_dims.new_dims_sql('SELECT * FROM partials', range(tags), tags)}")
+        self._exec(f"INSERT INTO narrow BY NAME {cur_dims.narrow_from_wide_sql('partials', tags)}")
+        self._exec("DELETE FROM partials")
+        self._exec(f"CREATE VIEW grouped AS {cur_dims.widen_sql(tags)}")
+        return "grouped", "dims"
 
     def lines_file(self) -> CostLinesFile:
         """The finished lines as one Parquet file, for ``Store.replace_cost_lines`` (after ``finish``).

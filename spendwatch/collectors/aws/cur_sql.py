@@ -8,8 +8,8 @@ and Athena (Trino) over the CUR table (the pushdown path). It has two stages:
    else is the common subset of DuckDB and Trino SQL.
 2. **finish** (DuckDB, always local): the grouped rows of every file (or of the Athena result) are
    merged, tags are assembled into the ``tags`` map, owner and job are derived, periods are clamped
-   to the billing period. Because the finish stage is shared, the direct and the pushdown paths give
-   the same store result on the same data.
+   to the billing period (:mod:`spendwatch.collectors.aws.cur_finish`). Because the finish stage is
+   shared, the direct and the pushdown paths give the same store result on the same data.
 
 Three layouts are understood, detected from the column names (``aws_cur_columns``):
 
@@ -28,11 +28,11 @@ what keeps a 20M-line month to a few hundred thousand stored rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from spendwatch.collectors.aws.charges import category_sql, charge_of, frequency_sql, service_category_sql, squash
+from spendwatch.collectors.aws.charges import category_sql, charge_of, frequency_sql
 from spendwatch.collectors.aws.cur_columns import (
     CUR_COLUMNS,
     CUR_REQUIRED,
@@ -66,7 +66,6 @@ __all__ = [
     "SqlParams",
     "charge_sql",
     "detect_columns",
-    "finish_sql",
     "grouped_sql",
     "kept_tag_keys",
     "literal",
@@ -490,6 +489,19 @@ def grouped_sql(
         *tag_cols,
     ]
     group_cols = [*keys, *tag_cols]
+    values = group_values(absent, count=count)
+    return (
+        f"SELECT {', '.join(group_cols)}, {', '.join(values)} "
+        f"FROM (SELECT {', '.join(inner_select)} FROM ({normalised}) AS n) AS k "
+        f"GROUP BY {', '.join(group_cols)}"
+    )
+
+
+def group_values(absent: Collection[str], *, count: bool) -> list[str]:
+    """The grouping's aggregates of the value columns (``GROUP_VALUES``, and ``line_items`` with ``count``).
+
+    ``absent`` value columns are a NULL constant instead of an aggregate read line by line.
+    """
     aggregates = {
         "sub_account_name": ("arbitrary", "VARCHAR"),
         "service_category": ("arbitrary", "VARCHAR"),
@@ -512,114 +524,7 @@ def grouped_sql(
     ]
     if count:
         values.append("count(*) AS line_items")
-    return (
-        f"SELECT {', '.join(group_cols)}, {', '.join(values)} "
-        f"FROM (SELECT {', '.join(inner_select)} FROM ({normalised}) AS n) AS k "
-        f"GROUP BY {', '.join(group_cols)}"
-    )
-
-
-def finish_sql(
-    partials: str,
-    tag_keys: Sequence[str],
-    owner_tags: Sequence[str],
-    job_tags: Sequence[str],
-    unit: str,
-    present: set[int] | None = None,
-    *,
-    merge: bool = True,
-    k8s: Mapping[str, Sequence[str]] | None = None,
-) -> str:
-    """DuckDB: turn grouped rows into cost lines (tags map, owner, job, clamped periods).
-
-    Expects ``$start``/``$end`` parameters: the billing period every line is clamped into.
-    ``present`` lists the tag columns holding any value; the others are NULL everywhere and are left
-    out of the map and the grouping (equivalent, and far cheaper with many configured tag keys).
-    ``merge`` groups rows that share a key (partials from several scans, or lines clamped into the
-    period); without it every row is one line already, and a projection does the same work cheaper.
-    The tags map, owner and job depend on the tag values alone, so they are built once per distinct
-    combination of tag values and joined on, not once per line.
-    """
-    used = [i for i in range(len(tag_keys)) if present is None or i in present]
-    tag_cols = [f"tag_{i}" for i in used]
-    group = [k for k in GROUP_KEYS if k != "period_start"] + tag_cols
-    start = f"least(greatest(period_start, CAST($start AS TIMESTAMP)), CAST($end AS TIMESTAMP) - INTERVAL 1 {unit})"
-
-    def agg(function: str, column: str) -> str:
-        return f"{function}({column})" if merge else column
-
-    lines = f"""
-        SELECT 'aws' AS provider, billing_account_id, sub_account_id, {agg("arbitrary", "sub_account_name")} AS sub_account_name,
-               service_name,
-               coalesce({agg("arbitrary", "service_category")}, {service_category_sql("product_code")}) AS service_category,
-               sku_id, region_id, resource_id, CAST(NULL AS VARCHAR) AS resource_name,
-               charge_category, charge_frequency, {agg("arbitrary", "charge_description")} AS charge_description,
-               CAST(ps AS TIMESTAMPTZ) AS charge_period_start,
-               CAST(greatest({agg("max", "period_end")}, ps + INTERVAL 1 {unit}) AS TIMESTAMPTZ) AS charge_period_end,
-               {agg("sum", "billed_cost")} AS billed_cost, {agg("sum", "effective_cost")} AS effective_cost,
-               {agg("sum", "list_cost")} AS list_cost,
-               billing_currency, {agg("bool_or", "is_estimated")} AS is_estimated
-               {"".join(f", {c}" for c in tag_cols)}
-        FROM (SELECT *, {start} AS ps FROM {partials}) AS p
-        {f"GROUP BY ps, {', '.join(group)}" if merge else ""}
-    """  # noqa: E501
-    # The k8s_* columns only when asked for (else conform() fills them in as NULL, as for every source).
-    k8s_names = ("k8s_cluster", "k8s_namespace", "k8s_workload") if k8s else ()
-    if not tag_cols:
-        nulls = "".join(f", CAST(NULL AS VARCHAR) AS {name}" for name in k8s_names)
-        return f"""
-            SELECT *, CAST(NULL AS MAP(VARCHAR, VARCHAR)) AS tags, CAST(NULL AS VARCHAR) AS owner,
-                   CAST(NULL AS VARCHAR) AS job_id{nulls}
-            FROM ({lines}) AS l
-        """
-    index = {tag_keys[i]: i for i in used}
-    owner = _first_of(owner_tags, index, principal=True)
-    job = _first_of(job_tags, index, principal=False)
-    k8s = k8s or {}
-    columns = {name: _first_of(k8s.get(name, ()), index, principal=False) for name in k8s_names}
-    k8s_owner = _first_of(k8s.get("owner", ()), index, principal=False)
-    if k8s_owner != "CAST(NULL AS VARCHAR)":
-        # A pod's owner comes from its workload's labels first; other lines keep their owner tags.
-        namespace = columns["k8s_namespace"]
-        owner = f"(CASE WHEN {namespace} IS NOT NULL THEN coalesce({k8s_owner}, {owner}) ELSE {owner} END)"
-    derived = f"""
-        SELECT {", ".join(tag_cols)}, {_tags_map(tag_keys, used)} AS tags, {owner} AS owner, {job} AS job_id
-               {"".join(f", {expr} AS {name}" for name, expr in columns.items())}
-        FROM (SELECT DISTINCT {", ".join(tag_cols)} FROM {partials}) AS d
-    """
-    same = " AND ".join(f"l.{c} IS NOT DISTINCT FROM t.{c}" for c in tag_cols)
-    return f"""
-        SELECT l.* EXCLUDE ({", ".join(tag_cols)}), t.tags, t.owner, t.job_id{"".join(f", t.{n}" for n in k8s_names)}
-        FROM ({lines}) AS l LEFT JOIN ({derived}) AS t ON {same}
-    """
-
-
-def _tags_map(tag_keys: Sequence[str], used: Sequence[int]) -> str:
-    """The ``tags`` MAP of one row from its ``tag_<i>`` columns (NULL when none has a value)."""
-    tag_cols = [f"tag_{i}" for i in used]
-    if len(tag_cols) == 1:
-        only, key = tag_cols[0], literal(tag_keys[used[0]])
-        return f"(CASE WHEN {only} IS NULL THEN NULL ELSE map([{key}], [{only}]) END)"
-    entries = ", ".join(f"{{'k': {literal(tag_keys[i])}, 'v': tag_{i}}}" for i in used)
-    return (
-        f"(CASE WHEN coalesce({', '.join(tag_cols)}) IS NULL THEN NULL "
-        f"ELSE map_from_entries(list_filter([{entries}], lambda e: e.v IS NOT NULL)) END)"
-    )
-
-
-def _first_of(keys: Sequence[str], index: dict[str, int], *, principal: bool) -> str:
-    options = []
-    for key in keys:
-        if key not in index:
-            continue
-        column = f"tag_{index[key]}"
-        # aws:createdBy is "IAMUser:AIDA…:alice" / "AssumedRole:AROA…:alice@example.com": keep the name.
-        if principal and squash(key) == "awscreatedby":
-            column = f"NULLIF(regexp_extract({column}, '[^:]+$'), '')"
-        options.append(column)
-    if not options:
-        return "CAST(NULL AS VARCHAR)"
-    return options[0] if len(options) == 1 else f"coalesce({', '.join(options)})"
+    return values
 
 
 def kept_tag_keys(owner_tags: Sequence[str], job_tags: Sequence[str], keep: Sequence[str]) -> list[str]:

@@ -20,7 +20,7 @@ from spendwatch.collect import collect_source
 from spendwatch.collectors.aws import cur_load as aws_cur_load
 from spendwatch.collectors.aws.cur import DataExportConfig
 from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile, constant_columns, map_keys_of
-from spendwatch.collectors.aws.cur_sql import Grain, SqlParams
+from spendwatch.collectors.aws.cur_sql import Grain, SqlParams, grouped_sql
 from spendwatch.errors import InputError
 from spendwatch.store import Store
 from spendwatch.store.schema import COST_LINE_SCHEMA
@@ -62,8 +62,13 @@ def reduce(files: list[ExportFile], work: Path, grain: Grain | None = None, **op
         loader.finish(NOV, DEC)
         tables = [table for _, _, table in loader.batches(NOV, DEC)]
     rows = pa.concat_tables(tables).to_pylist()
-    lines = [tuple(tuple(sorted(r["tags"])) if k == "tags" and r[k] else r[k] for k in r) for r in rows]
+    lines = [row_tuple(r) for r in rows]
     return sorted(lines, key=lambda values: tuple((v is None, v if v is not None else 0) for v in values))
+
+
+def row_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A stored line as a comparable tuple (the tags map as sorted items)."""
+    return tuple(tuple(sorted(row[k])) if k == "tags" and row[k] else row[k] for k in row)
 
 
 def split(rows: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
@@ -88,6 +93,43 @@ def test_a_period_split_across_many_files_and_schemas_gives_the_lines_of_one_fil
     (tmp_path / "d.csv.gz").write_bytes(csv_gz_bytes(parts[3]))
     mixed.append(ExportFile(tmp_path / "d.csv.gz", "s3://bucket/data/d.csv.gz"))
     assert reduce(mixed, tmp_path) == one
+
+
+def test_resources_all_grouped_on_dimension_ids_gives_the_rows_of_the_wide_grouping(tmp_path: Path) -> None:
+    # resources: all groups on (hour, resource, dim_id) with the keys stored once per combination
+    # (cur_dims); resources: top with room for every resource groups on the keys themselves (cur_group)
+    # and keeps every id too: two independent groupings that must give the same lines.
+    rows = mixed_rows()
+    rows += [
+        line(NOV - timedelta(hours=2), 1.5, resource="i-0000", tags={"user_owner": "p0@example.com"}),  # clamped in
+        line(NOV, 0.75, account="", usage_type="", resource=""),  # empty keys are NULL keys
+        line(NOV, 0.25, resource=None, tags={"user_team": "data"}),
+    ]
+    parts = split(rows, 3)
+    files = [
+        write(tmp_path, "a.parquet", cur2_table(parts[0]).drop_columns(["savings_plan_savings_plan_effective_cost"])),
+        write(tmp_path, "b.parquet", cur2_table(parts[1])),
+    ]
+    (tmp_path / "c.csv.gz").write_bytes(csv_gz_bytes(parts[2]))  # tags as JSON text: another scan
+    files.append(ExportFile(tmp_path / "c.csv.gz", "s3://bucket/data/c.csv.gz"))
+
+    every = reduce(files, tmp_path, Grain(resources="all"))
+    assert every == reduce(files, tmp_path, Grain(resources="top", top_resources=1_000_000))
+    assert len(every) > 100 and any(row[2] is None for row in every)  # a NULL account among the rows
+
+    # Rows grouped elsewhere (the Athena pushdown) join the local ones by their keys.
+    with CurLoader(
+        tag_keys=TAGS, owner_tags=["owner"], job_tags=[], grain=Grain(resources="all"), work_dir=tmp_path
+    ) as loader:
+        scans = loader.scans(files)
+        loader.load([files[0]])
+        cur, relation = loader._sql(scans[1])
+        wide = grouped_sql(cur.normalised(relation), loader.grain, cur.tag_indices(), count=True, absent=cur.absent())
+        loader.add_partials(loader.con.execute(wide).to_arrow_table())
+        loader.load([files[2]])
+        loader.finish(NOV, DEC)
+        pushed = pa.concat_tables([table for _, _, table in loader.batches(NOV, DEC)]).to_pylist()
+    assert sorted(map(repr, every)) == sorted(repr(row_tuple(row)) for row in pushed)
 
 
 def test_files_with_the_same_columns_are_read_in_one_scan(tmp_path: Path) -> None:
