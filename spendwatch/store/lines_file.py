@@ -26,15 +26,34 @@ from spendwatch.store.schema import COST_LINE_SCHEMA, MAX_AMOUNT
 MONEY = ("billed_cost", "effective_cost", "list_cost")
 
 
+JOINED = "(SELECT * EXCLUDE (dim_id) FROM read_parquet({lines}) JOIN read_parquet({dims}) USING (dim_id))"
+"""Lines split over two files (``CostLinesFile.dims``), joined back; ``{lines}``/``{dims}`` are SQL strings."""
+
+
 @dataclass(frozen=True)
 class CostLinesFile:
     """A Parquet file of cost lines: ``COST_LINE_SCHEMA``'s columns by name (missing nullable ones are NULL).
 
-    The file must stay unchanged until ``Store.replace_cost_lines`` returns (a collector's own scratch
-    folder); the store only reads it.
+    With ``dims``, the lines are split over two files: ``path`` holds each line's own columns and a
+    ``dim_id``, ``dims`` one row per ``dim_id`` with the columns its lines share (keys, tags, owner):
+    a month with every resource kept repeats a few hundred key combinations over millions of lines,
+    and writing them once is most of what the split saves. The lines are the join on ``dim_id``.
+
+    The files must stay unchanged until ``Store.replace_cost_lines`` returns (a collector's own
+    scratch folder); the store only reads them.
     """
 
     path: Path
+    dims: Path | None = None
+
+    def relation(self) -> str:
+        """SQL of the lines, the paths as the parameters ``params`` gives (never in the SQL text)."""
+        if self.dims is None:
+            return "read_parquet($path)"
+        return JOINED.format(lines="$path", dims="$dims")
+
+    def params(self) -> dict[str, str]:
+        return {"path": str(self.path)} | ({} if self.dims is None else {"dims": str(self.dims)})
 
 
 @dataclass(frozen=True)
@@ -67,12 +86,12 @@ def _quote(name: str) -> str:
 
 
 def columns_sql(con: duckdb.DuckDBPyConnection, file: CostLinesFile) -> list[str]:
-    """One expression per ``COST_LINE_SCHEMA`` column, in its order, over ``read_parquet($path)``.
+    """One expression per ``COST_LINE_SCHEMA`` column, in its order, over ``file.relation()``.
 
     Like ``conform``: present columns are cast to the schema's type, missing nullable ones are NULL,
     a missing required one is a ``ValueError`` naming it.
     """
-    described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(file.path)}).fetchall()
+    described = con.execute(f"DESCRIBE SELECT * FROM {file.relation()}", file.params()).fetchall()
     present = {str(row[0]) for row in described}
     exprs = []
     for field in COST_LINE_SCHEMA:
@@ -108,8 +127,8 @@ def summarise(file: CostLinesFile, source: str) -> FileSummary:
             *(f"count(*) FILTER (WHERE {_quote(name)} IS NULL)" for name in required),
             *(f"count(*) FILTER (WHERE NOT {_finite(name)})" for name in MONEY),
         ]
-        source_sql = f"(SELECT {typed} FROM read_parquet($path)) AS lines"
-        params = {"path": str(file.path)}
+        source_sql = f"(SELECT {typed} FROM {file.relation()}) AS lines"
+        params = file.params()
         row = con.execute(f"SELECT {', '.join(checks)} FROM {source_sql}", params).fetchone()
         assert row is not None  # an aggregate always has a row
         nulls = dict(zip(required, row[5 : 5 + len(required)], strict=True))

@@ -351,8 +351,8 @@ class Store:
             names = ", ".join(f'"{field.name}"' for field in COST_LINE_SCHEMA)
             con.execute(
                 f"INSERT INTO cost_lines (source, batch_id, {names}) "
-                f"SELECT $source, $batch, {', '.join(exprs)} FROM read_parquet($path)",
-                {"source": source, "batch": load.batch_id, "path": str(file.path)},
+                f"SELECT $source, $batch, {', '.join(exprs)} FROM {file.relation()}",
+                {"source": source, "batch": load.batch_id, **file.params()},
             )
             self._record_load(con, load)
         return LoadResult(source, start, end, load.batch_id, summary.rows, replaced, summary.billed_total)

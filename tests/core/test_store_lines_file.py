@@ -63,6 +63,43 @@ def test_a_file_stores_exactly_what_the_same_table_stores(tmp_path: Path, clock:
     assert by_file.query(loads) == by_table.query(loads)
 
 
+def as_split_files(folder: Path, table: pa.Table, shared: list[str]) -> CostLinesFile:
+    """``table`` as two files, ``shared`` columns once per distinct combination (``CostLinesFile.dims``)."""
+    keys = [repr([row[name] for name in shared]) for row in table.select(shared).to_pylist()]
+    ids = {key: number for number, key in enumerate(dict.fromkeys(keys))}
+    dim_ids = pa.array([ids[key] for key in keys], type=pa.int64())
+    first = [keys.index(key) for key in ids]  # a row of each combination
+    pq.write_table(table.drop_columns(shared).append_column("dim_id", dim_ids), folder / "rows.parquet")
+    dims = table.select(shared).take(first).append_column("dim_id", pa.array(list(ids.values()), type=pa.int64()))
+    pq.write_table(dims, folder / "dims.parquet")
+    return CostLinesFile(folder / "rows.parquet", folder / "dims.parquet")
+
+
+def test_lines_split_over_a_dims_file_store_what_the_joined_table_stores(tmp_path: Path, clock: FixedClock) -> None:
+    rows = [
+        {"day": "2026-11-03", "cost": 10.0, "owner": "ann", "resource_id": "i-1"},
+        {"day": "2026-11-03", "cost": 2.5, "owner": "ann", "resource_id": "i-2"},
+        {"day": "2026-11-04", "cost": 20.0, "owner": "bob", "resource_id": "i-1", "sub_account_id": "2222"},
+        {"day": "2026-11-05", "cost": 1.0, "resource_id": None},
+    ]
+    table = with_column(cost_lines(rows), "tags", [[("owner", "ann")], [("owner", "ann")], None, None])
+    shared = ["provider", "sub_account_id", "service_name", "charge_category", "billing_currency", "tags", "owner"]
+    folder = tmp_path / "it's $dims"
+    folder.mkdir()
+    split = as_split_files(folder, table, shared)
+    assert pq.read_table(split.dims).num_rows == 3  # ann's two lines share one row
+    by_table, by_files = Store(tmp_path / "t.duckdb", clock=clock), Store(tmp_path / "f.duckdb", clock=clock)
+    by_table.replace_cost_lines("a", NOV, DEC, table)
+    assert by_files.replace_cost_lines("a", NOV, DEC, split).rows == 4
+    assert stored(by_files) == stored(by_table)
+
+    # The checks read the joined lines: bad money is refused naming the hour, nothing is written.
+    bad = as_split_files(folder, with_column(table, "billed_cost", [10.0, 2.5, math.inf, 1.0]), shared)
+    with pytest.raises(InputError, match=r"billed_cost is inf on a line of 2026-11-04 00:00 UTC"):
+        by_files.replace_cost_lines("a", NOV, DEC, bad)
+    assert total(by_files) == 33.5
+
+
 def test_missing_nullable_columns_are_null_and_a_missing_required_one_is_named(
     tmp_path: Path, clock: FixedClock
 ) -> None:

@@ -10,8 +10,9 @@ real estate, against tens of thousands of resources), so:
    (a small, low-cardinality grouping);
 2. the lines are grouped on (hour, resource, ``dim_id``) into the narrow ``narrow`` table — the
    line's keys are matched to their ``dim_id`` through a hash join against the small ``dims``;
-3. the finish reads ``narrow`` joined back to ``dims`` (:func:`widen_sql`): the same rows as the wide
-   grouping, each key combination stored once.
+3. the finish writes the lines as ``narrow``'s rows and ``dims``' keys, tags, owner and job in two
+   files the store joins back as it inserts (``cur_finish.finish_narrow_sql``, ``CostLinesFile.dims``):
+   the same lines as the wide grouping's, each key combination written once.
 
 ``dim_id`` stands for exactly one combination of key values (NULL included: the set difference and
 the join compare NULL as a value), so grouping on it is grouping on the keys. Measured on the
@@ -105,9 +106,3 @@ def narrow_from_wide_sql(wide: str, tag_count: int) -> str:
         f"SELECT w.period_start, w.resource_id, d.dim_id, {', '.join(f'w.{v}' for v in values)} "
         f"FROM {wide} AS w JOIN dims AS d ON {on}"
     )
-
-
-def widen_sql(tag_count: int) -> str:
-    """``narrow`` joined back to its keys: the columns of the wide ``partials`` table."""
-    keys = ", ".join(f"d.{name}" for name in dim_columns(tag_count))
-    return f"SELECT n.* EXCLUDE (dim_id), {keys} FROM narrow AS n JOIN dims AS d USING (dim_id)"

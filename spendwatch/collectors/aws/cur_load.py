@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendwatch.collectors.aws import cur_dims
-from spendwatch.collectors.aws.cur_finish import finish_sql
+from spendwatch.collectors.aws.cur_finish import finish_narrow_sql, finish_sql
 from spendwatch.collectors.aws.cur_group import grouped_per_value_sql
 from spendwatch.collectors.aws.cur_sql import (
     CUR_COLUMNS,
@@ -50,7 +50,7 @@ from spendwatch.collectors.aws.cur_sql import (
     quote,
 )
 from spendwatch.errors import InputError
-from spendwatch.store.lines_file import CostLinesFile
+from spendwatch.store.lines_file import JOINED, CostLinesFile
 from spendwatch.store.schema import COST_LINE_SCHEMA, conform
 
 
@@ -266,6 +266,7 @@ class CurLoader:
         self._map_keys: dict[tuple[Path, ...], set[str] | None] = {}
         self._constant_cache: dict[tuple[Path, ...], dict[str, str | None]] = {}
         self._lines: Path | None = None  # the finished lines' Parquet file
+        self._dims: Path | None = None  # with resources: all, their keys' (CostLinesFile.dims)
 
     def _exec(self, sql: str, params: Any = None) -> list[Any]:
         """Run one statement to completion (DuckDB wants every result consumed before the next)."""
@@ -279,10 +280,11 @@ class CurLoader:
 
     def close(self) -> None:
         self.con.close()
-        if self._lines is not None:
+        for path in (self._lines, self._dims):
             # Made by this loader, read by the store before the caller moves on: never left behind
             # in a work_dir that outlives the loader.
-            self._lines.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     def _create_tables(self) -> None:
         types = {
@@ -450,39 +452,44 @@ class CurLoader:
         # One scan groups each key once; only rows from several scans, or clamped into the period,
         # can share a key and need merging.
         merge = self._sources > 1 or outside > 0
-        sql = finish_sql(
-            grouped,
-            self.tag_keys,
-            self.owner_tags,
-            self.job_tags,
-            unit,
-            present,
-            merge=merge,
-            k8s=self.k8s,
-            tag_values=tag_values,
-        )
         # The grouped rows are spent once the lines are made: freeing them keeps them out of the peak
         # while the store reads the lines (~200 MB for a 20M-line month).
         for table in ("resource_totals", "top_resources"):
             self._exec(f"DROP TABLE {table}")
-        # Straight to a Parquet file, which the store's DuckDB reads in one INSERT ... SELECT: a
-        # 20M-line month is written once, never held in memory nor handed over through Arrow.
+        # Straight to Parquet, which the store's DuckDB reads in one INSERT ... SELECT: a 20M-line
+        # month is written once, never held in memory nor handed over through Arrow.
+        params = {"start": start, "end": end}
         path = self.work_dir / f"lines-{uuid.uuid4().hex[:8]}.parquet"
-        self._exec(f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet)", {"start": start, "end": end})
-        if grouped != "partials":
-            self._exec(f"DROP VIEW {grouped}")
+        if grouped == "narrow":
+            # Each line's own columns in one file, its keys, tags, owner and job once per key
+            # combination in another: the store joins them as it inserts (CostLinesFile.dims).
+            rows, per_dim = finish_narrow_sql(
+                self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
+            )
+            dims = self.work_dir / f"dims-{uuid.uuid4().hex[:8]}.parquet"
+            self._exec(f"COPY ({per_dim}) TO {literal(str(dims))} (FORMAT parquet)")
+            self._dims = dims
+            self._exec(f"COPY ({rows}) TO {literal(str(path))} (FORMAT parquet)", params)
             self._exec("DROP TABLE narrow")
             self._exec("DROP TABLE dims")
-        self._exec("DROP TABLE partials")
-        self._exec(f"CREATE OR REPLACE VIEW lines AS SELECT * FROM read_parquet({literal(str(path))})")
+        else:
+            sql = finish_sql(
+                grouped, self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
+            )
+            self._exec(f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet)", params)
         self._lines = path
+        self._exec("DROP TABLE partials")
+        lines = f"read_parquet({literal(str(path))})"
+        if self._dims is not None:
+            lines = JOINED.format(lines=literal(str(path)), dims=literal(str(self._dims)))
+        self._exec(f"CREATE OR REPLACE VIEW lines AS SELECT * FROM {lines}")
         return int(self._exec("SELECT count(*) FROM lines")[0][0])
 
     def _grouped_rows(self) -> tuple[str, str]:
         """The relation of every grouped row with its keys, and a small one holding their tag values.
 
-        With ``resources: all`` the rows are ``narrow`` with their keys in ``dims`` (cur_dims); rows
-        grouped elsewhere (the Athena pushdown's, in ``partials``) join them there first.
+        With ``resources: all`` the rows are ``narrow``, their keys and tags in ``dims`` (cur_dims);
+        rows grouped elsewhere (the Athena pushdown's, in ``partials``) join them there first.
         """
         if self.grain.resources != "all":
             return "partials", "partials"
@@ -490,8 +497,7 @@ class CurLoader:
         self._exec(f"INSERT INTO dims BY NAME {cur_dims.new_dims_sql('SELECT * FROM partials', range(tags), tags)}")
         self._exec(f"INSERT INTO narrow BY NAME {cur_dims.narrow_from_wide_sql('partials', tags)}")
         self._exec("DELETE FROM partials")
-        self._exec(f"CREATE VIEW grouped AS {cur_dims.widen_sql(tags)}")
-        return "grouped", "dims"
+        return "narrow", "dims"
 
     def lines_file(self) -> CostLinesFile:
         """The finished lines as one Parquet file, for ``Store.replace_cost_lines`` (after ``finish``).
@@ -500,7 +506,7 @@ class CurLoader:
         """
         if self._lines is None:
             raise RuntimeError("lines_file() before finish()")
-        return CostLinesFile(self._lines)
+        return CostLinesFile(self._lines, self._dims)
 
     def batches(
         self, period_start: datetime, period_end: datetime, max_rows: int = 250_000
