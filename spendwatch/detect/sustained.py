@@ -170,8 +170,14 @@ def _chart(
         cap = np.fmin(limits.cap, threshold / (MIN_RUN - 1))[..., None]
         increments = np.minimum(standardised - allowance[..., None], cap)
         # A step the step rule flags on its own (a runaway hour, a spike) is not evidence of a
-        # moderate sustained excess: counted, the hours right after a runaway would alert.
-        increments = np.where(standardised > limits.step_z, 0.0, increments)
+        # moderate sustained excess: counted, the hours right after a runaway would alert. For the
+        # span's steps that verdict is not kept, so a step over step_z in this frame stands for it;
+        # the decided step's verdict is known (were it flagged, it alerts either way), so
+        # it always counts: a third day at 5 sigma over the reference that the step rule, measuring
+        # from its own expectation, leaves at 4.99 is the run's strongest evidence, not a spike.
+        beyond = standardised > limits.step_z
+        beyond[..., -1] = False
+        increments = np.where(beyond, 0.0, increments)
     increments = np.nan_to_num(increments, nan=0.0)
     span_steps = increments.shape[-1]
     # Sums over the last m steps, m = 1 .. span + 1 (index 0 = the decided step alone).
