@@ -101,7 +101,7 @@ def sustained_excess(
         dollars = np.nan_to_num(expected * np.expm1(excess), nan=0.0, posinf=0.0, neginf=0.0)
         # Dollar-ranked: the false-alarm budget of a series is in proportion to its cost, so a
         # $1k/day account gets a hundredth of a $100k/day account's (and a far higher threshold).
-        run_length = limits.run_length * np.fmax(1.0, limits.reference_cost / expected_now)
+        run_lengths = limits.run_length * np.fmax(1.0, limits.reference_cost / expected)
         standardised = excess / scale[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
         tau2 = REFERENCE_VARIANCE * (sustained.spread / scale) ** 2 / np.fmax(sustained.reference_points, 1.0)
@@ -116,10 +116,10 @@ def sustained_excess(
     run_variance = (
         correlated_sum_variance(autocorrelation, excess.shape[-1]) + steps * np.nan_to_num(tau2, nan=0.0)[..., None]
     )
-    reading = _Reading(excess, standardised, dollars, now, run_variance)
+    reading = _Reading(excess, standardised, dollars, now, run_variance, run_lengths)
     material = limits.allowance / scale
-    chart = _chart(reading, material, run_length, limits)
-    large = _chart(reading, np.fmax(material, LARGE_ALLOWANCE), run_length * LARGE_BUDGET, limits)
+    chart = _chart(reading, material, 1.0, limits)
+    large = _chart(reading, np.fmax(material, LARGE_ALLOWANCE), LARGE_BUDGET, limits)
     statistic = np.where(np.isnan(sustained.log_reference) | np.isnan(scale), np.nan, chart.statistic)
     alarm = (chart.alarm | large.alarm) & ~np.isnan(statistic)
     return SustainedResult(np.asarray(alarm, dtype=bool), statistic, chart.run, chart.excess)
@@ -144,6 +144,7 @@ class _Reading:
     dollars: FloatArray  # the same in $
     now: FloatArray  # (...) the decided step's log excess
     run_variance: FloatArray  # (..., span + 1) variance of the sum of the last m steps on noise / m, sigma^2
+    run_lengths: FloatArray  # (..., span + 1) run length on noise each step's own decision had (dollar-ranked)
 
 
 def correlated_sum_variance(rho: FloatArray, steps: int) -> FloatArray:
@@ -158,20 +159,24 @@ def correlated_sum_variance(rho: FloatArray, steps: int) -> FloatArray:
     return np.asarray(1.0 + 2.0 * np.einsum("...l,ml->...m", powers, weights), dtype=np.float64)
 
 
-def _chart(
-    reading: _Reading, allowance: FloatArray, run_length: FloatArray, limits: SustainedLimits
-) -> SustainedResult:
-    """One CUSUM chart: allowance ``allowance`` (sigmas), threshold for ``run_length`` on noise."""
+def _chart(reading: _Reading, allowance: FloatArray, budget: float, limits: SustainedLimits) -> SustainedResult:
+    """One CUSUM chart: allowance ``allowance`` (sigmas), threshold for ``budget`` times the run length on noise."""
     excess, standardised, dollars, now = reading.excess, reading.standardised, reading.dollars, reading.now
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        threshold = cusum_threshold(allowance, run_length)
+        threshold = cusum_threshold(allowance, reading.run_lengths[..., -1] * budget)
         # Two steps at the cap reach the threshold but do not cross it, three can: a run of MIN_RUN
         # steps can alarm on its own and a shorter one cannot (at threshold / MIN_RUN, not even three could).
         cap = np.fmin(limits.cap, threshold / (MIN_RUN - 1))[..., None]
         increments = np.minimum(standardised - allowance[..., None], cap)
         # A step the step rule flags on its own (a runaway hour, a spike) is not evidence of a
-        # moderate sustained excess: counted, the hours right after a runaway would alert.
-        increments = np.where(standardised > limits.step_z, 0.0, increments)
+        # moderate sustained excess: counted, the hours right after a runaway would alert. For the
+        # span's steps that verdict is not kept, so a step over step_z in this frame stands for it;
+        # the decided step's verdict is known (were it flagged, it alerts either way), so
+        # it always counts: a third day at 5 sigma over the reference that the step rule, measuring
+        # from its own expectation, leaves at 4.99 is the run's strongest evidence, not a spike.
+        beyond = standardised > limits.step_z
+        beyond[..., -1] = False
+        increments = np.where(beyond, 0.0, increments)
     increments = np.nan_to_num(increments, nan=0.0)
     span_steps = increments.shape[-1]
     # Sums over the last m steps, m = 1 .. span + 1 (index 0 = the decided step alone).
@@ -202,13 +207,49 @@ def _chart(
         run_dollars[candidate] = np.sum(np.where(in_run, dollars[candidate], 0.0), axis=-1)
         run_median = nanmedian_last(np.where(in_run, run_excess, np.nan))
         before_run = nanmean_last(np.where(in_run, np.nan, run_excess))
+        # Told, then held for HOLD decisions: a run that keeps going is the same excess, already
+        # reported; held while the run was younger than the span, a told shift went on flagging for
+        # up to a span and re-alarmed whenever one low step moved the run's start.
+        thresholds = cusum_threshold(allowance[candidate][:, None], reading.run_lengths[candidate] * budget)
+        told_at = _first_crossing(
+            increments[candidate], in_run, allowance[candidate], reading.run_variance[candidate], thresholds
+        )
         with np.errstate(invalid="ignore"):
             alarm[candidate] = (
                 ~(before_run > limits.allowance)  # ... and the steps before it were at the reference
                 & (run_median > limits.allowance)
                 & (run_dollars[candidate] >= limits.min_abs * run[candidate])
+                & (told_at >= span - HOLD)  # ... and it was first told at most HOLD - 1 steps ago
             )
     return SustainedResult(np.asarray(alarm, dtype=bool), statistic, run, run_dollars)
+
+
+HOLD = MIN_RUN + 1
+"""Decisions a CUSUM alarm is held for after the run first crossed the threshold: told, then each further
+step only confirms it (as :func:`filled_up`'s hold of MIN_RUN). One more than MIN_RUN because the crossing
+is re-read in the decided step's frame (its reference level and sigma), which can place it a step earlier
+than the decision that made it."""
+
+
+def _first_crossing(
+    increments: FloatArray, in_run: BoolArray, allowance: FloatArray, run_variance: FloatArray, threshold: FloatArray
+) -> np.ndarray:
+    """Span position (0 = oldest) where the alarming run's own sum first crossed the threshold.
+
+    Per candidate cell (rows): the run's increments summed from its first step to each later one, each
+    prefix scaled to its variance as the chart scales it, against the threshold that step's own
+    decision had (``threshold``: (cells, span), dollar-ranked by that step's expected cost). Prefixes
+    shorter than MIN_RUN cannot alarm. The span length where none crosses (the decided step's does).
+    """
+    span = increments.shape[-1]
+    start = span - np.count_nonzero(in_run, axis=-1)
+    sums = np.cumsum(np.where(in_run, increments, 0.0), axis=-1)
+    m = np.arange(span)[None, :] - start[:, None] + 1
+    variance = np.take_along_axis(run_variance, np.clip(m - 1, 0, span - 1), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = (sums + m * allowance[:, None]) / np.sqrt(variance) - m * allowance[:, None]
+        crossed = in_run & (m >= MIN_RUN) & (scaled > threshold)
+    return np.asarray(np.where(crossed.any(axis=-1), np.argmax(crossed, axis=-1), span), dtype=np.int64)
 
 
 def filled_up(observed: FloatArray, sustained: Sustained, limits: SustainedLimits, idle_share: float) -> BoolArray:

@@ -639,3 +639,43 @@ def test_a_run_of_correlated_steps_counts_as_fewer_independent_ones() -> None:
     assert np.isclose(variance[1, 1], 1.5)
     assert np.isclose(variance[1, 3], 1 + 2 * (0.75 * 0.5 + 0.5 * 0.25 + 0.25 * 0.125))
     assert (np.diff(variance[2]) > 0).all() and variance[2, 3] < 4.0  # nearly identical steps: towards m
+
+
+def test_a_decided_step_beyond_the_step_bound_still_counts_in_the_sustained_test() -> None:
+    """Three days at ~3-5.5 sigma on a noisy $50k/day account, none over the step rule's bound: the
+    CUSUM leaves out earlier steps over `step_z` in its own frame (the step rule told them), but the
+    decided step's own verdict is known, so it counts (seen on `d0111` of public-v2, $666k).
+    Before, 169 of 200 were told within the three days; the noise before them is unchanged."""
+    rng = np.random.default_rng(5)
+    n_series, n_steps, onset, noise = 200, 200, 150, 0.3
+    season = np.where(np.arange(n_steps) % 7 >= 5, 0.7, 1.0)
+    panel = 50_000 * season * np.exp(noise * rng.standard_normal((n_series, n_steps)))
+    burst = np.concatenate([rng.uniform(3.0, 4.0, (n_series, 2)), rng.uniform(4.5, 5.5, (n_series, 1))], axis=1)
+    panel[:, onset : onset + 3] = 50_000 * season[onset : onset + 3] * np.exp(noise * burst)
+    result = detect_daily(panel)
+    flags = result.is_anomaly
+    caught = int(flags[:, onset - result.start : onset - result.start + 3].any(axis=1).sum())
+    before = flags[:, 70 - result.start : onset - result.start]
+    runs = np.count_nonzero(before[:, 1:] & ~before[:, :-1]) + np.count_nonzero(before[:, 0])
+    assert caught >= 185, caught
+    assert runs <= 13, runs
+
+
+def test_a_told_sustained_excess_is_held_for_a_few_steps_not_for_the_whole_span() -> None:
+    """A +70% shift that lasts on a noisy $50k/day account: the CUSUM tells it, then each further step
+    only confirms it. Held while the run was younger than the span, it went on flagging for up to a
+    span and re-alarmed whenever one low step moved the run's start (public-v2 `d0248`: 6 flags past
+    the labelled end). Before: 181 flags 4-19 steps after the first, on 113 of the 180 told series."""
+    rng = np.random.default_rng(11)
+    n_series, n_steps, onset, noise = 200, 200, 150, 0.3
+    season = np.where(np.arange(n_steps) % 7 >= 5, 0.7, 1.0)
+    panel = 50_000 * season * np.exp(noise * rng.standard_normal((n_series, n_steps)))
+    panel[:, onset:] *= 1.7
+    result = detect_daily(panel)
+    flags = result.is_anomaly[:, onset - result.start :]
+    told = flags.any(axis=1)
+    first = np.argmax(flags, axis=1)
+    late = sum(int(flags[i, first[i] + 4 : first[i] + 20].sum()) for i in np.flatnonzero(told))
+    assert told.sum() >= 175, int(told.sum())  # the same shifts are told (180 before and after)
+    assert int(flags[:, :5].any(axis=1).sum()) >= 70  # ... as early (74 within five days)
+    assert late <= 120, late
