@@ -59,16 +59,10 @@ def finish_sql(
 
 KEY_COLUMNS = (
     "'aws' AS provider",
-    "billing_account_id",
-    "sub_account_id",
-    "service_name",
-    "sku_id",
-    "region_id",
-    "charge_category",
-    "charge_frequency",
-    "billing_currency",
+    *(key for key in GROUP_KEYS if key not in ("period_start", "product_code", "resource_id")),
 )
-"""The lines' columns that are grouping keys, as the finished lines name them."""
+"""The lines' columns that are grouping keys, as the finished lines name them (the hour and the resource
+are the rows' own; the product code only names the service category)."""
 
 
 K8S_COLUMNS = ("k8s_cluster", "k8s_namespace", "k8s_workload")
