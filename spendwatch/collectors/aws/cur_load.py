@@ -443,12 +443,17 @@ class CurLoader:
             "count(*) FILTER (WHERE period_start < $start OR period_start > $end - INTERVAL 1 " + unit + ")",
             "sum(line_items)",
         ]
-        row = self._exec(f"SELECT {', '.join(checks)} FROM {grouped}", {"start": start, "end": end})[0]
+        counts = [f"count(tag_{i})" for i in range(len(self.tag_keys))]
+        together = tag_values == grouped  # one pass reads both
+        row = self._exec(
+            f"SELECT {', '.join(checks + counts if together else checks)} FROM {grouped}", {"start": start, "end": end}
+        )[0]
         outside, self.line_items = int(row[0] or 0), int(row[1] or 0)
-        present: set[int] = set()
-        if self.tag_keys:
-            counts = ", ".join(f"count(tag_{i})" for i in range(len(self.tag_keys)))
-            present = {i for i, n in enumerate(self._exec(f"SELECT {counts} FROM {tag_values}")[0]) if n}
+        if together:
+            tagged = row[2:]
+        else:
+            tagged = self._exec(f"SELECT {', '.join(counts)} FROM {tag_values}")[0] if counts else ()
+        present = {i for i, n in enumerate(tagged) if n}
         # One scan groups each key once; only rows from several scans, or clamped into the period,
         # can share a key and need merging.
         merge = self._sources > 1 or outside > 0
