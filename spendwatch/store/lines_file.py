@@ -37,7 +37,8 @@ class CostLinesFile:
     With ``dims``, the lines are split over two files: ``path`` holds each line's own columns and a
     ``dim_id``, ``dims`` one row per ``dim_id`` with the columns its lines share (keys, tags, owner):
     a month with every resource kept repeats a few hundred key combinations over millions of lines,
-    and writing them once is most of what the split saves. The lines are the join on ``dim_id``.
+    and writing them once is most of what the split saves. The lines are the join on ``dim_id``; the
+    store keeps them split the same way (``cost_line_rows`` / ``cost_line_dims``, ``split_columns_sql``).
 
     The files must stay unchanged until ``Store.replace_cost_lines`` returns (a collector's own
     scratch folder); the store only reads them.
