@@ -243,13 +243,15 @@ def snapshot_job(ctx: DaemonContext) -> None:
     _guarded(ctx, "snapshot", body, record=True)
 
 
+# (name reported, table, condition). Cost lines are deleted from ``cost_line_rows`` (``cost_lines`` is a
+# view over it and ``cost_line_dims``); the dims rows stay, harmless when no line uses them any more.
 _RETENTION = (
-    ("cost_lines", "charge_period_end < ?"),
-    ("loads", "period_end < ?"),
-    ("runs", "started_at < ? AND finished_at IS NOT NULL"),
-    ("alerts_sent", "sent_at < ?"),
-    ("alert_failures", "last_failed_at < ?"),
-    ("digests", "day < CAST(? AS DATE)"),
+    ("cost_lines", "cost_line_rows", "charge_period_end < ?"),
+    ("loads", "loads", "period_end < ?"),
+    ("runs", "runs", "started_at < ? AND finished_at IS NOT NULL"),
+    ("alerts_sent", "alerts_sent", "sent_at < ?"),
+    ("alert_failures", "alert_failures", "last_failed_at < ?"),
+    ("digests", "digests", "day < CAST(? AS DATE)"),
 )
 
 
@@ -257,12 +259,12 @@ def housekeeping(store: Store, cutoff: datetime) -> dict[str, Any]:
     """Delete what is older than the retention horizon; returns rows deleted per table."""
     deleted: dict[str, Any] = {}
     with store.transaction() as con:
-        for table, condition in _RETENTION:
+        for name, table, condition in _RETENTION:
             row = con.execute(f"SELECT count(*) FROM {table} WHERE {condition}", [cutoff]).fetchone()
             count = int(row[0]) if row else 0
             if count:
                 con.execute(f"DELETE FROM {table} WHERE {condition}", [cutoff])
-            deleted[table] = count
+            deleted[name] = count
     deleted["rows"] = sum(v for v in deleted.values() if isinstance(v, int))
     deleted["cutoff"] = cutoff.isoformat()
     return deleted

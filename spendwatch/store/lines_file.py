@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from spendwatch.errors import InputError
-from spendwatch.store.schema import COST_LINE_SCHEMA, MAX_AMOUNT
+from spendwatch.store.schema import COST_LINE_SCHEMA, LINE_DIM_COLUMNS, LINE_ROW_COLUMNS, MAX_AMOUNT
 
 MONEY = ("billed_cost", "effective_cost", "list_cost")
 
@@ -37,7 +37,8 @@ class CostLinesFile:
     With ``dims``, the lines are split over two files: ``path`` holds each line's own columns and a
     ``dim_id``, ``dims`` one row per ``dim_id`` with the columns its lines share (keys, tags, owner):
     a month with every resource kept repeats a few hundred key combinations over millions of lines,
-    and writing them once is most of what the split saves. The lines are the join on ``dim_id``.
+    and writing them once is most of what the split saves. The lines are the join on ``dim_id``; the
+    store keeps them split the same way (``cost_line_rows`` / ``cost_line_dims``, ``split_columns_sql``).
 
     The files must stay unchanged until ``Store.replace_cost_lines`` returns (a collector's own
     scratch folder); the store only reads them.
@@ -91,18 +92,54 @@ def columns_sql(con: duckdb.DuckDBPyConnection, file: CostLinesFile) -> list[str
     Like ``conform``: present columns are cast to the schema's type, missing nullable ones are NULL,
     a missing required one is a ``ValueError`` naming it.
     """
-    described = con.execute(f"DESCRIBE SELECT * FROM {file.relation()}", file.params()).fetchall()
-    present = {str(row[0]) for row in described}
-    exprs = []
-    for field in COST_LINE_SCHEMA:
-        kind = _duck_type(field.type)
-        if field.name in present:
-            exprs.append(f"CAST({_quote(field.name)} AS {kind})")
-        elif field.nullable:
-            exprs.append(f"CAST(NULL AS {kind})")
-        else:
-            raise ValueError(f"required column {field.name!r} is missing")
-    return exprs
+    present = _present(con, file.relation(), file.params())
+    return [_typed(field, present) for field in COST_LINE_SCHEMA]
+
+
+def _present(con: duckdb.DuckDBPyConnection, relation: str, params: dict[str, str]) -> set[str]:
+    described = con.execute(f"DESCRIBE SELECT * FROM {relation}", params).fetchall()
+    return {str(row[0]) for row in described}
+
+
+def _typed(field: pa.Field, present: set[str], alias: str = "") -> str:
+    kind = _duck_type(field.type)
+    if field.name in present:
+        return f"CAST({alias}{_quote(field.name)} AS {kind})"
+    if field.nullable:
+        return f"CAST(NULL AS {kind})"
+    raise ValueError(f"required column {field.name!r} is missing")
+
+
+@dataclass(frozen=True)
+class SplitColumns:
+    """A split file's columns as the store keeps them (``LINE_DIM_COLUMNS`` / ``LINE_ROW_COLUMNS``).
+
+    ``dims``: ``dim_id`` and the shared columns, typed, over ``read_parquet($dims)``; ``rows``: the
+    line's own columns, typed, over ``read_parquet($path) AS l``.
+    """
+
+    dims: str
+    rows: str
+
+
+def split_columns_sql(con: duckdb.DuckDBPyConnection, file: CostLinesFile) -> SplitColumns | None:
+    """How to insert ``file`` keeping its split, or ``None`` when it is not split the store's way.
+
+    The store can take a file's dims as its own when the dims file holds only shared columns (besides
+    ``dim_id``) and the lines file none of them: then lines with one file ``dim_id`` share every
+    shared column. Any other file is inserted as its joined lines.
+    """
+    if file.dims is None:
+        return None
+    fields = {field.name: field for field in COST_LINE_SCHEMA}
+    in_dims = _present(con, "read_parquet($dims)", {"dims": str(file.dims)}) - {"dim_id"}
+    in_rows = _present(con, "read_parquet($path)", {"path": str(file.path)}) - {"dim_id"}
+    shared = set(LINE_DIM_COLUMNS)
+    if not in_dims <= shared or in_rows & shared:
+        return None
+    dims = ", ".join(f"{_typed(fields[n], in_dims)} AS {_quote(n)}" for n in LINE_DIM_COLUMNS)
+    rows = ", ".join(_typed(fields[n], in_rows, "l.") for n in LINE_ROW_COLUMNS)
+    return SplitColumns(f"CAST(dim_id AS BIGINT) AS dim_id, {dims}", rows)
 
 
 def summarise(file: CostLinesFile, source: str) -> FileSummary:

@@ -76,6 +76,30 @@ COST_LINE_SCHEMA: Final = pa.schema(
     ]
 )
 
+# ``cost_lines`` is a view over two tables (migration 0007): the columns lines share — keys, tags,
+# owner, job, the FOCUS descriptors — once per distinct combination in ``cost_line_dims`` under a
+# ``dim_id``, and each line's own columns (resource, periods, money, quantities) with its ``dim_id``
+# in ``cost_line_rows``. Every ``COST_LINE_SCHEMA`` column is in exactly one of the two.
+LINE_ROW_COLUMNS: Final = (
+    "resource_id",
+    "resource_name",
+    "sub_account_name",
+    "service_category",
+    "charge_description",
+    "charge_period_start",
+    "charge_period_end",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "is_estimated",
+    "pricing_quantity",
+    "consumed_quantity",
+    "list_unit_price",
+    "contracted_unit_price",
+    "contracted_cost",
+)
+LINE_DIM_COLUMNS: Final = tuple(field.name for field in COST_LINE_SCHEMA if field.name not in LINE_ROW_COLUMNS)
+
 JOB_SCHEMA: Final = pa.schema(
     [
         pa.field("platform", pa.string(), nullable=False),

@@ -31,10 +31,11 @@ from spendwatch.errors import StoreAccessError, StoreBusyError, StoreDamagedErro
 from spendwatch.store import SCHEMA_VERSION, describe_os_error
 from spendwatch.store.locks import LockTimeout, RWFileLock, SingletonLock, daemon_lock_path
 
-# Tables that describe each other and must come from the same file: cost lines with the loads and
-# source fingerprints that say they are current (else a source would skip a period it lost), and the
-# kill-switch journal with its events.
-_TOGETHER = (("cost_lines", "loads", "source_state"), ("actions", "action_events"))
+# Tables that describe each other and must come from the same file, carried over together or not at
+# all: cost lines (their rows and the dims those point to; ``cost_lines`` is a view of the two) with the
+# loads and source fingerprints that say they are current (else a source would skip a period it lost),
+# and the kill-switch journal with its events.
+_TOGETHER = (("cost_line_rows", "cost_line_dims", "loads", "source_state"), ("actions", "action_events"))
 _NAME = re.compile(r"^snapshot-(\d{8}T\d{6}Z)\.duckdb$")
 _STAMP = "%Y%m%dT%H%M%SZ"
 SNAPSHOT_EVERY = timedelta(days=1)
@@ -48,6 +49,7 @@ class CheckResult:
     problem: str | None = None
     schema_version: int | None = None
     rows: dict[str, int] = field(default_factory=dict)
+    views: frozenset[str] = frozenset()  # names in ``rows`` that are views (``cost_lines``), not tables
 
     @property
     def ok(self) -> bool:
@@ -56,8 +58,8 @@ class CheckResult:
     def summary(self) -> str:
         if not self.ok:
             return f"{self.path}: damaged ({self.problem})"
-        total = sum(self.rows.values())
-        return f"{self.path}: ok — schema {self.schema_version}, {len(self.rows)} tables, {total:,} rows"
+        tables = {name: count for name, count in self.rows.items() if name not in self.views}
+        return f"{self.path}: ok — schema {self.schema_version}, {len(tables)} tables, {sum(tables.values()):,} rows"
 
 
 @dataclass(frozen=True)
@@ -104,28 +106,46 @@ def check_file(path: Path) -> CheckResult:
 
 def _check_connection(con: duckdb.DuckDBPyConnection, path: Path) -> CheckResult:
     rows: dict[str, int] = {}
+    views: list[str] = []
     try:
-        for table in _tables(con, _current_database(con)):
+        database = _current_database(con)
+        for table in _tables(con, database):
             count = con.execute(f"SELECT count(*) FROM {_quote(table)}").fetchone()
             # Hashing every column forces every data block to be read, and DuckDB verifies each
             # block's checksum as it reads it.
             con.execute(f"SELECT sum(hash(COLUMNS(*))) FROM {_quote(table)}").fetchall()
             rows[table] = int(count[0]) if count else 0
+        # Views hold no data of their own (their tables were read above); counting them checks that
+        # they still resolve, and gives ``cost_lines`` its number of lines.
+        for view in _views(con, database):
+            count = con.execute(f"SELECT count(*) FROM {_quote(view)}").fetchone()
+            rows[view] = int(count[0]) if count else 0
+            views.append(view)
         # A file a process created but was stopped before migrating is an empty store, not a damaged one.
         version_row = (
             con.execute("SELECT max(version) FROM schema_version").fetchone() if "schema_version" in rows else None
         )
     except duckdb.Error as exc:
-        return CheckResult(path, problem=_first_line(exc), rows=rows)
+        return CheckResult(path, problem=_first_line(exc), rows=rows, views=frozenset(views))
     version = int(version_row[0]) if version_row and version_row[0] is not None else 0
     if version > SCHEMA_VERSION:
         return CheckResult(path, problem=f"schema version {version} is newer than this spendwatch ({SCHEMA_VERSION})")
-    return CheckResult(path, schema_version=version, rows=rows)
+    return CheckResult(path, schema_version=version, rows=rows, views=frozenset(views))
 
 
 def _tables(con: duckdb.DuckDBPyConnection, database: str) -> list[str]:
     found = con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' ORDER BY 1",
+        [database],
+    ).fetchall()
+    return [str(row[0]) for row in found]
+
+
+def _views(con: duckdb.DuckDBPyConnection, database: str) -> list[str]:
+    """The store's own views (``cost_lines``), not DuckDB's built-in ones."""
+    found = con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main' AND NOT internal "
+        "ORDER BY 1",
         [database],
     ).fetchall()
     return [str(row[0]) for row in found]
@@ -284,12 +304,6 @@ def _salvage(damaged: Path, restored: Path) -> tuple[list[str], dict[str, str]]:
         readable, lost = _readable_tables(source)
     finally:
         source.close()
-    for group in _TOGETHER:
-        broken = [t for t in group if t in lost]
-        for table in group:
-            if broken and table in readable:
-                readable.remove(table)
-                lost[table] = f"kept with {broken[0]}, which did not read"
     if not readable:
         return [], lost
     salvaged: list[str] = []
@@ -297,18 +311,34 @@ def _salvage(damaged: Path, restored: Path) -> tuple[list[str], dict[str, str]]:
     try:
         con.execute("ATTACH ? AS damaged (READ_ONLY)", [str(damaged)])
         wanted = set(_tables(con, _current_database(con)))
-        for table in readable:
-            if table not in wanted or table == "schema_version":
-                continue
+        # A group is carried over whole, in one transaction, or not at all: every one of its tables
+        # must read in the damaged file and exist in the snapshot (a snapshot of an older schema
+        # keeps its own cost lines, loads and fingerprints together).
+        units: list[tuple[str, ...]] = []
+        for group in _TOGETHER:
+            missing = [t for t in group if t not in readable or t not in wanted]
+            for table in group:
+                if missing and table in readable:
+                    readable.remove(table)
+                    why = "did not read" if missing[0] in lost else "is not in both files"
+                    lost[table] = f"kept with {missing[0]}, which {why}"
+            if not missing:
+                units.append(group)
+                for table in group:
+                    readable.remove(table)
+        units += [(t,) for t in readable if t in wanted and t != "schema_version"]
+        for unit in units:
             try:
                 con.execute("BEGIN TRANSACTION")
-                con.execute(f"DELETE FROM {_quote(table)}")
-                con.execute(f"INSERT INTO {_quote(table)} SELECT * FROM damaged.main.{_quote(table)}")
+                for table in unit:
+                    con.execute(f"DELETE FROM {_quote(table)}")
+                    con.execute(f"INSERT INTO {_quote(table)} SELECT * FROM damaged.main.{_quote(table)}")
                 con.execute("COMMIT")
-                salvaged.append(table)
+                salvaged.extend(unit)
             except duckdb.Error as exc:
                 con.execute("ROLLBACK")
-                lost[table] = _first_line(exc)
+                for table in unit:
+                    lost[table] = _first_line(exc)
         _advance_sequences(con)
         con.execute("DETACH damaged")
     finally:

@@ -38,9 +38,24 @@ from spendwatch.errors import (
     StoreDamagedError,
     StoreError,
 )
-from spendwatch.store.lines_file import MONEY, CostLinesFile, bad_amount_error, columns_sql, summarise
+from spendwatch.store.lines_file import (
+    MONEY,
+    CostLinesFile,
+    SplitColumns,
+    bad_amount_error,
+    columns_sql,
+    split_columns_sql,
+    summarise,
+)
 from spendwatch.store.locks import LockTimeout, RWFileLock
-from spendwatch.store.schema import COST_LINE_SCHEMA, JOB_SCHEMA, MAX_AMOUNT, conform
+from spendwatch.store.schema import (
+    COST_LINE_SCHEMA,
+    JOB_SCHEMA,
+    LINE_DIM_COLUMNS,
+    LINE_ROW_COLUMNS,
+    MAX_AMOUNT,
+    conform,
+)
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -327,10 +342,7 @@ class Store:
         with self.transaction() as con:
             replaced = self._delete_period(con, load)
             con.register("incoming_lines", table)
-            con.execute(
-                "INSERT INTO cost_lines SELECT ? AS source, ? AS batch_id, * FROM incoming_lines",
-                [source, load.batch_id],
-            )
+            _insert_lines(con, "incoming_lines", {}, source, load.batch_id)
             con.unregister("incoming_lines")
             self._record_load(con, load)
         return LoadResult(source, start, end, load.batch_id, table.num_rows, replaced, billed_total)
@@ -347,23 +359,27 @@ class Store:
         )
         with self.transaction() as con:
             replaced = self._delete_period(con, load)
-            exprs = columns_sql(con, file)
-            names = ", ".join(f'"{field.name}"' for field in COST_LINE_SCHEMA)
-            con.execute(
-                f"INSERT INTO cost_lines (source, batch_id, {names}) "
-                f"SELECT $source, $batch, {', '.join(exprs)} FROM {file.relation()}",
-                {"source": source, "batch": load.batch_id, **file.params()},
-            )
+            split = split_columns_sql(con, file)
+            if split is not None:
+                _insert_split_file(con, file, split, source, load.batch_id)
+            else:
+                exprs = columns_sql(con, file)
+                typed = ", ".join(
+                    f"{expr} AS {_quote(f.name)}" for expr, f in zip(exprs, COST_LINE_SCHEMA, strict=True)
+                )
+                _insert_lines(con, f"(SELECT {typed} FROM {file.relation()})", file.params(), source, load.batch_id)
             self._record_load(con, load)
         return LoadResult(source, start, end, load.batch_id, summary.rows, replaced, summary.billed_total)
 
     @staticmethod
     def _delete_period(con: Connection, load: _Load) -> int:
         """Delete ``load``'s source and period; returns how many lines it held."""
+        # Only the lines go: their dims rows stay, and may be used by no line any more, which is
+        # harmless (the view's inner join never shows them; the next load reuses them if they come back).
         where = "source = ? AND charge_period_start >= ? AND charge_period_start < ?"
         params = [load.source, load.start, load.end]
-        replaced = _count(con, f"SELECT count(*) FROM cost_lines WHERE {where}", params)
-        con.execute(f"DELETE FROM cost_lines WHERE {where}", params)
+        replaced = _count(con, f"SELECT count(*) FROM cost_line_rows WHERE {where}", params)
+        con.execute(f"DELETE FROM cost_line_rows WHERE {where}", params)
         return replaced
 
     def _record_load(self, con: Connection, load: _Load) -> None:
@@ -520,6 +536,61 @@ class Where:
     @property
     def sql(self) -> str:
         return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_DIMS = ", ".join(_quote(name) for name in LINE_DIM_COLUMNS)
+
+
+def _same_dims(left: str, right: str) -> str:
+    """``left``'s row has ``right``'s dims: every shared column equal, NULL matching NULL (MAPs too)."""
+    return " AND ".join(f"{left}.{_quote(n)} IS NOT DISTINCT FROM {right}.{_quote(n)}" for n in LINE_DIM_COLUMNS)
+
+
+def _add_dims(con: Connection, relation: str, params: dict[str, Any]) -> None:
+    """Add the combinations of shared columns in ``relation`` that ``cost_line_dims`` lacks, with new ids.
+
+    ``EXCEPT`` compares NULL as a value, so each combination is in ``cost_line_dims`` at most once and
+    the joins on it find exactly one row.
+    """
+    con.execute(
+        "INSERT INTO cost_line_dims "
+        "SELECT (SELECT coalesce(max(dim_id), 0) FROM cost_line_dims) + row_number() OVER () AS dim_id, * "
+        f"FROM (SELECT {_DIMS} FROM {relation} AS incoming EXCEPT SELECT {_DIMS} FROM cost_line_dims) AS fresh",
+        params,
+    )
+
+
+def _insert_lines(con: Connection, relation: str, params: dict[str, Any], source: str, batch_id: str) -> None:
+    """Insert the lines of ``relation`` (``COST_LINE_SCHEMA``'s columns, typed) as dims and rows.
+
+    The general path: every line is matched to its dims row on all the shared columns. Fine for an
+    Arrow table or a file of grouped lines; a split file goes through ``_insert_split_file``.
+    """
+    _add_dims(con, relation, params)
+    rows = ", ".join(f"i.{_quote(name)}" for name in LINE_ROW_COLUMNS)
+    con.execute(
+        f"INSERT INTO cost_line_rows SELECT $source, $batch, d.dim_id, {rows} "
+        f"FROM {relation} AS i JOIN cost_line_dims AS d ON {_same_dims('i', 'd')}",
+        {**params, "source": source, "batch": batch_id},
+    )
+
+
+def _insert_split_file(con: Connection, file: CostLinesFile, split: SplitColumns, source: str, batch_id: str) -> None:
+    """Insert a split ``CostLinesFile`` keeping its split: the file's dims are matched to the store's
+    (a join of two small tables) and each line only carries its store ``dim_id`` over, found by its
+    file ``dim_id`` (a BIGINT key) — never a join of millions of lines on thirty columns."""
+    dims = f"(SELECT {split.dims} FROM read_parquet($dims))"
+    _add_dims(con, dims, {"dims": file.params()["dims"]})
+    ids = f"SELECT f.dim_id AS file_dim, d.dim_id FROM {dims} AS f JOIN cost_line_dims AS d ON {_same_dims('f', 'd')}"
+    con.execute(
+        f"INSERT INTO cost_line_rows SELECT $source, $batch, m.dim_id, {split.rows} "
+        f"FROM read_parquet($path) AS l JOIN ({ids}) AS m ON l.dim_id = m.file_dim",
+        {**file.params(), "source": source, "batch": batch_id},
+    )
 
 
 def _count(con: Connection, sql: str, params: list[Any]) -> int:

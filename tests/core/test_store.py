@@ -86,13 +86,17 @@ def test_a_load_failing_half_way_leaves_the_previous_data(tmp_path: Path, clock:
     store.replace_cost_lines("a", NOV, DEC, cost_lines([{"day": "2026-11-03", "cost": 5.0}]))
     good = cost_lines([{"day": "2026-11-04", "cost": 7.0}])
     with store.transaction() as con:  # prove the transaction wrapper rolls back on error
-        con.execute("DELETE FROM cost_lines")
+        con.execute("DELETE FROM cost_line_rows")
     assert total(store) == 0.0
     store.replace_cost_lines("a", NOV, DEC, cost_lines([{"day": "2026-11-03", "cost": 5.0}]))
     with pytest.raises(RuntimeError, match="boom"), store.transaction() as con:
-        con.execute("DELETE FROM cost_lines WHERE source = 'a'")
+        con.execute("DELETE FROM cost_line_rows WHERE source = 'a'")
         con.register("incoming", good)
-        con.execute("INSERT INTO cost_lines SELECT 'a', 'x', * FROM incoming")
+        con.execute(
+            "INSERT INTO cost_line_rows (source, batch_id, dim_id, charge_period_start, charge_period_end, "
+            "billed_cost, effective_cost) SELECT 'a', 'x', 1, charge_period_start, charge_period_end, "
+            "billed_cost, effective_cost FROM incoming"
+        )
         raise RuntimeError("boom")
     assert total(store) == pytest.approx(5.0)
 

@@ -8,6 +8,7 @@ line saying the disk is full and the previous data is intact.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import subprocess
@@ -24,7 +25,7 @@ from spendwatch.config import load_config
 from spendwatch.store import Store
 from spendwatch.store.snapshots import check_file
 from tests.doubles.clock import FixedClock
-from tests.doubles.focus_files import month_rows, write_csv
+from tests.doubles.focus_files import COLUMNS, month_rows, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 SPENDWATCH = [sys.executable, "-m", "spendwatch"]
@@ -35,7 +36,11 @@ ROWS_PER_MONTH = 28 * 40
 def _workspace(root: Path) -> Path:
     write_csv(root / "base" / "2026-10.csv", month_rows("2026-10", 31, 2.0))
     for month in MONTHS:  # three months big enough that their write-ahead log passes the limits below
-        write_csv(root / "big" / f"{month}.csv", [r for d in range(40) for r in month_rows(month, 28, 1.0 + d)])
+        rows = [r for d in range(40) for r in month_rows(month, 28, 1.0 + d)]
+        for i, row in enumerate(rows):  # each line its own text: the store keeps the shared columns once
+            row["ResourceId"] = hashlib.sha256(f"{month}/{i}".encode()).hexdigest()
+            row["ChargeDescription"] = row["ResourceId"] * 16
+        write_csv(root / "big" / f"{month}.csv", rows, [*COLUMNS, "ChargeDescription"])
     config = root / "spendwatch.yaml"
     config.write_text(
         "store: {path: store.duckdb}\nsources:\n"

@@ -467,7 +467,7 @@ class CurLoader:
         path = self.work_dir / f"lines-{uuid.uuid4().hex[:8]}.parquet"
         if grouped == "narrow":
             # Each line's own columns in one file, its keys, tags, owner and job once per key
-            # combination in another: the store joins them as it inserts (CostLinesFile.dims).
+            # combination in another, which the store keeps as they are (CostLinesFile.dims).
             rows, per_dim = finish_narrow_sql(
                 self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
             )
