@@ -125,7 +125,7 @@ def test_resources_all_grouped_on_dimension_ids_gives_the_rows_of_the_wide_group
         loader.load([files[0]])
         cur, relation = loader._sql(scans[1])
         wide = grouped_sql(cur.normalised(relation), loader.grain, cur.tag_indices(), count=True, absent=cur.absent())
-        loader.add_partials(loader.con.execute(wide).to_arrow_table())
+        loader.add_partials(loader.con.sql(wide).to_arrow_table())
         loader.load([files[2]])
         loader.finish(NOV, DEC)
         pushed = pa.concat_tables([table for _, _, table in loader.batches(NOV, DEC)]).to_pylist()
