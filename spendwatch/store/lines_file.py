@@ -82,8 +82,14 @@ def _duck_type(kind: pa.DataType) -> str:
     raise TypeError(f"no DuckDB type for {kind}")  # a new schema column needs its mapping here
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
+    """A column name of the store's own schema as a SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def named(exprs: list[str]) -> str:
+    """``columns_sql``'s expressions as a select list, each named after its ``COST_LINE_SCHEMA`` column."""
+    return ", ".join(f"{expr} AS {quote_name(f.name)}" for expr, f in zip(exprs, COST_LINE_SCHEMA, strict=True))
 
 
 def columns_sql(con: duckdb.DuckDBPyConnection, file: CostLinesFile) -> list[str]:
@@ -104,7 +110,7 @@ def _present(con: duckdb.DuckDBPyConnection, relation: str, params: dict[str, st
 def _typed(field: pa.Field, present: set[str], alias: str = "") -> str:
     kind = _duck_type(field.type)
     if field.name in present:
-        return f"CAST({alias}{_quote(field.name)} AS {kind})"
+        return f"CAST({alias}{quote_name(field.name)} AS {kind})"
     if field.nullable:
         return f"CAST(NULL AS {kind})"
     raise ValueError(f"required column {field.name!r} is missing")
@@ -137,7 +143,7 @@ def split_columns_sql(con: duckdb.DuckDBPyConnection, file: CostLinesFile) -> Sp
     shared = set(LINE_DIM_COLUMNS)
     if not in_dims <= shared or in_rows & shared:
         return None
-    dims = ", ".join(f"{_typed(fields[n], in_dims)} AS {_quote(n)}" for n in LINE_DIM_COLUMNS)
+    dims = ", ".join(f"{_typed(fields[n], in_dims)} AS {quote_name(n)}" for n in LINE_DIM_COLUMNS)
     rows = ", ".join(_typed(fields[n], in_rows, "l.") for n in LINE_ROW_COLUMNS)
     return SplitColumns(f"CAST(dim_id AS BIGINT) AS dim_id, {dims}", rows)
 
@@ -151,9 +157,7 @@ def summarise(file: CostLinesFile, source: str) -> FileSummary:
     """
     with duckdb.connect(":memory:") as con:
         con.execute("SET TimeZone = 'UTC'")
-        exprs = columns_sql(con, file)
-        names = [field.name for field in COST_LINE_SCHEMA]
-        typed = ", ".join(f"{expr} AS {_quote(name)}" for expr, name in zip(exprs, names, strict=True))
+        typed = named(columns_sql(con, file))
         required = [field.name for field in COST_LINE_SCHEMA if not field.nullable]
         checks = [
             "count(*)",
@@ -161,7 +165,7 @@ def summarise(file: CostLinesFile, source: str) -> FileSummary:
             "max(charge_period_start)",
             "max(charge_period_end)",
             "coalesce(sum(billed_cost), 0)",
-            *(f"count(*) FILTER (WHERE {_quote(name)} IS NULL)" for name in required),
+            *(f"count(*) FILTER (WHERE {quote_name(name)} IS NULL)" for name in required),
             *(f"count(*) FILTER (WHERE NOT {_finite(name)})" for name in MONEY),
         ]
         source_sql = f"(SELECT {typed} FROM {file.relation()}) AS lines"
@@ -190,12 +194,12 @@ def bad_amount_error(source: str, name: str, value: Any, when: datetime) -> Inpu
 
 def _finite(name: str) -> str:
     # NULL is fine here (list_cost may be absent); NaN and ±inf are not finite.
-    return f"coalesce(isfinite({_quote(name)}) AND abs({_quote(name)}) < {MAX_AMOUNT:.0f}, true)"
+    return f"coalesce(isfinite({quote_name(name)}) AND abs({quote_name(name)}) < {MAX_AMOUNT:.0f}, true)"
 
 
 def _first_bad(con: duckdb.DuckDBPyConnection, source_sql: str, params: dict[str, Any], name: str) -> tuple[Any, Any]:
     found = con.execute(
-        f"SELECT {_quote(name)}, charge_period_start FROM {source_sql} WHERE NOT {_finite(name)} "
+        f"SELECT {quote_name(name)}, charge_period_start FROM {source_sql} WHERE NOT {_finite(name)} "
         "ORDER BY charge_period_start LIMIT 1",
         params,
     ).fetchone()

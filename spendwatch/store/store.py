@@ -44,6 +44,8 @@ from spendwatch.store.lines_file import (
     SplitColumns,
     bad_amount_error,
     columns_sql,
+    named,
+    quote_name,
     split_columns_sql,
     summarise,
 )
@@ -363,10 +365,7 @@ class Store:
             if split is not None:
                 _insert_split_file(con, file, split, source, load.batch_id)
             else:
-                exprs = columns_sql(con, file)
-                typed = ", ".join(
-                    f"{expr} AS {_quote(f.name)}" for expr, f in zip(exprs, COST_LINE_SCHEMA, strict=True)
-                )
+                typed = named(columns_sql(con, file))
                 _insert_lines(con, f"(SELECT {typed} FROM {file.relation()})", file.params(), source, load.batch_id)
             self._record_load(con, load)
         return LoadResult(source, start, end, load.batch_id, summary.rows, replaced, summary.billed_total)
@@ -538,16 +537,13 @@ class Where:
         return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-_DIMS = ", ".join(_quote(name) for name in LINE_DIM_COLUMNS)
+_DIMS = ", ".join(quote_name(name) for name in LINE_DIM_COLUMNS)
 
 
 def _same_dims(left: str, right: str) -> str:
     """``left``'s row has ``right``'s dims: every shared column equal, NULL matching NULL (MAPs too)."""
-    return " AND ".join(f"{left}.{_quote(n)} IS NOT DISTINCT FROM {right}.{_quote(n)}" for n in LINE_DIM_COLUMNS)
+    names = [quote_name(n) for n in LINE_DIM_COLUMNS]
+    return " AND ".join(f"{left}.{n} IS NOT DISTINCT FROM {right}.{n}" for n in names)
 
 
 def _add_dims(con: Connection, relation: str, params: dict[str, Any]) -> None:
@@ -571,7 +567,7 @@ def _insert_lines(con: Connection, relation: str, params: dict[str, Any], source
     Arrow table or a file of grouped lines; a split file goes through ``_insert_split_file``.
     """
     _add_dims(con, relation, params)
-    rows = ", ".join(f"i.{_quote(name)}" for name in LINE_ROW_COLUMNS)
+    rows = ", ".join(f"i.{quote_name(name)}" for name in LINE_ROW_COLUMNS)
     con.execute(
         f"INSERT INTO cost_line_rows SELECT $source, $batch, d.dim_id, {rows} "
         f"FROM {relation} AS i JOIN cost_line_dims AS d ON {_same_dims('i', 'd')}",
