@@ -8,8 +8,10 @@ real estate, against tens of thousands of resources), so:
 
 1. the scan's distinct key combinations not seen yet are added to ``dims``, each with a ``dim_id``
    (a small, low-cardinality grouping);
-2. the lines are grouped on (hour, resource, ``dim_id``) into the narrow ``narrow`` table — the
-   line's keys are matched to their ``dim_id`` through a hash join against the small ``dims``;
+2. the lines are grouped on (hour, resource, ``dim_id``) — the line's keys are matched to their
+   ``dim_id`` through a hash join against the small ``dims`` — in the finish, straight into the lines
+   file when the period is one scan with no line to clamp, else into the ``narrow`` table first (rows
+   of several scans, or clamped into the period, can share a key and are merged there);
 3. the finish writes the lines as ``narrow``'s rows and ``dims``' keys, tags, owner and job in two
    files the store joins back as it inserts (``cur_finish.finish_narrow_sql``, ``CostLinesFile.dims``):
    the same lines as the wide grouping's, each key combination written once.

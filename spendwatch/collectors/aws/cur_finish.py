@@ -166,17 +166,19 @@ def finish_narrow_sql(
     *,
     merge: bool,
     k8s: Mapping[str, Sequence[str]] | None = None,
+    narrow: str = "narrow",
 ) -> tuple[str, str]:
     """``finish_sql`` for ``narrow`` rows keyed by ``dims`` (``cur_dims``): the lines as two relations.
 
     The first is one row per line, its own columns and its ``dim_id``; the second one row per
     ``dim_id``: the keys, tags map, owner and job. Their join on ``dim_id`` is the lines
     ``finish_sql`` makes of the wide rows, and each key combination's columns are written once.
+    ``narrow`` is the relation of the grouped rows (the ``narrow`` table, or the grouping itself).
     """
     group = "GROUP BY ps, resource_id, dim_id, product_code" if merge else ""
     rows = f"""
         SELECT dim_id, {", ".join(_row_values(unit, merge))}
-        FROM (SELECT n.*, d.product_code, {_clamped(unit)} AS ps FROM narrow AS n JOIN dims AS d USING (dim_id)) AS p
+        FROM (SELECT n.*, d.product_code, {_clamped(unit)} AS ps FROM {narrow} AS n JOIN dims AS d USING (dim_id)) AS p
         {group}
     """
     used = sorted(present)

@@ -7,8 +7,9 @@ each CSV on its own — and each scan is read twice at most:
 
 1. with ``resources: top``, a ranking pass that reads only the resource id and cost columns;
 2. one grouping pass straight to the storage grain, into a ``partials`` table (with ``resources:
-   all``, into the narrow ``narrow`` table keyed by a dimension id, the keys once per combination
-   in ``dims``: ``cur_dims``).
+   all``, keyed by a dimension id, the keys once per combination in ``dims``: ``cur_dims``; a
+   period of one scan is grouped by the finish straight into the lines file, 20M grouped rows never
+   held in a table).
 
 Which tag keys a Parquet tag map holds is read from the map's key column alone (its dictionary pages,
 through pyarrow), so only those spellings are looked up per line. The finish stage merges the
@@ -267,6 +268,9 @@ class CurLoader:
         self._constant_cache: dict[tuple[Path, ...], dict[str, str | None]] = {}
         self._lines: Path | None = None  # the finished lines' Parquet file
         self._dims: Path | None = None  # with resources: all, their keys' (CostLinesFile.dims)
+        # resources: all — the last scan, its dims added, its lines not grouped yet: when it is the
+        # only input, finish groups it straight into the lines file (no 20M-row ``narrow`` table).
+        self._deferred: Scan | None = None
 
     def _exec(self, sql: str, params: Any = None) -> list[Any]:
         """Run one statement to completion (DuckDB wants every result consumed before the next)."""
@@ -391,11 +395,18 @@ class CurLoader:
             self.select_top_resources()
         for scan in scans:
             if self.grain.resources == "all":
+                self._group_deferred()
                 self._insert(scan, "dims", self._new_dims_sql)
-                self._insert(scan, "narrow", self._narrow_sql)
+                self._deferred = scan
             else:
                 self._insert(scan, "partials", self._grouped_sql)
             self._sources += 1
+
+    def _group_deferred(self) -> None:
+        """Group the deferred scan into ``narrow``: another input joins it, so ``finish`` must merge."""
+        if self._deferred is not None:
+            self._insert(self._deferred, "narrow", self._narrow_sql)
+            self._deferred = None
 
     def _totals_sql(self, scan: Scan) -> str:
         cur, relation = self._sql(scan)
@@ -424,6 +435,7 @@ class CurLoader:
 
     def add_partials(self, table: pa.Table) -> None:
         """Grouped rows computed elsewhere (the Athena pushdown) join the local ones."""
+        self._group_deferred()
         self.con.register("incoming_partials", table)
         self._exec("INSERT INTO partials BY NAME SELECT * FROM incoming_partials")
         self.con.unregister("incoming_partials")
@@ -437,46 +449,26 @@ class CurLoader:
         The last step: the partials are dropped, nothing more can be loaded into this loader.
         """
         unit = "HOUR" if self.grain.period == "hourly" else "DAY"
-        start, end = _naive_utc(period_start), _naive_utc(period_end)
+        params = {"start": _naive_utc(period_start), "end": _naive_utc(period_end)}
+        if self._sources > 1:
+            self._group_deferred()
         grouped, tag_values = self._grouped_rows()
-        checks = [
-            "count(*) FILTER (WHERE period_start < $start OR period_start > $end - INTERVAL 1 " + unit + ")",
-            "sum(line_items)",
-        ]
-        counts = [f"count(tag_{i})" for i in range(len(self.tag_keys))]
-        together = tag_values == grouped  # one pass reads both
-        row = self._exec(
-            f"SELECT {', '.join(checks + counts if together else checks)} FROM {grouped}", {"start": start, "end": end}
-        )[0]
-        outside, self.line_items = int(row[0] or 0), int(row[1] or 0)
-        if together:
-            tagged = row[2:]
-        else:
-            tagged = self._exec(f"SELECT {', '.join(counts)} FROM {tag_values}")[0] if counts else ()
+        outside, self.line_items, tagged = self._checks(grouped, tag_values, unit, params)
         present = {i for i, n in enumerate(tagged) if n}
+        if outside:
+            self._group_deferred()  # lines clamped into the period can share a key: merged below
         # One scan groups each key once; only rows from several scans, or clamped into the period,
         # can share a key and need merging.
-        merge = self._sources > 1 or outside > 0
+        merge = self._sources > 1 or outside
         # The grouped rows are spent once the lines are made: freeing them keeps them out of the peak
         # while the store reads the lines (~200 MB for a 20M-line month).
         for table in ("resource_totals", "top_resources"):
             self._exec(f"DROP TABLE {table}")
         # Straight to Parquet, which the store's DuckDB reads in one INSERT ... SELECT: a 20M-line
         # month is written once, never held in memory nor handed over through Arrow.
-        params = {"start": start, "end": end}
         path = self.work_dir / f"lines-{uuid.uuid4().hex[:8]}.parquet"
         if grouped == "narrow":
-            # Each line's own columns in one file, its keys, tags, owner and job once per key
-            # combination in another, which the store keeps as they are (CostLinesFile.dims).
-            rows, per_dim = finish_narrow_sql(
-                self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
-            )
-            dims = self.work_dir / f"dims-{uuid.uuid4().hex[:8]}.parquet"
-            self._exec(f"COPY ({per_dim}) TO {literal(str(dims))} (FORMAT parquet)")
-            self._dims = dims
-            self._exec(f"COPY ({rows}) TO {literal(str(path))} (FORMAT parquet)", params)
-            self._exec("DROP TABLE narrow")
-            self._exec("DROP TABLE dims")
+            self._write_split(path, unit, present, merge, params)
         else:
             sql = finish_sql(
                 grouped, self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s
@@ -489,6 +481,72 @@ class CurLoader:
             lines = JOINED.format(lines=literal(str(path)), dims=literal(str(self._dims)))
         self._exec(f"CREATE OR REPLACE VIEW lines AS SELECT * FROM {lines}")
         return int(self._exec("SELECT count(*) FROM lines")[0][0])
+
+    def _checks(
+        self, grouped: str, tag_values: str, unit: str, params: dict[str, datetime]
+    ) -> tuple[bool, int, Sequence[int]]:
+        """Whether any line lies outside the period, the line items read, each tag column's count of values."""
+        counts = [f"count(tag_{i})" for i in range(len(self.tag_keys))]
+        if self._deferred is not None:
+            first, last, line_items = self._select_scan(self._deferred, self._scan_checks_sql)
+            step = timedelta(hours=1) if unit == "HOUR" else timedelta(days=1)
+            outside = bool(line_items) and (first < params["start"] or last > params["end"] - step)
+            together = False
+        else:
+            together = tag_values == grouped  # one pass reads both
+            checks = [
+                f"count(*) FILTER (WHERE period_start < $start OR period_start > $end - INTERVAL 1 {unit})",
+                "sum(line_items)",
+                *(counts if together else ()),
+            ]
+            row = self._exec(f"SELECT {', '.join(checks)} FROM {grouped}", params)[0]
+            outside, line_items = bool(row[0]), row[1]
+        if together:
+            tagged = row[2:]
+        else:
+            tagged = self._exec(f"SELECT {', '.join(counts)} FROM {tag_values}")[0] if counts else ()
+        return outside, int(line_items or 0), tagged
+
+    def _scan_checks_sql(self, scan: Scan) -> str:
+        """The first and last hour (or day) of ``scan``'s lines and their number."""
+        cur, relation = self._sql(scan)
+        unit = "hour" if self.grain.period == "hourly" else "day"
+        truncated = f"date_trunc('{unit}', usage_start)"
+        return f"SELECT min({truncated}), max({truncated}), count(*) FROM ({cur.normalised(relation)}) AS n"
+
+    def _select_scan(self, scan: Scan, select: Callable[[Scan], str]) -> Any:
+        """The one row ``select`` makes of ``scan``; errors name the file, as ``_insert``'s do."""
+        try:
+            return self._exec(select(scan))[0]
+        except duckdb.Error as exc:
+            raise InputError(self._explain(scan, exc, select)) from None
+
+    def _write_split(self, path: Path, unit: str, present: set[int], merge: bool, params: dict[str, datetime]) -> None:
+        """The lines as two files: each line's own columns, and its keys, tags, owner and job per dim_id.
+
+        The store keeps them as they are (``CostLinesFile.dims``). A single scan that needs no merging
+        is grouped straight into the file: its 20M grouped rows are never held in a table.
+        """
+        scan = self._deferred
+        narrow = "narrow" if scan is None else f"({self._narrow_sql(scan)})"
+        rows, per_dim = finish_narrow_sql(
+            self.tag_keys, self.owner_tags, self.job_tags, unit, present, merge=merge, k8s=self.k8s, narrow=narrow
+        )
+        dims = self.work_dir / f"dims-{uuid.uuid4().hex[:8]}.parquet"
+        self._exec(f"COPY ({per_dim}) TO {literal(str(dims))} (FORMAT parquet)")
+        self._dims = dims
+        copy = f"COPY ({rows}) TO {literal(str(path))} (FORMAT parquet)"
+        if scan is None:
+            self._exec(copy, params)
+        else:
+            try:
+                self._exec(copy, params)
+            except duckdb.Error as exc:
+                path.unlink(missing_ok=True)  # a half-written file is never handed out nor left behind
+                raise InputError(self._explain(scan, exc, self._narrow_sql)) from None
+            self._deferred = None
+        self._exec("DROP TABLE narrow")
+        self._exec("DROP TABLE dims")
 
     def _grouped_rows(self) -> tuple[str, str]:
         """The relation of every grouped row with its keys, and a small one holding their tag values.
