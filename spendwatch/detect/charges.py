@@ -73,10 +73,39 @@ def learnt_log_ratio(
     # "No charge" is a reading too: a learnt charge that does not come is no drop (it may have been
     # one-off: a spike at the same date half a year ago, February's last day read as a later 29th).
     highest = np.max(np.where(readings > 0, readings, 0.0), axis=0)
+    # On a billing day whose quarterly slots all precede the series' data, a first quarterly charge
+    # billed with the learnt one cannot be told from a spike: any amount is a reading.
+    highest[(highest > 0) & quarter_unseen(panel, earlier)] = np.inf
     with np.errstate(divide="ignore", invalid="ignore"):
         observed = panel[:, decided]
         actual = np.where(observed > 0, np.log(observed) - log_expected, -np.inf)
     return np.asarray(np.clip(np.nan_to_num(actual, nan=-np.inf), 0.0, highest), dtype=np.float64)
+
+
+QUARTERLY = 1
+"""Index of the quarterly period in :data:`~spendwatch.detect.calendar.CHARGE_PERIODS` (and of its pair
+of look-ups in :func:`charge_lookups`' list: the same day, the same month end)."""
+
+
+def quarter_unseen(panel: FloatArray, earlier: list[IntArray]) -> BoolArray:
+    """(n, n_decided) whether every quarterly slot of the decided column (3, 6, 9 months earlier, the
+    same day or month end) precedes the series' first running day: no quarterly charge could have been
+    billed there yet, so the decided column may carry the first one.
+
+    A billing day (one with a learnt charge) is where a vendor bills, and a quarterly true-up or
+    support charge is billed on the same day as the monthly one (public-v2: 2025-03-01 and 03-15,
+    2-4.5x the monthly charge on top of it). Its first occurrence is unknowable from totals, as any
+    first charge is; but on a day already known to bill, it is the likeliest reading of a bigger
+    amount, while a spike is no likelier there than on any other day. After a quarter of data every
+    quarterly phase of the slot has been seen once and judged (:func:`in_hindsight`), and a bigger
+    amount than every learnt one alerts again. Causal: a slot precedes the decided column, so
+    "the first running day is after it" reads columns before the decided one only.
+    """
+    running = panel > 0
+    first = np.where(running.any(axis=1), np.argmax(running, axis=1), panel.shape[1])[:, None, None]
+    same_day, month_end = earlier[2 * QUARTERLY], earlier[2 * QUARTERLY + 1]
+    seen = np.any(same_day[None] >= first, axis=-1) | np.any(month_end[None] >= first, axis=-1)
+    return np.asarray(~seen, dtype=bool)
 
 
 def _judged_once(

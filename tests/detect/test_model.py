@@ -182,6 +182,38 @@ def test_a_charge_first_seen_in_the_warm_up_is_learnt_and_a_bigger_one_alerts(pe
     assert [d for d in flags if d != again] == [], (period, extra, flags)
 
 
+def test_a_first_quarterly_charge_on_a_learnt_billing_day_passes_until_a_quarter_of_data_is_seen() -> None:
+    """A monthly fee on the 1st, and from 2025-03-01 a quarterly true-up billed with it (3x the fee in
+    all). Its first occurrence lies in the data's first quarter, where no quarterly slot of that day
+    could have been judged yet: on a known billing day it is not told from a spike, and the later ones
+    are learnt. After a quarter of data a bigger amount on a billing day alerts, and in the first
+    quarter a spike on an ordinary day still does; a series that starts late has its own first quarter."""
+    stamps = daily_stamps(400)
+    days = day_of_month(stamps)
+    firsts = np.flatnonzero(days == 1)
+    quarterly = [int(d) for d in firsts if stamps[d].astype("datetime64[M]").astype(int) % 3 == 2]  # Mar, Jun, ...
+    bigger = int(firsts[4])  # 2025-05-01: its quarterly slot 2025-02-01 was judged (the fee alone)
+    spike = 68  # 2025-03-10, an ordinary day of the first quarter
+    values = weekly_series(400, level=1000)
+    values[firsts] += 20000
+    values[quarterly] += 40000
+    values[bigger] += 60000
+    values[spike] *= 4
+    late = weekly_series(400, level=1000, seed=3)
+    late[:99] = 0.0  # starts on 2025-04-10: its first quarter ends in July
+    late_firsts = [int(d) for d in firsts if d > 99]
+    late[late_firsts] += 20000
+    late[int(firsts[6])] += 40000  # 2025-07-01, its first quarterly true-up
+    detector = Detector(ModelParams.for_granularity("daily"))
+    result = detector.fit(np.vstack([values, late]), stamps)
+    assert flagged_steps(result, 0) == [spike, bigger], flagged_steps(result, 0)
+    assert quarterly[0] == 59  # 2025-03-01, not flagged
+    assert [d for d in flagged_steps(result, 1) if d != late_firsts[0]] == [], flagged_steps(result, 1)
+    for t in (59, bigger, int(firsts[6])):  # causal: the first running day is read from the past only
+        cut = detector.fit(np.vstack([values, late])[:, : t + 1], stamps[: t + 1], decide_from=t)
+        np.testing.assert_array_equal(cut.is_anomaly[:, 0], result.is_anomaly[:, t])
+
+
 def test_intermittent_batch_job_zeros_are_idle_not_drops_and_a_big_run_alerts() -> None:
     rng = np.random.default_rng(5)
     values = np.where(rng.random(300) < 0.5, 0.0, 5000 * np.exp(0.15 * rng.standard_normal(300)))
