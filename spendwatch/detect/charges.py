@@ -74,8 +74,9 @@ def learnt_log_ratio(
     # one-off: a spike at the same date half a year ago, February's last day read as a later 29th).
     highest = np.max(np.where(readings > 0, readings, 0.0), axis=0)
     # On a billing day whose quarterly slots all precede the series' data, a first quarterly charge
-    # billed with the learnt one cannot be told from a spike: any amount is a reading.
-    highest[(highest > 0) & quarter_unseen(panel, earlier)] = np.inf
+    # billed with the learnt one cannot be told from a spike: up to a quarter's worth on top is a reading.
+    first_quarter = (highest > 0) & quarter_unseen(panel, earlier, history_cut=limits.history_cut)
+    highest[first_quarter] = np.log1p(FIRST_QUARTER_CHARGES * np.expm1(highest[first_quarter]))
     with np.errstate(divide="ignore", invalid="ignore"):
         observed = panel[:, decided]
         actual = np.where(observed > 0, np.log(observed) - log_expected, -np.inf)
@@ -87,7 +88,13 @@ QUARTERLY = 1
 of look-ups in :func:`charge_lookups`' list: the same day, the same month end)."""
 
 
-def quarter_unseen(panel: FloatArray, earlier: list[IntArray]) -> BoolArray:
+FIRST_QUARTER_CHARGES = 5.0
+"""On a billing day in a series' first quarter, the learnt charge and a first quarterly one on top of it
+of up to four times its size pass: a quarter's worth (three) and one more for the quarter's growth. A
+bigger amount there still alerts: a first true-up explains a few charges' worth, not any amount."""
+
+
+def quarter_unseen(panel: FloatArray, earlier: list[IntArray], *, history_cut: bool = False) -> BoolArray:
     """(n, n_decided) whether every quarterly slot of the decided column (3, 6, 9 months earlier, the
     same day or month end) precedes the series' first running day: no quarterly charge could have been
     billed there yet, so the decided column may carry the first one.
@@ -100,9 +107,16 @@ def quarter_unseen(panel: FloatArray, earlier: list[IntArray]) -> BoolArray:
     quarterly phase of the slot has been seen once and judged (:func:`in_hindsight`), and a bigger
     amount than every learnt one alerts again. Causal: a slot precedes the decided column, so
     "the first running day is after it" reads columns before the decided one only.
+
+    ``history_cut``: the panel's first column is not the data's (the daemon reads ``detection.history``
+    of a store that holds more), so a series running from that column may have run before it: its
+    quarterly slots count as seen, and only a series that starts inside the panel has a first quarter.
     """
     running = panel > 0
-    first = np.where(running.any(axis=1), np.argmax(running, axis=1), panel.shape[1])[:, None, None]
+    first = np.where(running.any(axis=1), np.argmax(running, axis=1), panel.shape[1])
+    if history_cut:
+        first = np.where(first == 0, np.iinfo(np.int64).min, first)
+    first = first[:, None, None]
     same_day, month_end = earlier[2 * QUARTERLY], earlier[2 * QUARTERLY + 1]
     seen = np.any(same_day[None] >= first, axis=-1) | np.any(month_end[None] >= first, axis=-1)
     return np.asarray(~seen, dtype=bool)

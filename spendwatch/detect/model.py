@@ -94,6 +94,7 @@ class ModelParams:
     clock_gate: float = 0.5  # sigmas a local clock must out-explain UTC by (hourly)
     tail_days: int = 365  # steps of history a series' routine one-day bumps are learnt from
     tail_count: int | None = None  # that many bumps as big make a spike routine (0 = off); None -> default
+    history_cut: bool = False  # the data goes back before the panel's first column (the daemon's history window)
 
     def __post_init__(self) -> None:
         if self.granularity not in _DEFAULTS:
@@ -114,12 +115,12 @@ class ModelParams:
 
     @classmethod
     def for_granularity(
-        cls, granularity: Granularity, **overrides: float | int | tuple[str, ...] | None
+        cls, granularity: Granularity, **overrides: float | int | bool | tuple[str, ...] | None
     ) -> ModelParams:
         """Parameters with the granularity's defaults filled in, then ``overrides`` applied."""
         if granularity not in _DEFAULTS:
             raise ValueError(f"granularity must be 'daily' or 'hourly', not {granularity!r}")
-        filled: dict[str, float | int | tuple[str, ...] | None] = dict(_DEFAULTS[granularity])
+        filled: dict[str, float | int | bool | tuple[str, ...] | None] = dict(_DEFAULTS[granularity])
         filled.update({k: v for k, v in overrides.items() if v is not None})
         return cls(granularity=granularity, **filled)  # type: ignore[arg-type]
 
@@ -173,6 +174,7 @@ class ModelParams:
                 min_abs=float(full.min_impact_abs or 0.0),
                 step_z=self.z_threshold / self.sensitivity,
             ),
+            history_cut=self.history_cut,
         )
 
 

@@ -190,6 +190,13 @@ def _floor(moment: datetime, step: timedelta) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def data_before(store: Store, moment: datetime) -> bool:
+    """Whether the store holds cost lines that start before ``moment`` (the history window's first step):
+    then a series running from the window's first column may be older than the window."""
+    rows = store.query("SELECT EXISTS (SELECT 1 FROM cost_lines WHERE charge_period_start < ?)", [moment])
+    return bool(rows and rows[0][0])
+
+
 def newest_settled_step(store: Store, now: datetime, granularity: str, settle_lag: timedelta) -> datetime | None:
     """The start of the newest step that is complete in the data and past every source's settle lag."""
     step = _step(granularity)
@@ -227,6 +234,7 @@ def _detect_monitor(
         min_impact_abs=monitor.min_impact,
         min_impact_pct=monitor.min_impact_pct,
         time_zones=candidate_zones(monitor, settings),  # travel to the workers inside params
+        history_cut=data_before(store, first),
     )
     rows = shard_rows(len(timestamps), settings.shard_cells)
     series: list[SeriesDecisions] = []

@@ -37,6 +37,7 @@ class Thresholds:
     intermittent_zero_share: float
     hourly: bool
     sustained: SustainedLimits
+    history_cut: bool = False  # the panel starts after the data does (ModelParams.history_cut)
 
 
 @dataclass(frozen=True)

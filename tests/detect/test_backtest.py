@@ -170,8 +170,9 @@ def reachable_excess(labels: dict[str, Any], panels: dict[str, Panel]) -> float:
 # FP 39 -> 36 (F1 0.920 -> 0.924), public-v2 TP 390 -> 391 (d0111), FP 129 -> 123 (F1 0.819 -> 0.825).
 # A first quarterly charge on a learnt billing day in the series' first quarter (helper-29a): public
 # FP 36 -> 33 (F1 0.924 -> 0.927), public-v2 FP 123 -> 110 (F1 0.825 -> 0.836); no event changed.
+# Bounded at five charges' worth on review: public FP 33 -> 34 (F1 0.9258, d0260's prorated first fee).
 BENCH_FLOORS = {
-    "public": {"f1": 0.926, "reachable": 0.988, "delay": 0.79},
+    "public": {"f1": 0.925, "reachable": 0.988, "delay": 0.79},
     "public-v2": {"f1": 0.836, "reachable": 0.905, "delay": 1.34},
 }
 

@@ -212,6 +212,15 @@ def test_a_first_quarterly_charge_on_a_learnt_billing_day_passes_until_a_quarter
     for t in (59, bigger, int(firsts[6])):  # causal: the first running day is read from the past only
         cut = detector.fit(np.vstack([values, late])[:, : t + 1], stamps[: t + 1], decide_from=t)
         np.testing.assert_array_equal(cut.is_anomaly[:, 0], result.is_anomaly[:, t])
+    # More than a quarter's worth on top of the fee is no first true-up: 12 fees on 2025-03-01 alert.
+    huge = values.copy()
+    huge[quarterly[0]] += 200000
+    assert 59 in flagged_steps(detector.fit(huge[None], stamps), 0)
+    # When the data goes back before the panel (the daemon's history window), a series running from
+    # the panel's first column has no known first quarter; one that starts inside the panel still has.
+    older = Detector(ModelParams.for_granularity("daily", history_cut=True)).fit(np.vstack([values, late]), stamps)
+    assert 59 in flagged_steps(older, 0)
+    assert flagged_steps(older, 1) == flagged_steps(result, 1)
 
 
 def test_intermittent_batch_job_zeros_are_idle_not_drops_and_a_big_run_alerts() -> None:
