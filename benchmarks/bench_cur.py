@@ -273,6 +273,57 @@ def run_duckdb(folder: Path, resources: Literal["top", "all"] = "top") -> dict[s
     }
 
 
+def run_floor(folder: Path, resources: Literal["top", "all"] = "top") -> dict[str, float]:
+    """The floor: the least work that gives the stored rows' information, in one DuckDB statement.
+
+    What no reduction can skip, and nothing more: with ``resources: top`` the ranking pass (resource
+    id and cost) and the top 1,000 ids; then one ``GROUP BY`` on the hour, the ceiling's keys, the
+    kept resource id and the two tag values read from the tag map, written straight into a table of
+    a DuckDB file (as the store keeps lines), checkpointed. No renaming, casting, charge categories,
+    tags map, owner, checks or hand-over between engines. Same memory limit and threads.
+    """
+    import duckdb
+
+    files = ", ".join(f"'{p}'" for p in sorted(folder.glob("cur2-*.parquet")))
+    source = f"read_parquet([{files}])"
+    path = folder / "floor.duckdb"
+    path.unlink(missing_ok=True)
+    began, cpu = time.perf_counter(), cpu_seconds()
+    con = duckdb.connect(":memory:", config={"memory_limit": "1GB", "temp_directory": str(folder / "floor-spill")})
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"ATTACH '{path}' AS kept")
+    resource = "line_item_resource_id"
+    if resources == "top":
+        con.execute(
+            f"CREATE TABLE top AS SELECT line_item_resource_id AS id FROM {source} GROUP BY 1 "
+            "ORDER BY sum(abs(line_item_unblended_cost)) DESC LIMIT 1000"
+        )
+        resource = "CASE WHEN line_item_resource_id IN (SELECT id FROM top) THEN line_item_resource_id END"
+    tags = [
+        f"map_values(resource_tags)[list_position(map_keys(resource_tags), '{key}')] AS {key}"
+        for key in ("user_owner", "user_team")
+    ]
+    hour = "date_trunc('hour', line_item_usage_start_date) AS hour"
+    keys = [hour, *CEILING_KEYS, f"{resource} AS resource_id", *tags]
+    con.execute(
+        f"CREATE TABLE kept.grouped AS SELECT {', '.join(keys)}, sum(line_item_unblended_cost) AS billed, "
+        f"sum(pricing_public_on_demand_cost) AS list, max(line_item_usage_end_date) AS period_end, "
+        f"count(*) AS line_items FROM {source} GROUP BY ALL"
+    )
+    con.execute("CHECKPOINT kept")
+    groups, line_items = con.execute("SELECT count(*), sum(line_items) FROM kept.grouped").fetchone()  # type: ignore[misc]
+    con.close()
+    seconds, cpu_used = time.perf_counter() - began, cpu_seconds() - cpu
+    path.unlink(missing_ok=True)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_used,
+        "line_items": line_items,
+        "groups": groups,
+        "peak_mb": peak_mb(),
+    }
+
+
 def child(mode: str, folder: Path, resources: str = "top") -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, "--folder", str(folder), "--resources", resources],
@@ -292,18 +343,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="keep the generated files in this folder and reuse them next time")
     parser.add_argument("--no-baseline", action="store_true", help="skip the DuckDB ceiling")
     parser.add_argument("--pandas", action="store_true", help="also run the pandas baseline (~9 GB peak at 20M lines)")
-    parser.add_argument("--child", choices=["spendwatch", "pandas", "duckdb"], help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help="also run the floor (same information, one statement)")
+    parser.add_argument("--child", choices=["spendwatch", "pandas", "duckdb", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        runners = {"spendwatch": run_spendwatch, "duckdb": run_duckdb}
+        runners = {"spendwatch": run_spendwatch, "duckdb": run_duckdb, "floor": run_floor}
         result = runners[args.child](args.folder, args.resources) if args.child in runners else run_pandas(args.folder)
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory(prefix="spendwatch-bench-cur-") as tmp:
         folder = prepare(args.data or Path(tmp), args.lines)
         print(f"grain: hourly, resources: {args.resources}; load average {os.getloadavg()[0]:.1f} at the start")
-        modes = ["spendwatch"] + ([] if args.no_baseline else ["duckdb"]) + (["pandas"] if args.pandas else [])
+        modes = ["spendwatch"] + ([] if args.no_baseline else ["duckdb"]) + (["floor"] if args.floor else [])
+        modes += ["pandas"] if args.pandas else []
         runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
         for round_ in range(1, args.repeat + 1):
             for mode in modes:
@@ -315,6 +368,7 @@ def main() -> None:
 LABELS = {
     "spendwatch": "spendwatch",
     "duckdb": "DuckDB GROUP BY (ceiling)",
+    "floor": "DuckDB same information, one statement (floor)",
     "pandas": "pandas read_parquet + groupby",
 }
 
