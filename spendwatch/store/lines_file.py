@@ -30,6 +30,21 @@ JOINED = "(SELECT * EXCLUDE (dim_id) FROM read_parquet({lines}) JOIN read_parque
 """Lines split over two files (``CostLinesFile.dims``), joined back; ``{lines}``/``{dims}`` are SQL strings."""
 
 
+def new_combinations_sql(table: str, incoming: str, names: str) -> str:
+    """Rows for ``INSERT INTO table``: the combinations ``incoming`` has and ``table`` lacks, each with a
+    new ``dim_id`` after the table's highest.
+
+    ``incoming`` is a query whose columns are ``names`` (a select list of ``table``'s columns), in order.
+    ``EXCEPT`` compares NULL as a value and drops duplicates, so each combination is in ``table`` at
+    most once and a NULL-safe join on ``names`` finds exactly one row. The collector's ``dims`` and the
+    store's ``cost_line_dims`` are kept this way.
+    """
+    return (
+        f"SELECT (SELECT coalesce(max(dim_id), 0) FROM {table}) + row_number() OVER () AS dim_id, * "
+        f"FROM ({incoming} EXCEPT SELECT {names} FROM {table}) AS fresh"
+    )
+
+
 @dataclass(frozen=True)
 class CostLinesFile:
     """A Parquet file of cost lines: ``COST_LINE_SCHEMA``'s columns by name (missing nullable ones are NULL).

@@ -45,6 +45,7 @@ from spendwatch.store.lines_file import (
     bad_amount_error,
     columns_sql,
     named,
+    new_combinations_sql,
     quote_name,
     split_columns_sql,
     summarise,
@@ -552,12 +553,8 @@ def _add_dims(con: Connection, relation: str, params: dict[str, Any]) -> None:
     ``EXCEPT`` compares NULL as a value, so each combination is in ``cost_line_dims`` at most once and
     the joins on it find exactly one row.
     """
-    con.execute(
-        "INSERT INTO cost_line_dims "
-        "SELECT (SELECT coalesce(max(dim_id), 0) FROM cost_line_dims) + row_number() OVER () AS dim_id, * "
-        f"FROM (SELECT {_DIMS} FROM {relation} AS incoming EXCEPT SELECT {_DIMS} FROM cost_line_dims) AS fresh",
-        params,
-    )
+    incoming = f"SELECT {_DIMS} FROM {relation} AS incoming"
+    con.execute(f"INSERT INTO cost_line_dims {new_combinations_sql('cost_line_dims', incoming, _DIMS)}", params)
 
 
 def _insert_lines(con: Connection, relation: str, params: dict[str, Any], source: str, batch_id: str) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from spendwatch.collectors.aws.cur_sql import GROUP_KEYS, CurSql, Grain, group_values
+from spendwatch.store.lines_file import new_combinations_sql
 
 DIM_KEYS = tuple(key for key in GROUP_KEYS if key not in ("period_start", "resource_id"))
 """The grain's keys that go to ``dims``; the hour and the resource stay on each grouped row."""
@@ -69,12 +70,8 @@ def new_dims_sql(source: str, present_tags: Collection[int], tag_count: int) -> 
     ``source`` is a relation with the ``DIM_KEYS`` columns and the ``present_tags`` tag columns (the
     normalised lines of a scan, or wide grouped rows). ``EXCEPT`` compares NULL as a value.
     """
-    names = dim_columns(tag_count)
-    return (
-        f"SELECT (SELECT coalesce(max(dim_id), 0) FROM dims) + row_number() OVER () AS dim_id, * "
-        f"FROM (SELECT DISTINCT {', '.join(_keys_of(present_tags, tag_count))} FROM ({source}) AS s "
-        f"EXCEPT SELECT {', '.join(names)} FROM dims) AS fresh"
-    )
+    incoming = f"SELECT DISTINCT {', '.join(_keys_of(present_tags, tag_count))} FROM ({source}) AS s"
+    return new_combinations_sql("dims", incoming, ", ".join(dim_columns(tag_count)))
 
 
 def _matching_dim(alias: str, present_tags: Collection[int], tag_count: int) -> str:
