@@ -411,9 +411,13 @@ def report(name: str, result: dict[str, Any], score: dict[str, Any], top: int, v
                 "dollar_recall": dr,
             }
     need = (0.95 - score["dollar_recall"]) * total_dollars
-    print(
-        f"$ recall 0.95 needs ${need:,.0f} more caught ({need / summary['missed_dollars']:.0%} of the missed daily $)"
-    )
+    if need > 0:
+        print(
+            f"$ recall 0.95 needs ${need:,.0f} more caught "
+            f"({need / summary['missed_dollars']:.0%} of the missed daily $)"
+        )
+    else:
+        print("$ recall is already at or above 0.95")
     got, h_need = 0.0, None
     for r in sorted((r for r in shifts if np.isfinite(r["oracle"])), key=lambda r: -r["oracle"]):
         got += r["excess"]
