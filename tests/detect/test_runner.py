@@ -275,12 +275,17 @@ def fee_rows(days: list[int], amounts: list[float], frequency: str | None) -> li
 
 
 def alerts_with_fees(
-    tmp_path: Path, clock: FixedClock, amounts: list[float], frequency: str | None, fee_days: tuple[int, ...] = (65, 96)
+    tmp_path: Path,
+    clock: FixedClock,
+    amounts: list[float],
+    frequency: str | None,
+    fee_days: tuple[int, ...] = (65, 96),
+    detection: str = f"rescore_daily: {DAYS - 30}",
 ) -> list[datetime]:
     """Alerts of a monthly fee on ``fee_days`` (by default 2026-10-05 and 11-05), every day from day 30 re-scored."""
     text = (
         "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n"
-        f"detection: {{rescore_daily: {DAYS - 30}}}\n{FEES}"
+        f"detection: {{{detection}}}\n{FEES}"
     )
     cfg = parse_config(text, tmp_path / "sw.yaml", environ={})
     store = Store(cfg.store.path, clock=clock)
@@ -336,17 +341,7 @@ def test_a_history_window_shorter_than_the_data_gives_no_series_a_first_quarter(
     panel starts on 09-24 and every quarterly slot of 11-05 (08-05, 05-05, 02-05) lies before it; the
     series runs from the panel's first day, but the store holds its earlier months, so 11-05 is no
     first quarterly true-up (charges.quarter_unseen, history_cut): the bigger fee alerts."""
-    text = (
-        "store: {path: s.duckdb}\nsources:\n  - {name: bills, type: focus, path: unused, settle_lag: 2h}\n"
-        f"detection: {{history: 45d, rescore_daily: 35}}\n{FEES}"
+    fees = alerts_with_fees(
+        tmp_path, clock, [8000.0, 8000.0, 8000.0, 24000.0], None, (4, 35, 65, 96), "history: 45d, rescore_daily: 35"
     )
-    cfg = parse_config(text, tmp_path / "sw.yaml", environ={})
-    store = Store(cfg.store.path, clock=clock)
-    usage = [{"start": START + timedelta(days=i), "cost": c} for i, c in enumerate(series(seed=3))]
-    store.replace_cost_lines("bills", START, START + timedelta(days=DAYS), cost_lines(usage))
-    fees = fee_rows([4, 35, 65, 96], [8000.0, 8000.0, 8000.0, 24000.0], None)
-    store.replace_cost_lines("fees", START, START + timedelta(days=DAYS), cost_lines(fees))
-    run_detection(cfg, store, clock)
-    assert [i.first_seen for i in load_incidents(store, statuses=None) if i.kind != "drop"] == [
-        START + timedelta(days=96)
-    ]
+    assert fees == [START + timedelta(days=96)]
