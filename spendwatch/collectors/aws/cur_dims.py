@@ -25,25 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from spendwatch.collectors.aws.cur_sql import GROUP_KEYS, CurSql, Grain, group_values
+from spendwatch.collectors.aws.cur_sql import GROUP_KEYS, GROUP_VALUES, GROUPED_TYPES, CurSql, Grain, group_values
 from spendwatch.store.lines_file import new_combinations_sql
 
 DIM_KEYS = tuple(key for key in GROUP_KEYS if key not in ("period_start", "resource_id"))
 """The grain's keys that go to ``dims``; the hour and the resource stay on each grouped row."""
 
 NARROW_COLUMNS = {
-    "period_start": "TIMESTAMP",
-    "resource_id": "VARCHAR",
-    "dim_id": "BIGINT",
-    "period_end": "TIMESTAMP",
-    "sub_account_name": "VARCHAR",
-    "service_category": "VARCHAR",
-    "charge_description": "VARCHAR",
-    "billed_cost": "DOUBLE",
-    "effective_cost": "DOUBLE",
-    "list_cost": "DOUBLE",
-    "is_estimated": "BOOLEAN",
-    "line_items": "BIGINT",
+    name: GROUPED_TYPES.get(name, "VARCHAR")
+    for name in ("period_start", "resource_id", "dim_id", *GROUP_VALUES, "line_items")
 }
 
 

@@ -43,6 +43,7 @@ from spendwatch.collectors.aws.cur_sql import (
     FOCUS_COLUMNS,
     GROUP_KEYS,
     GROUP_VALUES,
+    GROUPED_TYPES,
     Columns,
     CurSql,
     Grain,
@@ -291,17 +292,8 @@ class CurLoader:
                 path.unlink(missing_ok=True)
 
     def _create_tables(self) -> None:
-        types = {
-            "period_start": "TIMESTAMP",
-            "period_end": "TIMESTAMP",
-            "billed_cost": "DOUBLE",
-            "effective_cost": "DOUBLE",
-            "list_cost": "DOUBLE",
-            "is_estimated": "BOOLEAN",
-            "line_items": "BIGINT",
-        }
         names = [*GROUP_KEYS, *(f"tag_{i}" for i in range(len(self.tag_keys))), *GROUP_VALUES, "line_items"]
-        columns = ", ".join(f"{n} {types.get(n, 'VARCHAR')}" for n in names)
+        columns = ", ".join(f"{n} {GROUPED_TYPES.get(n, 'VARCHAR')}" for n in names)
         self._exec(f"CREATE TABLE partials ({columns})")
         self._exec("CREATE TABLE resource_totals (resource_id VARCHAR, total DOUBLE)")
         self._exec("CREATE TABLE top_resources (resource_id VARCHAR)")

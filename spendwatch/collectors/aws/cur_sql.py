@@ -103,6 +103,18 @@ GROUP_VALUES = (
     "is_estimated",
 )
 
+GROUPED_TYPES = {
+    "period_start": "TIMESTAMP",
+    "period_end": "TIMESTAMP",
+    "billed_cost": "DOUBLE",
+    "effective_cost": "DOUBLE",
+    "list_cost": "DOUBLE",
+    "is_estimated": "BOOLEAN",
+    "line_items": "BIGINT",
+    "dim_id": "BIGINT",
+}
+"""DuckDB types of the grouped rows' columns that are not text (the loader's ``partials``, ``narrow``)."""
+
 _MARK = re.compile("\x1f(\\d+)\x1f")
 
 
