@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from spendwatch.collectors.aws.api import AwsApi
 from spendwatch.collectors.aws.cur_sql import (
+    GROUPED_TYPES,
     Columns,
     CurSql,
     Grain,
@@ -197,17 +198,6 @@ class AthenaPushdown:
             return _read_result(path, names, location)
 
 
-_TYPES = {
-    "period_start": "TIMESTAMP",
-    "period_end": "TIMESTAMP",
-    "billed_cost": "DOUBLE",
-    "effective_cost": "DOUBLE",
-    "list_cost": "DOUBLE",
-    "is_estimated": "BOOLEAN",
-    "line_items": "BIGINT",
-}
-
-
 def _read_result(path: Path, names: list[str], location: str) -> pa.Table:
     """Athena's CSV (header row, NULL as an empty unquoted field) → typed grouped rows."""
     con = duckdb.connect(":memory:")
@@ -220,7 +210,8 @@ def _read_result(path: Path, names: list[str], location: str) -> pa.Table:
             "allow_quoted_nulls = false)"
         )
         select = ", ".join(
-            f"CAST(NULLIF({quote(n)}, '') AS {_TYPES[n]}) AS {quote(n)}" if n in _TYPES else quote(n) for n in names
+            f"CAST(NULLIF({quote(n)}, '') AS {GROUPED_TYPES[n]}) AS {quote(n)}" if n in GROUPED_TYPES else quote(n)
+            for n in names
         )
         return con.sql(f"SELECT {select} FROM {source}").to_arrow_table()
     except duckdb.Error as exc:

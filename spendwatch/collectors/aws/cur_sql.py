@@ -113,7 +113,8 @@ GROUPED_TYPES = {
     "line_items": "BIGINT",
     "dim_id": "BIGINT",
 }
-"""DuckDB types of the grouped rows' columns that are not text (the loader's ``partials``, ``narrow``)."""
+"""DuckDB types of the grouped rows' columns that are not text (the loader's ``partials``, ``narrow``, and
+the Athena pushdown's CSV result read back)."""
 
 _MARK = re.compile("\x1f(\\d+)\x1f")
 
