@@ -356,8 +356,12 @@ class CurLoader:
 
     def _insert(self, scan: Scan, table: str, select: Callable[[Scan], str]) -> None:
         """``INSERT INTO table BY NAME`` the rows ``select`` makes of ``scan``; errors name the file."""
+        self._run_on(scan, f"INSERT INTO {table} BY NAME {select(scan)}", select)
+
+    def _run_on(self, scan: Scan, statement: str, select: Callable[[Scan], str], params: Any = None) -> list[Any]:
+        """Run ``statement``, which reads ``scan`` as ``select`` does; an error names the file (``_explain``)."""
         try:
-            self._exec(f"INSERT INTO {table} BY NAME {select(scan)}")
+            return self._exec(statement, params)
         except duckdb.Error as exc:
             raise InputError(self._explain(scan, exc, select)) from None
 
@@ -480,7 +484,8 @@ class CurLoader:
         """Whether any line lies outside the period, the line items read, each tag column's count of values."""
         counts = [f"count(tag_{i})" for i in range(len(self.tag_keys))]
         if self._deferred is not None:
-            first, last, line_items = self._select_scan(self._deferred, self._scan_checks_sql)
+            scan = self._deferred
+            first, last, line_items = self._run_on(scan, self._scan_checks_sql(scan), self._scan_checks_sql)[0]
             step = timedelta(hours=1) if unit == "HOUR" else timedelta(days=1)
             outside = bool(line_items) and (first < params["start"] or last > params["end"] - step)
             together = False
@@ -506,13 +511,6 @@ class CurLoader:
         truncated = f"date_trunc('{unit}', usage_start)"
         return f"SELECT min({truncated}), max({truncated}), count(*) FROM ({cur.normalised(relation)}) AS n"
 
-    def _select_scan(self, scan: Scan, select: Callable[[Scan], str]) -> Any:
-        """The one row ``select`` makes of ``scan``; errors name the file, as ``_insert``'s do."""
-        try:
-            return self._exec(select(scan))[0]
-        except duckdb.Error as exc:
-            raise InputError(self._explain(scan, exc, select)) from None
-
     def _write_split(self, path: Path, unit: str, present: set[int], merge: bool, params: dict[str, datetime]) -> None:
         """The lines as two files: each line's own columns, and its keys, tags, owner and job per dim_id.
 
@@ -532,10 +530,10 @@ class CurLoader:
             self._exec(copy, params)
         else:
             try:
-                self._exec(copy, params)
-            except duckdb.Error as exc:
+                self._run_on(scan, copy, self._narrow_sql, params)
+            except InputError:
                 path.unlink(missing_ok=True)  # a half-written file is never handed out nor left behind
-                raise InputError(self._explain(scan, exc, self._narrow_sql)) from None
+                raise
             self._deferred = None
         self._exec("DROP TABLE narrow")
         self._exec("DROP TABLE dims")
