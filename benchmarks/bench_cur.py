@@ -138,7 +138,8 @@ def cpu_seconds() -> float:
 
 
 def run_spendwatch(folder: Path, resources: Literal["top", "all"] = "top") -> dict[str, float]:
-    from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
+    from spendwatch.collectors.aws.cur_files import ExportFile
+    from spendwatch.collectors.aws.cur_load import CurLoader
     from spendwatch.collectors.aws.cur_sql import Grain, kept_tag_keys
     from spendwatch.collectors.base import DEFAULT_JOB_TAGS, DEFAULT_OWNER_TAGS
     from spendwatch.store import Store

@@ -34,7 +34,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from spendwatch.collectors.aws.api import AwsApi
-from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
+from spendwatch.collectors.aws.cur_files import ExportFile
+from spendwatch.collectors.aws.cur_load import CurLoader
 from spendwatch.collectors.aws.cur_sql import Grain, kept_tag_keys
 from spendwatch.collectors.base import SOURCES, Batch, CollectWindow, CostBatch, Problem, Source, SourceConfig
 from spendwatch.collectors.k8s.costs import KubernetesLabels, label_tag

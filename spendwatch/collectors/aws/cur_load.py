@@ -12,7 +12,7 @@ each CSV on its own — and each scan is read twice at most:
    held in a table).
 
 Which tag keys a Parquet tag map holds is read from the map's key column alone (its dictionary pages,
-through pyarrow), so only those spellings are looked up per line. The finish stage merges the
+through pyarrow, ``cur_files``), so only those spellings are looked up per line. The finish stage merges the
 partials into the period's cost lines (tags map, owner, job, clamped periods), written straight
 to one Parquet file (``lines_file``) that the store's DuckDB inserts in one statement: no side holds
 a whole 20M-line month in memory and nothing passes through Arrow (``batches`` still hands the lines
@@ -33,9 +33,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from spendwatch.collectors.aws import cur_dims
+from spendwatch.collectors.aws.cur_files import ExportFile, constant_columns, map_keys_of, reader_sql
 from spendwatch.collectors.aws.cur_finish import finish_narrow_sql, finish_sql
 from spendwatch.collectors.aws.cur_group import grouped_per_value_sql
 from spendwatch.collectors.aws.cur_sql import (
@@ -54,28 +54,6 @@ from spendwatch.collectors.aws.cur_sql import (
 from spendwatch.errors import InputError
 from spendwatch.store.lines_file import JOINED, CostLinesFile
 from spendwatch.store.schema import COST_LINE_SCHEMA, conform
-
-
-@dataclass(frozen=True)
-class ExportFile:
-    """A local copy of one export file and the name to use in errors (its S3 key)."""
-
-    path: Path
-    label: str
-
-    @property
-    def is_parquet(self) -> bool:
-        return self.path.name.lower().endswith((".parquet", ".pq"))
-
-
-def reader_sql(file: ExportFile) -> str:
-    path = str(file.path).replace("'", "''")
-    if file.is_parquet:
-        return f"read_parquet('{path}')"
-    return (
-        f"read_csv('{path}', header = true, all_varchar = true, compression = 'auto', "
-        "quote = '\"', escape = '\"', max_line_size = 8388608)"
-    )
 
 
 @dataclass(frozen=True)
@@ -102,97 +80,6 @@ class Scan:
         if len(self.files) == 1:
             return f"{self.files[0].label}: {text}"
         return None
-
-
-def map_keys_of(files: Sequence[ExportFile], column: str) -> set[str] | None:
-    """Every key of the MAP ``column`` in these Parquet files, from the key column alone.
-
-    Reading the keys as a dictionary costs a fraction of a DuckDB pass over the whole map (values
-    included). ``None`` when the layout is unexpected — every spelling is then looked up, which is
-    slower but gives the same result — or a file cannot be read (the scan then names it).
-    """
-    import pyarrow.parquet as pq
-
-    keys: set[str] = set()
-    try:
-        for file in files:
-            layout = pq.ParquetFile(file.path)
-            leaves = [
-                layout.schema.column(i).path
-                for i in range(len(layout.schema))
-                if layout.schema.column(i).path.split(".")[0] == column
-            ]
-            if len(leaves) != 2 or not leaves[0].endswith(".key"):
-                return None
-            parquet = pq.ParquetFile(file.path, read_dictionary=[leaves[0]])
-            for group in range(parquet.num_row_groups):
-                chunked = parquet.read_row_group(group, columns=[leaves[0]]).column(0)
-                for chunk in chunked.chunks:
-                    found = _leaf_values(chunk)
-                    if found is None:
-                        return None
-                    keys.update(found)
-    except (OSError, ValueError, pa.ArrowException):
-        return None
-    return keys
-
-
-def constant_columns(files: Sequence[ExportFile], names: Sequence[str]) -> dict[str, str | None]:
-    """The string columns among ``names`` that hold one value (or only NULLs) in every row group.
-
-    Read from the Parquet footers' statistics (what every engine trusts for pruning): a column whose
-    every row group has ``min == max`` and no NULL, the same value throughout — the payer, the
-    currency — or only NULLs — the invoice id of an open month. Truncated statistics of long values
-    never have ``min == max``, so they are never taken for constants.
-    """
-    import pyarrow.parquet as pq
-
-    try:
-        footers = [pq.ParquetFile(f.path).metadata for f in files]
-    except (OSError, ValueError, pa.ArrowException):
-        return {}  # the scan itself names the unreadable file
-    groups = [meta.row_group(i) for meta in footers for i in range(meta.num_row_groups)]
-    found: dict[str, str | None] = {}
-    for name in names:
-        values = {_row_group_constant(group, name) for group in groups}
-        if len(values) == 1:
-            known, value = values.pop()
-            if known:
-                found[name] = value
-    return found
-
-
-def _row_group_constant(group: Any, name: str) -> tuple[bool, str | None]:
-    """(True, the value) when string column ``name`` holds one value, or only NULLs (None), in a row group."""
-    for index in range(group.num_columns):
-        column = group.column(index)
-        if column.path_in_schema != name:
-            continue
-        stats = column.statistics
-        if column.physical_type != "BYTE_ARRAY" or stats is None or not stats.has_null_count:
-            return False, None
-        if stats.null_count == group.num_rows:
-            return True, None
-        if stats.null_count == 0 and stats.has_min_max and isinstance(stats.min, str) and stats.min == stats.max:
-            return True, stats.min
-        return False, None
-    return False, None
-
-
-def _leaf_values(array: pa.Array) -> list[str] | None:
-    """The distinct strings at the bottom of a (list of struct of) dictionary/string array."""
-    while True:
-        if isinstance(array, pa.DictionaryArray):
-            # The whole dictionary: a key it holds but no line uses only costs a lookup, never a value.
-            return [str(v) for v in array.dictionary.to_pylist()]
-        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-            return [str(v) for v in pc.unique(array.drop_null()).to_pylist()]
-        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_map(array.type):
-            array = array.flatten()
-        elif pa.types.is_struct(array.type) and array.type.num_fields == 1:
-            array = array.field(0)
-        else:
-            return None
 
 
 def typed_relation(columns: Columns, source: str, types: dict[str, str] | None = None) -> tuple[str, Columns]:

@@ -12,8 +12,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from spendwatch.collectors.aws.cur_files import ExportFile
 from spendwatch.collectors.aws.cur_group import grouped_per_value_sql
-from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
+from spendwatch.collectors.aws.cur_load import CurLoader
 from spendwatch.collectors.aws.cur_sql import GROUP_KEYS, GROUP_VALUES, Grain, grouped_sql
 from tests.doubles.aws_cur import csv_gz_bytes, cur2_table, line
 

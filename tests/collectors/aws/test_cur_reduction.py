@@ -19,7 +19,8 @@ import pytest
 from spendwatch.collect import collect_source
 from spendwatch.collectors.aws import cur_load as aws_cur_load
 from spendwatch.collectors.aws.cur import DataExportConfig
-from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile, constant_columns, map_keys_of
+from spendwatch.collectors.aws.cur_files import ExportFile, constant_columns, map_keys_of
+from spendwatch.collectors.aws.cur_load import CurLoader
 from spendwatch.collectors.aws.cur_sql import Grain, SqlParams, grouped_sql
 from spendwatch.errors import InputError
 from spendwatch.store import Store

@@ -14,7 +14,8 @@ from botocore.stub import Stubber
 
 from spendwatch.collect import collect_source
 from spendwatch.collectors.aws.cur import DataExportConfig, data_keys, manifest_period
-from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
+from spendwatch.collectors.aws.cur_files import ExportFile
+from spendwatch.collectors.aws.cur_load import CurLoader
 from spendwatch.collectors.aws.cur_sql import Grain, kept_tag_keys, snake, tag_candidates
 from spendwatch.collectors.base import DEFAULT_JOB_TAGS, DEFAULT_OWNER_TAGS
 from spendwatch.errors import InputError

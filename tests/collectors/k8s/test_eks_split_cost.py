@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from spendwatch.collectors.aws.cur import DataExportConfig
-from spendwatch.collectors.aws.cur_load import CurLoader, ExportFile
+from spendwatch.collectors.aws.cur_files import ExportFile
+from spendwatch.collectors.aws.cur_load import CurLoader
 from spendwatch.collectors.aws.cur_sql import Grain
 from tests.doubles.aws_cur import cur2_table
 from tests.doubles.aws_cur_eks import NODE, PODS, split_table
