@@ -41,12 +41,9 @@ from spendwatch.errors import (
 from spendwatch.store.lines_file import (
     MONEY,
     CostLinesFile,
-    SplitColumns,
     bad_amount_error,
     columns_sql,
     named,
-    new_combinations_sql,
-    quote_name,
     split_columns_sql,
     summarise,
 )
@@ -54,11 +51,10 @@ from spendwatch.store.locks import LockTimeout, RWFileLock
 from spendwatch.store.schema import (
     COST_LINE_SCHEMA,
     JOB_SCHEMA,
-    LINE_DIM_COLUMNS,
-    LINE_ROW_COLUMNS,
     MAX_AMOUNT,
     conform,
 )
+from spendwatch.store.split_lines import insert_lines, insert_split_file
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -345,7 +341,7 @@ class Store:
         with self.transaction() as con:
             replaced = self._delete_period(con, load)
             con.register("incoming_lines", table)
-            _insert_lines(con, "incoming_lines", {}, source, load.batch_id)
+            insert_lines(con, "incoming_lines", {}, source, load.batch_id)
             con.unregister("incoming_lines")
             self._record_load(con, load)
         return LoadResult(source, start, end, load.batch_id, table.num_rows, replaced, billed_total)
@@ -364,10 +360,10 @@ class Store:
             replaced = self._delete_period(con, load)
             split = split_columns_sql(con, file)
             if split is not None:
-                _insert_split_file(con, file, split, source, load.batch_id)
+                insert_split_file(con, file, split, source, load.batch_id)
             else:
                 typed = named(columns_sql(con, file))
-                _insert_lines(con, f"(SELECT {typed} FROM {file.relation()})", file.params(), source, load.batch_id)
+                insert_lines(con, f"(SELECT {typed} FROM {file.relation()})", file.params(), source, load.batch_id)
             self._record_load(con, load)
         return LoadResult(source, start, end, load.batch_id, summary.rows, replaced, summary.billed_total)
 
@@ -536,54 +532,6 @@ class Where:
     @property
     def sql(self) -> str:
         return ("WHERE " + " AND ".join(self.clauses)) if self.clauses else ""
-
-
-_DIMS = ", ".join(quote_name(name) for name in LINE_DIM_COLUMNS)
-
-
-def _same_dims(left: str, right: str) -> str:
-    """``left``'s row has ``right``'s dims: every shared column equal, NULL matching NULL (MAPs too)."""
-    names = [quote_name(n) for n in LINE_DIM_COLUMNS]
-    return " AND ".join(f"{left}.{n} IS NOT DISTINCT FROM {right}.{n}" for n in names)
-
-
-def _add_dims(con: Connection, relation: str, params: dict[str, Any]) -> None:
-    """Add the combinations of shared columns in ``relation`` that ``cost_line_dims`` lacks, with new ids.
-
-    ``EXCEPT`` compares NULL as a value, so each combination is in ``cost_line_dims`` at most once and
-    the joins on it find exactly one row.
-    """
-    incoming = f"SELECT {_DIMS} FROM {relation} AS incoming"
-    con.execute(f"INSERT INTO cost_line_dims {new_combinations_sql('cost_line_dims', incoming, _DIMS)}", params)
-
-
-def _insert_lines(con: Connection, relation: str, params: dict[str, Any], source: str, batch_id: str) -> None:
-    """Insert the lines of ``relation`` (``COST_LINE_SCHEMA``'s columns, typed) as dims and rows.
-
-    The general path: every line is matched to its dims row on all the shared columns. Fine for an
-    Arrow table or a file of grouped lines; a split file goes through ``_insert_split_file``.
-    """
-    _add_dims(con, relation, params)
-    rows = ", ".join(f"i.{quote_name(name)}" for name in LINE_ROW_COLUMNS)
-    con.execute(
-        f"INSERT INTO cost_line_rows SELECT $source, $batch, d.dim_id, {rows} "
-        f"FROM {relation} AS i JOIN cost_line_dims AS d ON {_same_dims('i', 'd')}",
-        {**params, "source": source, "batch": batch_id},
-    )
-
-
-def _insert_split_file(con: Connection, file: CostLinesFile, split: SplitColumns, source: str, batch_id: str) -> None:
-    """Insert a split ``CostLinesFile`` keeping its split: the file's dims are matched to the store's
-    (a join of two small tables) and each line only carries its store ``dim_id`` over, found by its
-    file ``dim_id`` (a BIGINT key) — never a join of millions of lines on thirty columns."""
-    dims = f"(SELECT {split.dims} FROM read_parquet($dims))"
-    _add_dims(con, dims, {"dims": file.params()["dims"]})
-    ids = f"SELECT f.dim_id AS file_dim, d.dim_id FROM {dims} AS f JOIN cost_line_dims AS d ON {_same_dims('f', 'd')}"
-    con.execute(
-        f"INSERT INTO cost_line_rows SELECT $source, $batch, m.dim_id, {split.rows} "
-        f"FROM read_parquet($path) AS l JOIN ({ids}) AS m ON l.dim_id = m.file_dim",
-        {**file.params(), "source": source, "batch": batch_id},
-    )
 
 
 def _count(con: Connection, sql: str, params: list[Any]) -> int:
